@@ -1,0 +1,29 @@
+"""backend_kit: production best practice for Django and Flask services.
+
+One settings object, one request context and one redaction policy, shared by
+structured logging, Sentry, retries, caching and health checks.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ._configure import configure
+from ._errors import ConfigError, ConfigProblem
+from ._settings import SecretURL, Settings, get_settings, load_settings
+
+try:
+    __version__ = version("backend-kit")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without metadata
+    __version__ = "0.0.0"
+
+__all__ = [
+    "ConfigError",
+    "ConfigProblem",
+    "SecretURL",
+    "Settings",
+    "__version__",
+    "configure",
+    "get_settings",
+    "load_settings",
+]

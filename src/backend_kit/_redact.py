@@ -1,0 +1,218 @@
+"""One redaction policy for log events, Sentry events, health output and errors.
+
+Everything that leaves the process as text goes through a `Redactor`: values under
+sensitive keys are replaced, credentials in URLs and sensitive query parameters are
+masked, ``Bearer``/``Basic`` credentials are masked, and the exact values of the
+active settings' secret fields are masked wherever they appear.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._settings import Settings
+
+__all__ = [
+    "DEFAULT_SENSITIVE_KEYS",
+    "MASK",
+    "Redactor",
+    "get_redactor",
+    "mask_url",
+]
+
+MASK = "***"
+
+#: Substrings that make a key (or header, or query parameter) sensitive, compared
+#: case-insensitively after folding ``-`` to ``_``: ``X-Session-Token`` and
+#: ``db_password`` both match.
+DEFAULT_SENSITIVE_KEYS: tuple[str, ...] = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "authorization",
+    "cookie",
+    "session",
+    "csrf",
+    "private_key",
+    "credential",
+    "dsn",
+)
+
+# Secrets shorter than this are not hunted for inside free text: masking every
+# occurrence of "ab" would destroy the log without protecting anything real.
+_MIN_SECRET_LENGTH = 4
+
+_URL_USERINFO = re.compile(
+    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/?#@\s]*)(?::(?P<password>[^/?#@\s]*))?@"
+)
+_AUTH_SCHEME = re.compile(r"\b(?P<scheme>Bearer|Basic)\s+[A-Za-z0-9\-._~+/]+=*", re.IGNORECASE)
+
+
+def _fold(key: str) -> str:
+    return key.lower().replace("-", "_")
+
+
+def _mask_userinfo(match: re.Match[str]) -> str:
+    scheme, user, password = match.group("scheme", "user", "password")
+    if password:
+        return f"{scheme}{user}:{MASK}@"
+    if user:
+        # A bare user part is usually a key (Sentry DSN, token-in-URL), not a name.
+        return f"{scheme}{MASK}@"
+    return match.group(0)
+
+
+def mask_url(url: str) -> str:
+    """Return *url* with the password (or a bare key in the user part) masked.
+
+    >>> mask_url("postgres://app:s3cret@db:5432/app")
+    'postgres://app:***@db:5432/app'
+    """
+    return _URL_USERINFO.sub(_mask_userinfo, url)
+
+
+class Redactor:
+    """Masks secrets in nested data and free text.
+
+    A redactor is immutable once built; build a new one to change the policy.
+    """
+
+    __slots__ = (
+        "_assignment",
+        "_extra_patterns",
+        "_key_cache",
+        "_keys",
+        "_secret_values",
+    )
+
+    def __init__(
+        self,
+        *,
+        keys: Iterable[str] = DEFAULT_SENSITIVE_KEYS,
+        secret_values: Iterable[str] = (),
+        patterns: Iterable[str | re.Pattern[str]] = (),
+    ) -> None:
+        self._keys = tuple(sorted({_fold(k) for k in keys if k}))
+        # Longest first, so a secret that contains another is masked whole.
+        self._secret_values = tuple(
+            sorted(
+                {v for v in secret_values if len(v) >= _MIN_SECRET_LENGTH},
+                key=len,
+                reverse=True,
+            )
+        )
+        self._extra_patterns = tuple(re.compile(p) if isinstance(p, str) else p for p in patterns)
+        words = "|".join(re.escape(k).replace("_", "[_-]?") for k in self._keys)
+        # ``password=hunter2``, ``"token": "abc"``, ``?api_key=...``, ``&session=...``
+        self._assignment = (
+            re.compile(
+                rf"""(?P<name>[\w\-]*(?:{words})[\w\-]*)(?P<sep>["']?\s*[=:]\s*)"""
+                rf"""(?P<value>"[^"]*"|'[^']*'|[^\s,;&"'#]+)""",
+                re.IGNORECASE,
+            )
+            if self._keys
+            else None
+        )
+        self._key_cache: dict[str, bool] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Redactor:
+        """Build the policy described by *settings*: default keys plus ``REDACT_KEYS``,
+        ``REDACT_PATTERNS``, and the values of every secret field."""
+        from ._settings import secret_values
+
+        return cls(
+            keys=(*DEFAULT_SENSITIVE_KEYS, *settings.redact_keys),
+            secret_values=secret_values(settings),
+            patterns=settings.redact_patterns,
+        )
+
+    def is_sensitive_key(self, key: str) -> bool:
+        """True when values stored under *key* must never be shown."""
+        cached = self._key_cache.get(key)
+        if cached is None:
+            folded = _fold(key)
+            cached = any(k in folded for k in self._keys)
+            if len(self._key_cache) < 4096:
+                self._key_cache[key] = cached
+        return cached
+
+    def redact_text(self, text: str) -> str:
+        """Mask every secret that can be recognised inside *text*."""
+        text = self.mask_secret_values(text)
+        if "://" in text and "@" in text:
+            text = _URL_USERINFO.sub(_mask_userinfo, text)
+        if self._assignment is not None and ("=" in text or ":" in text) and self._mentions_key(text):
+            text = self._assignment.sub(self._mask_assignment, text)
+        if " " in text and ("earer" in text or "asic" in text or "EARER" in text or "ASIC" in text):
+            text = _AUTH_SCHEME.sub(r"\g<scheme> " + MASK, text)
+        for pattern in self._extra_patterns:
+            text = pattern.sub(MASK, text)
+        return text
+
+    def redact(self, value: Any) -> Any:
+        """Return a redacted copy of *value*: mappings, sequences and strings are walked
+        recursively; other objects are returned unchanged."""
+        if isinstance(value, str):
+            return self.redact_text(value)
+        if isinstance(value, Mapping):
+            return {
+                k: MASK
+                if isinstance(k, str) and v is not None and self.is_sensitive_key(k)
+                else self.redact(v)
+                for k, v in value.items()
+            }
+        if isinstance(value, (list, tuple)):
+            if (
+                len(value) == 2
+                and isinstance(value[0], str)
+                and value[1] is not None
+                and self.is_sensitive_key(value[0])
+            ):
+                # A (name, value) pair, as in WSGI header lists.
+                return type(value)((value[0], MASK)) if isinstance(value, tuple) else [value[0], MASK]
+            redacted = [self.redact(item) for item in value]
+            return tuple(redacted) if isinstance(value, tuple) else redacted
+        return value
+
+    def _mentions_key(self, text: str) -> bool:
+        folded = text.lower()
+        return any(k in folded for k in self._keys) or ("api" in folded and "key" in folded)
+
+    def mask_secret_values(self, text: str) -> str:
+        """Mask only the exact secret values inside *text*."""
+        for value in self._secret_values:
+            if value in text:
+                text = text.replace(value, MASK)
+        return text
+
+    def _mask_assignment(self, match: re.Match[str]) -> str:
+        value = match.group("value")
+        quote = value[0] if value[:1] in ("'", '"') else ""
+        return f"{match.group('name')}{match.group('sep')}{quote}{MASK}{quote}"
+
+
+_lock = threading.Lock()
+_cached: tuple[object, Redactor] | None = None
+
+
+def get_redactor() -> Redactor:
+    """The redactor for the active settings (see `backend_kit.get_settings`)."""
+    global _cached
+    from ._settings import get_settings
+
+    settings = get_settings()
+    cached = _cached
+    if cached is not None and cached[0] is settings:
+        return cached[1]
+    with _lock:
+        redactor = Redactor.from_settings(settings)
+        _cached = (settings, redactor)
+        return redactor

@@ -1,0 +1,454 @@
+"""The settings model every backend_kit module reads, and the active-settings slot."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar, overload
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+)
+from pydantic.types import _SecretBase
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from ._errors import ConfigError
+from ._redact import mask_url
+
+__all__ = [
+    "Environment",
+    "LogFormat",
+    "LogLevel",
+    "SecretURL",
+    "Settings",
+    "get_settings",
+    "load_settings",
+    "secret_values",
+]
+
+Environment = Literal["development", "test", "staging", "production"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LogFormat = Literal["console", "json", "auto"]
+
+S = TypeVar("S", bound="Settings")
+
+
+class SecretURL(SecretStr):
+    """A URL whose credentials are secret.
+
+    Shown with its password masked (``postgres://app:***@db:5432/app``); a bare key in
+    the user part, as in a Sentry DSN, is masked too. ``get_secret_value()`` returns
+    the full URL.
+    """
+
+    def _display(self) -> str:
+        return mask_url(self.get_secret_value())
+
+    @property
+    def scheme(self) -> str:
+        """The URL scheme, lower-cased (``postgresql``, ``redis``, ``memory``)."""
+        return urlsplit(self.get_secret_value()).scheme.lower()
+
+
+def _split_list(value: Any) -> Any:
+    """Accept ``a,b,c`` as well as a JSON list or a real list."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return text  # let pydantic parse the JSON
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+# Validation runs inside Settings.__init__; this flag lets `replace_settings` validate
+# known values without reading the environment and files again.
+_skip_sources: ContextVar[bool] = ContextVar("backend_kit_skip_sources", default=False)
+
+
+class Settings(BaseSettings):
+    """Typed settings for a service, read from the environment and files.
+
+    Subclass it to add your own fields; every field is read from the variable of the
+    same name in upper case (``service_name`` from ``SERVICE_NAME``), after the class's
+    ``env_prefix`` if it sets one. Nested models use ``__`` (``MYAPP_DB__PORT``).
+
+    Sources, strongest first: keyword arguments, the environment, ``.env.{ENVIRONMENT}``,
+    ``.env``, the secrets directory (one file per variable, default ``/run/secrets``),
+    ``<NAME>_FILE`` variables naming a file that holds the value, then defaults.
+
+    Construction never raises pydantic's ``ValidationError`` (which echoes inputs): it
+    raises `backend_kit.ConfigError`, listing every problem without any value.
+    Instances are immutable.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="",
+        env_nested_delimiter="__",
+        case_sensitive=False,
+        extra="ignore",
+        frozen=True,
+        validate_default=True,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        secrets_dir="/run/secrets",
+    )
+
+    service_name: str = Field(
+        default="service",
+        min_length=1,
+        description="Name of the service, attached to every log line and Sentry event.",
+    )
+    environment: Environment = Field(
+        default="production",
+        description="Where the service runs: development, test, staging or production. "
+        "Also selects the .env.{ENVIRONMENT} file.",
+    )
+    debug: bool = Field(default=False, description="Framework debug mode. Never in production.")
+    release: str | None = Field(
+        default=None, description="Release or version identifier (a git SHA or a tag)."
+    )
+    log_level: LogLevel = Field(default="INFO", description="Lowest level that is logged.")
+    log_format: LogFormat = Field(
+        default="auto",
+        description="console (readable), json (one object per line) or auto "
+        "(console on a terminal, json otherwise).",
+    )
+    log_levels: Annotated[dict[str, LogLevel], NoDecode] = Field(
+        default_factory=dict,
+        description="Per-logger levels, for example urllib3=WARNING,django.db.backends=INFO.",
+    )
+    redact_keys: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Extra key names whose values are masked in logs, Sentry events and "
+        "health output, comma-separated.",
+    )
+    redact_patterns: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Extra regular expressions whose matches are masked, comma-separated.",
+    )
+    sentry_dsn: SecretURL | None = Field(
+        default=None, description="Sentry DSN. Without it, nothing is sent to Sentry."
+    )
+    sentry_sample_rate: float = Field(
+        default=1.0, ge=0.0, le=1.0, description="Share of error events sent to Sentry."
+    )
+    sentry_traces_sample_rate: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Share of requests traced by Sentry."
+    )
+    database_url: SecretURL | None = Field(
+        default=None,
+        description="Database URL, for example postgres://user:password@host:5432/dbname "
+        "or sqlite:///path/to/db.sqlite3.",
+    )
+    cache_url: SecretURL = Field(
+        default=SecretURL("memory://"),
+        description="Cache backend: memory:// (in-process) or redis://host:port/db "
+        "(shared between processes).",
+    )
+    health_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token that unlocks the detailed health report.",
+    )
+
+    _sources: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)
+
+    def __init__(
+        self,
+        _env_file: str | Path | None = None,
+        _secrets_dir: str | Path | None = None,
+        **values: Any,
+    ) -> None:
+        if _skip_sources.get():
+            resolved, sources, problems = values, {}, []
+        else:
+            from ._sources import resolve_sources
+
+            resolved, sources, problems = resolve_sources(
+                type(self), values, env_file=_env_file, secrets_dir=_secrets_dir
+            )
+        error: ConfigError | None = None
+        try:
+            # Validate even after a source problem, so the error lists every problem.
+            super(BaseSettings, self).__init__(**resolved)
+        except ValidationError as exc:
+            # Built here and raised below, outside the handler, so the pydantic error
+            # (which holds the inputs) is not chained onto ours.
+            error = _config_error(type(self), exc, resolved, sources, problems)
+        if error is None and problems:
+            error = ConfigError(problems, settings_name=_qualname(type(self)))
+        if error is not None:
+            raise error
+        self._sources = sources
+
+    @field_validator("environment", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("log_levels", mode="before")
+    @classmethod
+    def _parse_log_levels(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("{"):
+            import orjson
+
+            try:
+                return orjson.loads(text)
+            except orjson.JSONDecodeError:
+                raise ValueError(
+                    "expected logger=LEVEL pairs separated by commas, or a JSON object"
+                ) from None
+        levels: dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            name, sep, level = item.partition("=")
+            if not sep or not name.strip():
+                raise ValueError(
+                    "expected logger=LEVEL pairs separated by commas, "
+                    "for example urllib3=WARNING,django.db.backends=INFO"
+                )
+            levels[name.strip()] = level.strip().upper()
+        return levels
+
+    @field_validator("redact_keys", "redact_patterns", mode="before")
+    @classmethod
+    def _parse_list(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _compile_patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for index, pattern in enumerate(value):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"pattern number {index + 1} is not a valid regular expression ({exc.msg})"
+                ) from None
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: SecretURL | None) -> SecretURL | None:
+        if value is not None and not _has_scheme(value):
+            raise ValueError(
+                "expected a URL such as postgres://user:password@host:5432/dbname "
+                "or sqlite:///path/to/db.sqlite3"
+            )
+        return value
+
+    @field_validator("cache_url")
+    @classmethod
+    def _check_cache_url(cls, value: SecretURL) -> SecretURL:
+        if value.scheme not in {"memory", "redis", "rediss", "unix"} or not _has_scheme(value):
+            raise ValueError("expected memory:// or redis://host:port/db")
+        return value
+
+    @field_validator("sentry_dsn")
+    @classmethod
+    def _check_dsn(cls, value: SecretURL | None) -> SecretURL | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in {"http", "https"} or not parts.username or not parts.hostname:
+            raise ValueError(
+                "expected a Sentry DSN such as https://<key>@<host>/<project-id> "
+                "(copy it from the project's Client Keys page)"
+            )
+        return value
+
+    @model_serializer(mode="wrap")
+    def _serialize(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        reveal = bool(info.context and info.context.get("reveal_secrets"))
+        if not reveal and info.mode != "json":
+            return data
+        for path, secret in _secret_paths(self):
+            target: Any = data
+            for part in path[:-1]:
+                target = target.get(part) if isinstance(target, dict) else None
+            if isinstance(target, dict) and path[-1] in target:
+                if reveal:
+                    target[path[-1]] = secret.get_secret_value()
+                elif isinstance(secret, SecretURL):
+                    target[path[-1]] = str(secret)
+        return data
+
+    def source_of(self, *path: str) -> str:
+        """Where the value of the field at *path* came from, for example
+        ``"environment variable LOG_LEVEL"``, ``"file .env"`` or ``"default"``."""
+        for length in range(len(path), 0, -1):
+            source = self._sources.get(path[:length])
+            if source is not None:
+                return source
+        return "default"
+
+
+def _has_scheme(url: SecretURL) -> bool:
+    return bool(re.match(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://", url.get_secret_value()))
+
+
+def _qualname(cls: type) -> str:
+    module = cls.__module__
+    # Our own classes are known by their public name, not their private module.
+    if module.startswith("backend_kit._"):
+        module = "backend_kit"
+    return f"{module}.{cls.__qualname__}"
+
+
+def _secret_paths(model: BaseModel, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], _SecretBase[Any]]]:
+    for name in type(model).model_fields:
+        value = getattr(model, name, None)
+        if isinstance(value, _SecretBase):
+            yield (*prefix, name), value
+        elif isinstance(value, BaseModel):
+            yield from _secret_paths(value, (*prefix, name))
+
+
+def secret_values(settings: BaseModel) -> list[str]:
+    """The plain values of every secret field of *settings*, for exact-value masking.
+
+    For a URL, its password (or bare key) is included on its own as well, so the
+    credential is masked even where it appears without the rest of the URL.
+    """
+    values: list[str] = []
+    for _, secret in _secret_paths(settings):
+        raw = secret.get_secret_value()
+        if not isinstance(raw, str) or not raw:
+            continue
+        if isinstance(secret, SecretURL):
+            parts = urlsplit(raw)
+            credential = parts.password or parts.username
+            if credential:
+                values.append(raw)
+                values.append(credential)
+        else:
+            values.append(raw)
+    return values
+
+
+def _config_error(
+    cls: type[Settings],
+    exc: ValidationError,
+    resolved: dict[str, Any],
+    sources: dict[tuple[str, ...], str],
+    earlier: list[Any] | None = None,
+) -> ConfigError:
+    from ._sources import problems_from_validation
+
+    problems = [*(earlier or []), *problems_from_validation(cls, exc, resolved, sources)]
+    return ConfigError(problems, settings_name=_qualname(cls))
+
+
+def load_settings(cls: type[S] = Settings, /, **overrides: Any) -> S:  # type: ignore[assignment]
+    """Build settings of class *cls* from every source, *overrides* strongest.
+
+    Raises `ConfigError` listing every problem at once (the variable to set, what was
+    expected, and where the bad value came from), never echoing a value.
+
+    >>> settings = load_settings(service_name="billing")
+    >>> settings.service_name
+    'billing'
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Settings)):
+        raise TypeError(f"load_settings() expects a subclass of backend_kit.Settings, got {cls!r}")
+    return cls(**overrides)
+
+
+def replace_settings(settings: S, **values: Any) -> S:
+    """A validated copy of *settings* with *values* changed; ``a__b`` sets a nested field.
+
+    Sources are not read again.
+    """
+    cls = type(settings)
+    merged: dict[str, Any] = {name: getattr(settings, name) for name in cls.model_fields}
+    for key, value in values.items():
+        path = key.lower().split("__") if "__" in key else [key]
+        if path[0] not in cls.model_fields:
+            raise TypeError(f"{_qualname(cls)} has no field {path[0]!r}")
+        target = merged
+        for part in path[:-1]:
+            current = target[part]
+            if isinstance(current, BaseModel):
+                current = dict(current)
+            target[part] = current
+            target = current
+        target[path[-1]] = value
+    token = _skip_sources.set(True)
+    try:
+        new = cls(**merged)
+    finally:
+        _skip_sources.reset(token)
+    new._sources = {**settings._sources, **{tuple(k.lower().split("__")): "override" for k in values}}
+    return new
+
+
+_active_lock = threading.Lock()
+_active: Settings | None = None
+
+
+@overload
+def get_settings() -> Settings: ...
+@overload
+def get_settings(cls: type[S]) -> S: ...
+def get_settings(cls: type[Settings] | None = None) -> Settings:
+    """The active settings: those passed to `backend_kit.configure`, else loaded once
+    from the environment (with *cls*, default `Settings`).
+
+    Raises `ConfigError` when loading fails, and `TypeError` when the active settings
+    are not an instance of *cls*.
+    """
+    global _active
+    active = _active
+    if active is None:
+        with _active_lock:
+            if _active is None:
+                _active = load_settings(cls or Settings)
+            active = _active
+    if cls is not None and not isinstance(active, cls):
+        raise TypeError(
+            f"the active settings are {_qualname(type(active))}, not {_qualname(cls)}; "
+            f"pass an instance of {cls.__name__} to backend_kit.configure()"
+        )
+    return active
+
+
+def set_active_settings(settings: Settings | None) -> Settings | None:
+    """Make *settings* the active settings; returns the previous ones. ``None`` resets."""
+    global _active
+    with _active_lock:
+        previous, _active = _active, settings
+    return previous
+
+
+def active_settings_or_none() -> Settings | None:
+    return _active
+
+
+def field_is_secret(annotation: Any) -> bool:
+    """True when *annotation* is, or contains, a pydantic secret type."""
+    if isinstance(annotation, type):
+        return issubclass(annotation, _SecretBase)
+    args = getattr(annotation, "__args__", ())
+    return any(field_is_secret(arg) for arg in args)
+

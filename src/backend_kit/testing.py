@@ -1,0 +1,34 @@
+"""Helpers for testing code that uses backend_kit. Public API.
+
+>>> from backend_kit.testing import override_settings
+>>> with override_settings(service_name="billing") as settings:
+...     settings.service_name
+'billing'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ._settings import Settings, get_settings, replace_settings, set_active_settings
+
+__all__ = ["override_settings"]
+
+
+@contextmanager
+def override_settings(**values: Any) -> Iterator[Settings]:
+    """Make a validated copy of the active settings with *values* changed the active
+    settings for the duration of the block, then restore the previous ones.
+
+    Nested fields are reached with ``__``: ``override_settings(db__port=6543)``.
+    Raises `backend_kit.ConfigError` when a value is invalid.
+    """
+    current = get_settings()
+    changed = replace_settings(current, **values)
+    previous = set_active_settings(changed)
+    try:
+        yield changed
+    finally:
+        set_active_settings(previous)
