@@ -33,7 +33,9 @@ class ConfigError(Exception):
     the configuration, so the error is safe to log and to send to Sentry.
     """
 
-    def __init__(self, problems: Iterable[ConfigProblem], *, settings_name: str = "settings") -> None:
+    def __init__(
+        self, problems: Iterable[ConfigProblem], *, settings_name: str = "settings"
+    ) -> None:
         self.problems: tuple[ConfigProblem, ...] = tuple(problems)
         self.settings_name = settings_name
         super().__init__(self._report())

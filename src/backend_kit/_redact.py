@@ -149,7 +149,11 @@ class Redactor:
         text = self.mask_secret_values(text)
         if "://" in text and "@" in text:
             text = _URL_USERINFO.sub(_mask_userinfo, text)
-        if self._assignment is not None and ("=" in text or ":" in text) and self._mentions_key(text):
+        if (
+            self._assignment is not None
+            and ("=" in text or ":" in text)
+            and self._mentions_key(text)
+        ):
             text = self._assignment.sub(self._mask_assignment, text)
         if " " in text and ("earer" in text or "asic" in text or "EARER" in text or "ASIC" in text):
             text = _AUTH_SCHEME.sub(r"\g<scheme> " + MASK, text)
@@ -177,7 +181,7 @@ class Redactor:
                 and self.is_sensitive_key(value[0])
             ):
                 # A (name, value) pair, as in WSGI header lists.
-                return type(value)((value[0], MASK)) if isinstance(value, tuple) else [value[0], MASK]
+                return (value[0], MASK) if isinstance(value, tuple) else [value[0], MASK]
             redacted = [self.redact(item) for item in value]
             return tuple(redacted) if isinstance(value, tuple) else redacted
         return value

@@ -24,8 +24,8 @@ from pydantic import (
 from pydantic.types import _SecretBase
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from ._errors import ConfigError
-from ._redact import mask_url
+from ._errors import ConfigError, ConfigProblem
+from ._redact import Redactor, mask_url
 
 __all__ = [
     "Environment",
@@ -170,6 +170,9 @@ class Settings(BaseSettings):
         _secrets_dir: str | Path | None = None,
         **values: Any,
     ) -> None:
+        resolved: dict[str, Any]
+        sources: dict[tuple[str, ...], str]
+        problems: list[ConfigProblem]
         if _skip_sources.get():
             resolved, sources, problems = values, {}, []
         else:
@@ -205,18 +208,20 @@ class Settings(BaseSettings):
     @field_validator("log_levels", mode="before")
     @classmethod
     def _parse_log_levels(cls, value: Any) -> Any:
-        if not isinstance(value, str):
-            return value
-        text = value.strip()
+        text = value.strip() if isinstance(value, str) else ""
         if text.startswith("{"):
             import orjson
 
             try:
-                return orjson.loads(text)
+                value = orjson.loads(text)
             except orjson.JSONDecodeError:
                 raise ValueError(
                     "expected logger=LEVEL pairs separated by commas, or a JSON object"
                 ) from None
+        if isinstance(value, dict):
+            return {k: v.strip().upper() if isinstance(v, str) else v for k, v in value.items()}
+        if not isinstance(value, str):
+            return value
         levels: dict[str, str] = {}
         for item in filter(None, (part.strip() for part in text.split(","))):
             name, sep, level = item.partition("=")
@@ -294,6 +299,19 @@ class Settings(BaseSettings):
                     target[path[-1]] = str(secret)
         return data
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_"):
+            super().__setattr__(name, value)
+            return
+        # pydantic's own frozen error would quote the value, which may be a secret.
+        raise TypeError(
+            f"{type(self).__name__} is immutable: {name!r} cannot be changed after loading. "
+            "Load new settings, or use backend_kit.testing.override_settings() in tests."
+        )
+
+    def __delattr__(self, name: str) -> None:
+        raise TypeError(f"{type(self).__name__} is immutable: {name!r} cannot be deleted.")
+
     def source_of(self, *path: str) -> str:
         """Where the value of the field at *path* came from, for example
         ``"environment variable LOG_LEVEL"``, ``"file .env"`` or ``"default"``."""
@@ -316,7 +334,9 @@ def _qualname(cls: type) -> str:
     return f"{module}.{cls.__qualname__}"
 
 
-def _secret_paths(model: BaseModel, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], _SecretBase[Any]]]:
+def _secret_paths(
+    model: BaseModel, prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], _SecretBase[Any]]]:
     for name in type(model).model_fields:
         value = getattr(model, name, None)
         if isinstance(value, _SecretBase):
@@ -360,7 +380,11 @@ def _config_error(
     return ConfigError(problems, settings_name=_qualname(cls))
 
 
-def load_settings(cls: type[S] = Settings, /, **overrides: Any) -> S:  # type: ignore[assignment]
+@overload
+def load_settings(**overrides: Any) -> Settings: ...
+@overload
+def load_settings(cls: type[S], /, **overrides: Any) -> S: ...
+def load_settings(cls: type[Settings] = Settings, /, **overrides: Any) -> Settings:
     """Build settings of class *cls* from every source, *overrides* strongest.
 
     Raises `ConfigError` listing every problem at once (the variable to set, what was
@@ -399,7 +423,10 @@ def replace_settings(settings: S, **values: Any) -> S:
         new = cls(**merged)
     finally:
         _skip_sources.reset(token)
-    new._sources = {**settings._sources, **{tuple(k.lower().split("__")): "override" for k in values}}
+    new._sources = {
+        **settings._sources,
+        **{tuple(k.lower().split("__")): "override" for k in values},
+    }
     return new
 
 
@@ -452,3 +479,54 @@ def field_is_secret(annotation: Any) -> bool:
     args = getattr(annotation, "__args__", ())
     return any(field_is_secret(arg) for arg in args)
 
+
+def import_settings_class(path: str) -> type[Settings]:
+    """Import the settings class named by *path* (``package.module:ClassName``).
+
+    The current directory is importable, as it is for ``gunicorn`` and ``flask``, so a
+    project's own ``myservice.settings:Settings`` is found when run from its root.
+    Raises `ConfigError` with one problem that says what is wrong with *path*.
+    """
+    import importlib
+    import os
+    import sys
+
+    def fail(message: str) -> ConfigError:
+        # A user's module may fail with a message that quotes a credential.
+        message = Redactor().redact_text(message)
+        return ConfigError(
+            [ConfigProblem("BACKEND_KIT_SETTINGS", message, "--settings or BACKEND_KIT_SETTINGS")],
+            settings_name=path,
+        )
+
+    module_name, sep, attribute = path.strip().partition(":")
+    if not sep:
+        module_name, _, attribute = module_name.rpartition(".")
+    if (
+        not module_name
+        or not attribute
+        or not re.fullmatch(r"[\w.]+", f"{module_name}.{attribute}")
+    ):
+        raise fail(f"{path!r} is not of the form package.module:ClassName")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    error: ConfigError | None = None
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            error = fail(
+                f"no module named {module_name!r} (is it installed, or in the current directory?)"
+            )
+        else:
+            error = fail(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}")
+    except Exception as exc:  # a broken user module; report it in one line
+        error = fail(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}")
+    if error is not None:
+        raise error
+    candidate = getattr(module, attribute, None)
+    if candidate is None:
+        raise fail(f"module {module_name!r} has no attribute {attribute!r}")
+    if not (isinstance(candidate, type) and issubclass(candidate, Settings)):
+        raise fail(f"{module_name}:{attribute} is not a subclass of backend_kit.Settings")
+    return candidate

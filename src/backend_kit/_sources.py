@@ -238,7 +238,9 @@ def _deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, An
     return merged
 
 
-def _leaf_paths(cls: type[BaseModel], data: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+def _leaf_paths(
+    cls: type[BaseModel], data: Mapping[str, Any], prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[str, ...]]:
     for key, value in data.items():
         field = cls.model_fields.get(key)
         model = _model_of(field.annotation) if field else None
@@ -269,42 +271,53 @@ def resolve_sources(
     problems: list[ConfigProblem] = []
     environ = dict(os.environ)
 
-    base_files = _env_files(env_file or environ.get(ENV_FILE_VARIABLE) or cls.model_config.get("env_file"))
+    base_files = _env_files(
+        env_file or environ.get(ENV_FILE_VARIABLE) or cls.model_config.get("env_file")
+    )
     dotenv_base: dict[str, str] = {}
     base_origin: dict[str, Path] = {}
-    for path in base_files:
-        if path.is_file():
-            values = _read_dotenv(path)
+    for base_file in base_files:
+        if base_file.is_file():
+            values = _read_dotenv(base_file)
             dotenv_base.update(values)
-            base_origin.update(dict.fromkeys(values, path))
+            base_origin.update(dict.fromkeys(values, base_file))
 
     environment = _environment_name(cls, init_values, environ, dotenv_base, case_sensitive)
     dotenv_specific: dict[str, str] = {}
     specific_origin: dict[str, Path] = {}
     if environment is not None:
-        for base in base_files:
-            path = base.with_name(f"{base.name}.{environment}")
-            if path.is_file():
-                values = _read_dotenv(path)
+        for base_file in base_files:
+            specific_file = base_file.with_name(f"{base_file.name}.{environment}")
+            if specific_file.is_file():
+                values = _read_dotenv(specific_file)
                 dotenv_specific.update(values)
-                specific_origin.update(dict.fromkeys(values, path))
+                specific_origin.update(dict.fromkeys(values, specific_file))
 
     explicit_dir = secrets_dir or environ.get(SECRETS_DIR_VARIABLE)
-    directory = Path(explicit_dir or cls.model_config.get("secrets_dir") or "/run/secrets")
+    configured_dir = cls.model_config.get("secrets_dir")
+    if not isinstance(configured_dir, (str, os.PathLike)):
+        configured_dir = "/run/secrets"  # one directory is supported, not a list
+    directory = Path(explicit_dir or configured_dir)
     secrets = _read_secrets_dir(
         directory.expanduser(), bool(explicit_dir), field_names, case_sensitive, delimiter, problems
     )
 
     # `<NAME>_FILE` may be set in the environment or in either dotenv file.
     references, reference_origin = _read_file_references(
-        {**dotenv_base, **dotenv_specific, **environ}, field_names, case_sensitive, delimiter, problems
+        {**dotenv_base, **dotenv_specific, **environ},
+        field_names,
+        case_sensitive,
+        delimiter,
+        problems,
     )
 
     layers = [  # strongest first
         _layer(environ, case_sensitive, lambda name: f"environment variable {name}"),
         _layer(dotenv_specific, case_sensitive, lambda name: f"{name} in {specific_origin[name]}"),
         _layer(dotenv_base, case_sensitive, lambda name: f"{name} in {base_origin[name]}"),
-        _layer(secrets, case_sensitive, lambda name: f"{directory / name} in the secrets directory"),
+        _layer(
+            secrets, case_sensitive, lambda name: f"{directory / name} in the secrets directory"
+        ),
         _layer(references, case_sensitive, lambda name: reference_origin[name]),
     ]
 
@@ -423,7 +436,9 @@ def _lookup_source(sources: Mapping[tuple[str, ...], str], path: tuple[str, ...]
     return "the default value"
 
 
-def _split_location(cls: type[BaseModel], loc: tuple[int | str, ...]) -> tuple[tuple[str, ...], str]:
+def _split_location(
+    cls: type[BaseModel], loc: tuple[int | str, ...]
+) -> tuple[tuple[str, ...], str]:
     """Split pydantic's error location into the field path and a key/index detail."""
     path: list[str] = []
     model: type[BaseModel] | None = cls
@@ -467,7 +482,9 @@ def describe_variables(cls: type[Settings]) -> list[VariableInfo]:
     return list(_describe(cls, cls, ()))
 
 
-def _describe(root: type[Settings], model: type[BaseModel], prefix: tuple[str, ...]) -> Iterator[VariableInfo]:
+def _describe(
+    root: type[Settings], model: type[BaseModel], prefix: tuple[str, ...]
+) -> Iterator[VariableInfo]:
     for name, field in model.model_fields.items():
         path = (*prefix, name)
         nested = _model_of(field.annotation)

@@ -1,0 +1,246 @@
+"""The ``backend-kit`` command: inspect and check a service's configuration.
+
+Exit codes: 0 when all is well, 2 when the configuration (or the command line) is wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import click
+
+from ._errors import ConfigError
+from ._settings import Settings, import_settings_class
+from ._sources import VariableInfo, describe_variables
+
+__all__ = ["main"]
+
+SETTINGS_VARIABLE = "BACKEND_KIT_SETTINGS"
+DEFAULT_SETTINGS = "backend_kit.Settings"
+USAGE_ERROR = 2
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="backend-kit", prog_name="backend-kit")
+def main() -> None:
+    """Production best practice for Django and Flask services."""
+
+
+@main.group()
+@click.option(
+    "--settings",
+    "settings_path",
+    envvar=SETTINGS_VARIABLE,
+    default=DEFAULT_SETTINGS,
+    show_default=True,
+    metavar="MODULE:CLASS",
+    help=f"Settings class to use (also {SETTINGS_VARIABLE}).",
+)
+@click.pass_context
+def config(ctx: click.Context, settings_path: str) -> None:
+    """Check, show and document the service's settings."""
+    try:
+        ctx.obj = import_settings_class(settings_path)
+    except ConfigError as exc:
+        _fail(exc.problems[0].message)
+
+
+def _fail(message: str, code: int = USAGE_ERROR) -> None:
+    click.echo(f"Error: {message}", err=True)
+    raise SystemExit(code)
+
+
+def _load(cls: type[Settings]) -> Settings:
+    try:
+        return cls()
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        raise SystemExit(USAGE_ERROR) from None
+
+
+def _settings_name(cls: type[Settings]) -> str:
+    module = "backend_kit" if cls.__module__.startswith("backend_kit.") else cls.__module__
+    return f"{module}.{cls.__qualname__}"
+
+
+@config.command()
+@click.pass_obj
+def check(cls: type[Settings]) -> None:
+    """Exit 0 when the settings load; exit 2 and list every problem when they don't."""
+    settings = _load(cls)
+    variables = describe_variables(cls)
+    explicit = sum(1 for v in variables if settings.source_of(*v.path) != "default")
+    click.echo(
+        f"OK: {_settings_name(cls)} is valid "
+        f"(environment {settings.environment}; {len(variables)} variables, "
+        f"{explicit} set, {len(variables) - explicit} at their defaults)."
+    )
+
+
+def _value_at(settings: Settings, path: tuple[str, ...]) -> Any:
+    value: Any = settings
+    for part in path:
+        value = getattr(value, part, None)
+    return value
+
+
+def display_value(value: Any) -> str:
+    """A value as shown to a person: secrets masked, None empty, booleans lower-case."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return ",".join(str(item) for item in value)
+    return str(value)  # SecretStr and SecretURL render masked
+
+
+def _effective_rows(settings: Settings) -> Iterator[dict[str, Any]]:
+    for variable in describe_variables(type(settings)):
+        yield {
+            "variable": variable.name,
+            "value": display_value(_value_at(settings, variable.path)),
+            "source": settings.source_of(*variable.path),
+            "secret": variable.secret,
+        }
+
+
+@config.command()
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+)
+@click.pass_obj
+def show(cls: type[Settings], output_format: str) -> None:
+    """Every effective value with where it came from; secrets masked."""
+    settings = _load(cls)
+    rows = list(_effective_rows(settings))
+    if output_format == "json":
+        _echo_json({"settings": _settings_name(cls), "variables": rows})
+        return
+    _echo_table(
+        f"Effective settings of {_settings_name(cls)}",
+        ["Variable", "Value", "Source"],
+        [[row["variable"], row["value"], row["source"]] for row in rows],
+    )
+
+
+@config.command()
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json", "markdown"]),
+    default="table",
+    show_default=True,
+)
+@click.pass_obj
+def env(cls: type[Settings], output_format: str) -> None:
+    """Every variable the settings read: type, default, required, secret."""
+    variables = describe_variables(cls)
+    if output_format == "json":
+        _echo_json(
+            {"settings": _settings_name(cls), "variables": [_variable_dict(v) for v in variables]}
+        )
+    elif output_format == "markdown":
+        click.echo(reference_markdown(variables), nl=False)
+    else:
+        _echo_table(
+            f"Variables read by {_settings_name(cls)}",
+            ["Variable", "Type", "Default", "Required", "Secret", "Description"],
+            [
+                [
+                    v.name,
+                    v.type,
+                    v.default or "",
+                    "yes" if v.required else "no",
+                    "yes" if v.secret else "no",
+                    v.description,
+                ]
+                for v in variables
+            ],
+        )
+
+
+def _variable_dict(variable: VariableInfo) -> dict[str, Any]:
+    return {
+        "variable": variable.name,
+        "type": variable.type,
+        "default": variable.default,
+        "required": variable.required,
+        "secret": variable.secret,
+        "description": variable.description,
+    }
+
+
+def reference_markdown(variables: list[VariableInfo]) -> str:
+    """The configuration reference as a Markdown table."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    lines = [
+        "| Variable | Type | Default | Required | Secret | Description |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for v in variables:
+        default = f"`{cell(v.default)}`" if v.default else ""
+        lines.append(
+            f"| `{v.name}` | {cell(v.type)} | {default} | {'yes' if v.required else 'no'} "
+            f"| {'yes' if v.secret else 'no'} | {cell(v.description)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+@config.command()
+@click.pass_obj
+def example(cls: type[Settings]) -> None:
+    """A commented .env.example on standard output."""
+    lines = [
+        f"# Settings for {_settings_name(cls)}.",
+        "# Generated by `backend-kit config example`: copy to .env and fill in.",
+        "# Required variables are uncommented; the others show their default.",
+        "# Secrets belong in the secrets directory or in <NAME>_FILE, not in this file.",
+    ]
+    for v in describe_variables(cls):
+        lines.append("")
+        if v.description:
+            lines.append(f"# {v.description}")
+        facts = [f"Type: {v.type}."]
+        facts.append("Required." if v.required else "Optional.")
+        if v.secret:
+            facts.append("Secret.")
+        lines.append("# " + " ".join(facts))
+        lines.append(f"{v.name}=" if v.required else f"# {v.name}={v.default or ''}")
+    click.echo("\n".join(lines))
+
+
+def _echo_json(data: Any) -> None:
+    import orjson
+
+    click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+
+
+def _echo_table(title: str, headers: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:
+        # Piped into a file or a pager: do not fold rows at 80 columns.
+        console = Console(width=200)
+    table = Table(title=title, title_justify="left")
+    for index, header in enumerate(headers):
+        table.add_column(header, overflow="fold", no_wrap=index == 0)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
