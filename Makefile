@@ -22,9 +22,9 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-## Strict type check of the library.
+## Strict type check of the library, and of the public API as a user types it.
 typecheck: install
-	$(BIN)/mypy --strict src
+	$(BIN)/mypy --strict src tests/typing
 
 check: lint typecheck test
 
