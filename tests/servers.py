@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -18,7 +19,15 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["RedisServer", "free_port", "redis_server", "silent_tcp_server", "wait_for_port"]
+__all__ = [
+    "GunicornServer",
+    "RedisServer",
+    "free_port",
+    "gunicorn_server",
+    "redis_server",
+    "silent_tcp_server",
+    "wait_for_port",
+]
 
 
 def free_port() -> int:
@@ -128,3 +137,66 @@ def silent_tcp_server() -> Iterator[int]:
         listener.close()
         for conn in held:
             conn.close()
+
+
+class GunicornServer:
+    """A gunicorn process serving a WSGI app on a free loopback port.
+
+    Its standard output and error are collected in a file so a test can read the log
+    lines the service printed.
+    """
+
+    def __init__(
+        self, app: str, *, cwd: Path, env: dict[str, str], log_path: Path, workers: int = 1
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._command = [
+            sys.executable, "-m", "gunicorn",
+            "--bind", f"127.0.0.1:{self.port}",
+            "--workers", str(workers),
+            "--threads", "4",
+            "--graceful-timeout", "5",
+            app,
+        ]  # fmt: skip
+        self._cwd = cwd
+        self._env = env
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                self._command, cwd=self._cwd, env=self._env, stdout=log, stderr=subprocess.STDOUT
+            )
+        try:
+            wait_for_port(self.port, timeout=30)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"gunicorn did not start:\n{self.output()}") from None
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(timeout=5)
+            self._process = None
+
+    def output(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+
+@contextmanager
+def gunicorn_server(
+    app: str, *, cwd: Path, env: dict[str, str], log_path: Path, workers: int = 1
+) -> Iterator[GunicornServer]:
+    """Serve *app* (``module:attribute``) under gunicorn on 127.0.0.1; stopped afterwards."""
+    server = GunicornServer(app, cwd=cwd, env=env, log_path=log_path, workers=workers)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
