@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -651,3 +652,27 @@ def test_public_names_are_exported() -> None:
     for name in ("retry", "retry_context", "RetryPolicy", "Attempt", "RetryingBlock"):
         assert name in backend_kit.__all__
         assert hasattr(backend_kit, name)
+
+
+def test_retry_typing() -> None:
+    """tests/typing/retry_api.py type-checks under mypy --strict: signatures survive."""
+    api = Path(__file__).parent / "typing" / "retry_api.py"
+    root = Path(__file__).parent.parent
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--warn-unused-ignores",
+            "--config-file",
+            str(root / "pyproject.toml"),
+            "--cache-dir",
+            str(root / ".mypy_cache"),
+            str(api),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
