@@ -627,6 +627,7 @@ def test_invalid_arguments_are_clear_errors(
         ((), ValueError, "retries nothing"),
         ((ConnectionError, "x"), TypeError, "contains 'x'"),
         (None, TypeError, "on=None"),
+        (asyncio.sleep, TypeError, "is a coroutine function"),
     ],
 )
 def test_invalid_on_is_a_clear_error(on: Any, error: type[Exception], match: str) -> None:
@@ -687,3 +688,9 @@ def _doc_examples() -> list[str]:
 @pytest.mark.parametrize("example", _doc_examples())
 def test_documentation_examples_run(example: str) -> None:
     exec(compile(example, "docs/retries.md", "exec"), {"__name__": "docs_example"})  # noqa: S102
+
+
+def test_a_policy_cannot_be_changed() -> None:
+    policy = RetryPolicy(on=ConnectionError)
+    with pytest.raises(AttributeError, match="cannot be changed"):
+        policy.attempts = 3  # type: ignore[misc]

@@ -85,6 +85,15 @@ class RetryPolicy:
     Raises `TypeError` or `ValueError` when an argument is invalid.
     """
 
+    _types: tuple[type[BaseException], ...] | None
+    _predicate: Callable[[Exception], object] | None
+    on: RetryOn
+    attempts: int
+    timeout: float
+    wait_initial: float
+    wait_max: float
+    wait_jitter: float
+
     __slots__ = (
         "_predicate",
         "_types",
@@ -106,7 +115,7 @@ class RetryPolicy:
         wait_max: float = 5.0,
         wait_jitter: float = 1.0,
     ) -> None:
-        self._types, self._predicate = _parse_on(on)
+        types, predicate = _parse_on(on)
         _check_attempts(attempts)
         for name, value in (
             ("timeout", timeout),
@@ -120,12 +129,24 @@ class RetryPolicy:
                 f"retry: wait_max ({wait_max!r}) is smaller than wait_initial ({wait_initial!r}); "
                 "raise wait_max or lower wait_initial"
             )
-        self.on = on
-        self.attempts = attempts
-        self.timeout = float(timeout)
-        self.wait_initial = float(wait_initial)
-        self.wait_max = float(wait_max)
-        self.wait_jitter = float(wait_jitter)
+        # Frozen after this: a policy is shared between threads and decorated functions.
+        frozen: tuple[tuple[str, object], ...] = (
+            ("_types", types),
+            ("_predicate", predicate),
+            ("on", on),
+            ("attempts", attempts),
+            ("timeout", float(timeout)),
+            ("wait_initial", float(wait_initial)),
+            ("wait_max", float(wait_max)),
+            ("wait_jitter", float(wait_jitter)),
+        )
+        for attribute, setting in frozen:
+            object.__setattr__(self, attribute, setting)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(
+            f"a RetryPolicy cannot be changed ({name}); build a new one with the values you need"
+        )
 
     def __repr__(self) -> str:
         return (
@@ -553,6 +574,11 @@ def _parse_on(
             if not (isinstance(item, type) and issubclass(item, BaseException)):
                 raise TypeError(f"retry: on= contains {item!r}, which is not an exception type")
         return on, None
+    if inspect.iscoroutinefunction(on):
+        raise TypeError(
+            f"retry: on={_qualname(on)} is a coroutine function; the predicate must be a plain "
+            "function (it only inspects the exception, so it never needs to await)"
+        )
     if callable(on):
         return None, on
     raise TypeError(f"retry: on={on!r} ({type(on).__qualname__}) is not usable; {hint}")
