@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from ._configure import configure
 from ._errors import ConfigError, ConfigProblem
+from ._retry import Attempt, RetryingBlock, RetryPolicy, retry, retry_context
 from ._settings import SecretURL, Settings, get_settings, load_settings
 
 try:
@@ -18,12 +19,17 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
     __version__ = "0.0.0"
 
 __all__ = [
+    "Attempt",
     "ConfigError",
     "ConfigProblem",
+    "RetryPolicy",
+    "RetryingBlock",
     "SecretURL",
     "Settings",
     "__version__",
     "configure",
     "get_settings",
     "load_settings",
+    "retry",
+    "retry_context",
 ]

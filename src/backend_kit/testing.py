@@ -14,7 +14,7 @@ from typing import Any
 
 from ._settings import Settings, get_settings, replace_settings, set_active_settings
 
-__all__ = ["override_settings"]
+__all__ = ["override_settings", "retries"]
 
 
 @contextmanager
@@ -32,3 +32,31 @@ def override_settings(**values: Any) -> Iterator[Settings]:
         yield changed
     finally:
         set_active_settings(previous)
+
+
+@contextmanager
+def retries(attempts: int = 1) -> Iterator[None]:
+    """Inside the block, retries never sleep and make at most *attempts* attempts, so a
+    test suite exercising retried code runs at full speed.
+
+    >>> import backend_kit
+    >>> from backend_kit.testing import retries
+    >>> calls = []
+    >>> @backend_kit.retry(on=ConnectionError)
+    ... def flaky() -> None:
+    ...     calls.append(1)
+    ...     raise ConnectionError("down")
+    >>> with retries(attempts=2):
+    ...     flaky()
+    Traceback (most recent call last):
+    ConnectionError: down
+    >>> len(calls)
+    2
+
+    Under pytest, the ``backend_kit_retries`` fixture does the same for one test.
+    Raises `ValueError` when *attempts* is less than 1.
+    """
+    from ._retry import override_retries
+
+    with override_retries(attempts):
+        yield
