@@ -161,6 +161,32 @@ class Settings(BaseSettings):
         default=None,
         description="Bearer token that unlocks the detailed health report.",
     )
+    health_cache_seconds: float = Field(
+        default=2.0,
+        ge=0.0,
+        description="How long a health check result (failures included) is reused by "
+        "later probes, in seconds; 0 runs the checks on every probe.",
+    )
+    health_check_timeout: float = Field(
+        default=2.0,
+        gt=0.0,
+        description="Timeout of a health check that sets none of its own, in seconds.",
+    )
+    health_deadline: float = Field(
+        default=5.0,
+        gt=0.0,
+        description="Longest time a readiness probe waits for all its checks, in seconds.",
+    )
+    health_live_path: str = Field(
+        default="/health/live", description="URL path of the liveness probe."
+    )
+    health_ready_path: str = Field(
+        default="/health/ready",
+        description="URL path of the readiness probe (the detailed report, when authorised).",
+    )
+    health_startup_path: str = Field(
+        default="/health/startup", description="URL path of the startup probe."
+    )
 
     _sources: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)
 
@@ -316,7 +342,9 @@ def _qualname(cls: type) -> str:
     return f"{module}.{cls.__qualname__}"
 
 
-def _secret_paths(model: BaseModel, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], _SecretBase[Any]]]:
+def _secret_paths(
+    model: BaseModel, prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], _SecretBase[Any]]]:
     for name in type(model).model_fields:
         value = getattr(model, name, None)
         if isinstance(value, _SecretBase):
@@ -399,7 +427,10 @@ def replace_settings(settings: S, **values: Any) -> S:
         new = cls(**merged)
     finally:
         _skip_sources.reset(token)
-    new._sources = {**settings._sources, **{tuple(k.lower().split("__")): "override" for k in values}}
+    new._sources = {
+        **settings._sources,
+        **{tuple(k.lower().split("__")): "override" for k in values},
+    }
     return new
 
 
@@ -451,4 +482,3 @@ def field_is_secret(annotation: Any) -> bool:
         return issubclass(annotation, _SecretBase)
     args = getattr(annotation, "__args__", ())
     return any(field_is_secret(arg) for arg in args)
-
