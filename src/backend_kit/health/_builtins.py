@@ -199,6 +199,7 @@ def redis_check(
             socket_timeout=seconds,
             retry=Retry(NoBackoff(), 0),  # one attempt: the probe has no time for more
             single_connection_client=True,
+            client_name="backend_kit-health",
         )
         with closing(client):
             client.ping()

@@ -7,6 +7,7 @@ the load balancer stops sending traffic before the process exits.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from types import FrameType
@@ -87,7 +88,7 @@ def install_sigterm_handler(*, grace_seconds: float = 0.0) -> bool:
                     # Signal handlers can only be changed in the main thread, so the
                     # timer sends SIGTERM again and this handler exits the second time.
                     grace_over.set()
-                    timer = threading.Timer(grace_seconds, signal.raise_signal, (signum,))
+                    timer = threading.Timer(grace_seconds, _signal_main_thread, (signum,))
                     timer.daemon = True
                     timer.start()
                     return
@@ -97,6 +98,15 @@ def install_sigterm_handler(*, grace_seconds: float = 0.0) -> bool:
         signal.signal(signal.SIGTERM, on_sigterm)
         _installed = (on_sigterm, previous)
         return True
+
+
+def _signal_main_thread(signum: int) -> None:
+    # Sent to the main thread itself, so a main thread blocked in a call wakes up.
+    main = threading.main_thread().ident
+    if hasattr(signal, "pthread_kill") and main is not None:
+        signal.pthread_kill(main, signum)
+    else:  # pragma: no cover - Windows
+        os.kill(os.getpid(), signum)
 
 
 def reset_lifecycle() -> None:
