@@ -103,13 +103,16 @@ def postgres_check(
             raise _missing("psycopg", "postgres") from None
         seconds = _effective_timeout(timeout)
         milliseconds = max(1, int(seconds * 1000))
+        # A little under the check's timeout, so a slow query ends with the server's
+        # own error (and is cancelled there) before the probe gives up on it.
+        statement_ms = max(1, int(milliseconds * 0.8))
         started = time.perf_counter()
         with psycopg.connect(
             dsn,
             # libpq counts whole seconds (and treats 1 as 2); the runner still answers
             # on time, this only bounds how long the thread lingers.
             connect_timeout=max(1, math.ceil(seconds)),
-            options=f"-c statement_timeout={milliseconds}",
+            options=f"-c statement_timeout={statement_ms}",
             tcp_user_timeout=milliseconds,
             application_name="backend_kit-health",
             autocommit=True,
