@@ -54,7 +54,9 @@ class Spy:
 
 
 @contextmanager
-def http_status_server(status: int = 200, body: bytes = b"ok", content_type: str = "text/plain") -> Iterator[str]:
+def http_status_server(
+    status: int = 200, body: bytes = b"ok", content_type: str = "text/plain"
+) -> Iterator[str]:
     """A loopback HTTP server answering every GET with *status*; yields its base URL."""
 
     class Handler(http.server.BaseHTTPRequestHandler):

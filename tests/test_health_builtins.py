@@ -110,7 +110,9 @@ def redis_health_connections(client: redis.Redis) -> int:
 
 @pytest.mark.postgres
 @pytest.mark.redis
-def test_1000_probes_leave_connections_and_threads_bounded(postgres_url: str, redis_url: str) -> None:
+def test_1000_probes_leave_connections_and_threads_bounded(
+    postgres_url: str, redis_url: str
+) -> None:
     registry = HealthRegistry(
         [postgres_check(postgres_url, timeout=5), redis_check(redis_url, timeout=5)]
     )
@@ -121,7 +123,9 @@ def test_1000_probes_leave_connections_and_threads_bounded(postgres_url: str, re
 
     def sample() -> None:
         while not stop.is_set():
-            threads = sum(1 for t in threading.enumerate() if t.name.startswith("backend_kit-health-"))
+            threads = sum(
+                1 for t in threading.enumerate() if t.name.startswith("backend_kit-health-")
+            )
             peaks["threads"] = max(peaks["threads"], threads)
             peaks["pg"] = max(peaks["pg"], pg_health_connections(postgres_url))
             peaks["redis"] = max(peaks["redis"], redis_health_connections(observer))
@@ -200,9 +204,7 @@ def test_redis_silent_server_times_out() -> None:
 
 def test_redis_killed_mid_test_fails_then_recovers() -> None:
     with redis_server() as server:
-        runner = HealthRunner(
-            HealthRegistry([redis_check(server.url, timeout=1)]), cache_seconds=0
-        )
+        runner = HealthRunner(HealthRegistry([redis_check(server.url, timeout=1)]), cache_seconds=0)
         assert runner.ready().status == "pass"
         server.stop()
         started = time.monotonic()

@@ -65,7 +65,9 @@ def test_check_defaults_and_key() -> None:
         ({"name": "x", "timeout": 0}, "timeout must be a positive number"),
     ],
 )
-def test_invalid_check_is_refused_with_a_clear_message(options: dict[str, object], message: str) -> None:
+def test_invalid_check_is_refused_with_a_clear_message(
+    options: dict[str, object], message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
         HealthCheck(run=lambda: None, **options)  # type: ignore[arg-type]
 

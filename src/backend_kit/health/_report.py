@@ -141,8 +141,9 @@ def render_table(data: HealthReport | dict[str, Any]) -> Table:
     if data.get("releaseId"):
         title += f" (release {escape(str(data['releaseId']))})"
     table = Table(title=title, caption=escape(str(data["output"])) if data.get("output") else None)
-    for column in ("check", "type", "status", "observed", "time", "output"):
-        table.add_column(column, overflow="fold")
+    for column in ("check", "type", "status", "observed"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("output", overflow="fold")
     checks = data.get("checks") or {}
     for key, entries in checks.items():
         for entry in entries if isinstance(entries, list) else [entries]:
@@ -154,7 +155,6 @@ def render_table(data: HealthReport | dict[str, Any]) -> Table:
                 escape(str(entry.get("componentType", ""))),
                 f"[{_STATUS_STYLE.get(check_status, '')}]{check_status}[/]",
                 escape(text),
-                escape(str(entry.get("time", ""))),
                 escape(str(entry.get("output", ""))),
             )
     return table
