@@ -170,3 +170,31 @@ def test_settings_fields_validate() -> None:
     with pytest.raises(ConfigError, match="HEALTH_CHECK_TIMEOUT"):
         load_settings(health_check_timeout=0)
     assert load_settings().health_cache_seconds == 2.0
+
+
+def test_respond_builds_the_http_answer_for_an_adapter() -> None:
+    with override_settings(health_token="right-token-123", service_name="billing"):
+        runner = HealthRunner(leaky_registry(), cache_seconds=0)
+        public = runner.respond("ready", "Bearer wrong-token-123")
+        assert public.status_code == 503
+        assert public.headers == {
+            "Content-Type": "application/health+json",
+            "Cache-Control": "no-store",
+        }
+        assert json.loads(public.body) == {"status": "fail"}
+        detailed = runner.respond("ready", "Bearer right-token-123")
+        data = json.loads(detailed.body)
+        assert_valid_health_json(data)
+        assert data["serviceId"] == "billing"
+        assert "hunter2" not in detailed.body.decode()
+        live = runner.respond("live")
+        assert (live.status_code, json.loads(live.body)) == (200, {"status": "pass"})
+        assert runner.respond("startup").status_code == 200
+        with pytest.raises(ValueError, match="unknown probe 'health'"):
+            runner.respond("health")  # type: ignore[arg-type]
+
+
+def test_runner_from_settings() -> None:
+    settings = load_settings(cache_url="redis://127.0.0.1:6379/0", environment="development")
+    runner = HealthRunner.from_settings(settings)
+    assert [c.key for c in runner.registry] == ["redis:responseTime"]

@@ -43,7 +43,7 @@ from ._lifecycle import (
     reset_lifecycle,
     start_draining,
 )
-from ._report import CONTENT_TYPE, HealthReport, details_allowed, render_table
+from ._report import CONTENT_TYPE, HealthHTTPResponse, HealthReport, details_allowed, render_table
 from ._runner import HealthRunner
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "CheckStatus",
     "ComponentType",
     "HealthCheck",
+    "HealthHTTPResponse",
     "HealthRegistry",
     "HealthReport",
     "HealthRunner",

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from backend_kit._settings import Settings
 
-__all__ = ["CONTENT_TYPE", "HealthReport", "details_allowed", "render_table"]
+__all__ = ["CONTENT_TYPE", "HealthHTTPResponse", "HealthReport", "details_allowed", "render_table"]
 
 #: The media type of a health report.
 CONTENT_TYPE = "application/health+json"
@@ -74,6 +74,15 @@ class HealthReport:
     def to_json(self, *, detailed: bool = False) -> bytes:
         """`to_dict` serialised as UTF-8 JSON bytes, ready to send with `CONTENT_TYPE`."""
         return orjson.dumps(self.to_dict(detailed=detailed), default=str)
+
+
+@dataclass(frozen=True)
+class HealthHTTPResponse:
+    """What a web framework sends back for a probe: status code, headers and body."""
+
+    status_code: int
+    headers: dict[str, str]
+    body: bytes
 
 
 def _check_dict(result: CheckResult) -> dict[str, Any]:

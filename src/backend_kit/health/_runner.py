@@ -17,16 +17,18 @@ import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from backend_kit._redact import Redactor, get_redactor
 
 from ._checks import CheckResult, CheckStatus, HealthCheck, HealthRegistry, Observation
 from ._lifecycle import is_draining, is_started
-from ._report import HealthReport
+from ._report import CONTENT_TYPE, HealthHTTPResponse, HealthReport, details_allowed
 
 if TYPE_CHECKING:
     from backend_kit._settings import Settings
+
+    from ._builtins import CacheLike
 
 __all__ = ["HealthRunner"]
 
@@ -97,6 +99,16 @@ class HealthRunner:
         self._slots: dict[HealthCheck, _Slot] = {}
         self._slots_lock = threading.Lock()
 
+    @classmethod
+    def from_settings(
+        cls, settings: Settings | None = None, *, cache_backend: CacheLike | None = None
+    ) -> HealthRunner:
+        """A runner over the checks the settings imply (see `checks_from_settings`);
+        add your own to its ``registry``."""
+        from ._builtins import checks_from_settings
+
+        return cls(checks_from_settings(settings, cache_backend=cache_backend), settings=settings)
+
     # -- probes ---------------------------------------------------------------------
 
     def live(self) -> HealthReport:
@@ -126,6 +138,27 @@ class HealthRunner:
             if result.status != "pass":
                 status = "warn"
         return self._report("ready", status, checks=tuple(results))
+
+    def respond(
+        self, probe: Literal["live", "ready", "startup"], authorization: str | None = None
+    ) -> HealthHTTPResponse:
+        """Run *probe* and build the HTTP answer a web framework sends as it is: 200 or
+        503, ``application/health+json``, never cached by proxies, and the detailed
+        report only for a caller whose ``Authorization`` header *authorization* is
+        allowed it (see `details_allowed`).
+
+        Raises `ValueError` for an unknown probe name.
+        """
+        probes = {"live": self.live, "ready": self.ready, "startup": self.startup}
+        if probe not in probes:
+            raise ValueError(f"unknown probe {probe!r}: expected live, ready or startup")
+        report = probes[probe]()
+        detailed = details_allowed(authorization, self._active_settings())
+        return HealthHTTPResponse(
+            status_code=report.http_status,
+            headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"},
+            body=report.to_json(detailed=detailed),
+        )
 
     # -- running checks -------------------------------------------------------------
 
