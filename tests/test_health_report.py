@@ -169,7 +169,10 @@ def test_settings_fields_validate() -> None:
 
     with pytest.raises(ConfigError, match="HEALTH_CHECK_TIMEOUT"):
         load_settings(health_check_timeout=0)
-    assert load_settings().health_cache_seconds == 2.0
+    with pytest.raises(ConfigError, match="HEALTH_READY_PATH"):
+        load_settings(health_ready_path="health/ready")
+    settings = load_settings()
+    assert (settings.health_cache_seconds, settings.health_ready_path) == (2.0, "/health/ready")
 
 
 def test_respond_builds_the_http_answer_for_an_adapter() -> None:

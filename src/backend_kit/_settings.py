@@ -178,14 +178,15 @@ class Settings(BaseSettings):
         description="Longest time a readiness probe waits for all its checks, in seconds.",
     )
     health_live_path: str = Field(
-        default="/health/live", description="URL path of the liveness probe."
+        default="/health/live", pattern=r"^/", description="URL path of the liveness probe."
     )
     health_ready_path: str = Field(
         default="/health/ready",
+        pattern=r"^/",
         description="URL path of the readiness probe (the detailed report, when authorised).",
     )
     health_startup_path: str = Field(
-        default="/health/startup", description="URL path of the startup probe."
+        default="/health/startup", pattern=r"^/", description="URL path of the startup probe."
     )
 
     _sources: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)
