@@ -215,13 +215,19 @@ class HealthRunner:
     def _start(
         self, check: HealthCheck, slot: _Slot, future: Future[CheckResult], timeout: float
     ) -> None:
+        """Start a run; called with the slot's lock held."""
         thread = threading.Thread(
             target=self._execute,
             args=(check, slot, future, timeout),
             name=f"backend_kit-health-{check.key}",
             daemon=True,  # a check stuck in a call without timeout must not block exit
         )
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError as exc:  # out of threads: fail this run, let the next try again
+            result = self._result(check, "fail", time.monotonic(), output=f"not started: {exc}")
+            slot.result, slot.result_at, slot.running = result, time.monotonic(), None
+            future.set_result(result)
 
     def _execute(
         self, check: HealthCheck, slot: _Slot, future: Future[CheckResult], timeout: float
