@@ -343,9 +343,7 @@ def _qualname(cls: type) -> str:
     return f"{module}.{cls.__qualname__}"
 
 
-def _secret_paths(
-    model: BaseModel, prefix: tuple[str, ...] = ()
-) -> Iterator[tuple[tuple[str, ...], _SecretBase[Any]]]:
+def _secret_paths(model: BaseModel, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], _SecretBase[Any]]]:
     for name in type(model).model_fields:
         value = getattr(model, name, None)
         if isinstance(value, _SecretBase):
@@ -428,10 +426,7 @@ def replace_settings(settings: S, **values: Any) -> S:
         new = cls(**merged)
     finally:
         _skip_sources.reset(token)
-    new._sources = {
-        **settings._sources,
-        **{tuple(k.lower().split("__")): "override" for k in values},
-    }
+    new._sources = {**settings._sources, **{tuple(k.lower().split("__")): "override" for k in values}}
     return new
 
 
@@ -483,3 +478,4 @@ def field_is_secret(annotation: Any) -> bool:
         return issubclass(annotation, _SecretBase)
     args = getattr(annotation, "__args__", ())
     return any(field_is_secret(arg) for arg in args)
+
