@@ -141,9 +141,11 @@ def test_settings_checks_fail_against_a_dead_database(monkeypatch: pytest.Monkey
 
 def test_invalid_settings_are_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HEALTH_CHECK_TIMEOUT", "soon")
-    exit_code, output = invoke("ready")
-    assert exit_code == 2
-    assert "HEALTH_CHECK_TIMEOUT" in output
+    for args in (["ready"], ["live", "--url", "http://127.0.0.1:1"]):
+        exit_code, output = invoke(*args)
+        assert exit_code == 2
+        assert "HEALTH_CHECK_TIMEOUT" in output
+        assert "Traceback" not in output
 
 
 def test_url_asks_a_running_service(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -40,14 +40,8 @@ class _Options:
 
 
 def _load_runner(spec: str | None) -> HealthRunner:
-    from backend_kit._settings import get_settings
-
-    try:
-        settings = get_settings()
-    except ConfigError as error:
-        raise UsageProblem(str(error)) from None
     if spec is None:
-        return HealthRunner(checks_from_settings(settings), cache_seconds=0)
+        return HealthRunner(checks_from_settings(), cache_seconds=0)
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
         raise UsageProblem(
@@ -149,6 +143,8 @@ def _run(probe: str, options: _Options) -> None:
         if http_status >= 500:
             status = "fail"
     else:
+        # The registry's module may configure the settings itself, so they are read
+        # after it is imported, when the probe runs.
         runner = _load_runner(options.registry)
         report: HealthReport = runner.live() if probe == "live" else runner.ready()
         data, status = report.to_dict(detailed=True), report.status
@@ -197,7 +193,10 @@ def _probe_command(probe: str, help_text: str) -> click.Command:
     )
     @click.option("--json", "as_json", is_flag=True, help="Print the health+json report.")
     def command(registry: str | None, url: str | None, timeout: float, as_json: bool) -> None:
-        _run(probe, _Options(registry, url, timeout, as_json))
+        try:
+            _run(probe, _Options(registry, url, timeout, as_json))
+        except ConfigError as error:
+            raise UsageProblem(str(error)) from None
 
     return command
 
