@@ -185,8 +185,8 @@ def redis_check(
     url = None if hasattr(target, "ping") else _plain(target)
 
     def run() -> Observation:
-        started = time.perf_counter()
         if url is None:
+            started = time.perf_counter()
             target.ping()  # type: ignore[union-attr]
             return _elapsed_ms(started)
         try:
@@ -196,6 +196,7 @@ def redis_check(
         except ImportError:
             raise _missing("redis", "redis") from None
         seconds = _effective_timeout(timeout)
+        started = time.perf_counter()
         client = redis.Redis.from_url(
             url,
             socket_connect_timeout=seconds,
