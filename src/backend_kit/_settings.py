@@ -161,6 +161,33 @@ class Settings(BaseSettings):
         default=None,
         description="Bearer token that unlocks the detailed health report.",
     )
+    health_cache_seconds: float = Field(
+        default=2.0,
+        ge=0.0,
+        description="How long a health check result (failures included) is reused by "
+        "later probes, in seconds; 0 runs the checks on every probe.",
+    )
+    health_check_timeout: float = Field(
+        default=2.0,
+        gt=0.0,
+        description="Timeout of a health check that sets none of its own, in seconds.",
+    )
+    health_deadline: float = Field(
+        default=5.0,
+        gt=0.0,
+        description="Longest time a readiness probe waits for all its checks, in seconds.",
+    )
+    health_live_path: str = Field(
+        default="/health/live", pattern=r"^/", description="URL path of the liveness probe."
+    )
+    health_ready_path: str = Field(
+        default="/health/ready",
+        pattern=r"^/",
+        description="URL path of the readiness probe (the detailed report, when authorised).",
+    )
+    health_startup_path: str = Field(
+        default="/health/startup", pattern=r"^/", description="URL path of the startup probe."
+    )
 
     _sources: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)
 

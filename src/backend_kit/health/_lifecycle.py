@@ -1,0 +1,123 @@
+"""Process lifecycle as probes see it: starting, serving, draining.
+
+The state is process-wide because SIGTERM is: every runner in the process fails its
+readiness at once when the process starts draining, while liveness keeps passing, so
+the load balancer stops sending traffic before the process exits.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+__all__ = [
+    "install_sigterm_handler",
+    "is_draining",
+    "is_started",
+    "mark_started",
+    "mark_starting",
+    "reset_lifecycle",
+    "start_draining",
+]
+
+_lock = threading.Lock()
+_draining = threading.Event()
+_started = threading.Event()
+_started.set()
+_installed: tuple[Any, Any] | None = None  # (our handler, the handler it chains to)
+
+
+def start_draining() -> None:
+    """Make readiness fail from now on (liveness keeps passing). Idempotent."""
+    _draining.set()
+
+
+def is_draining() -> bool:
+    """True once `start_draining` was called or SIGTERM was received."""
+    return _draining.is_set()
+
+
+def mark_starting() -> None:
+    """Declare that the process is still starting: startup and readiness probes fail
+    until `mark_started` is called. Liveness is unaffected."""
+    _started.clear()
+
+
+def mark_started() -> None:
+    """Declare that startup is complete (the default state)."""
+    _started.set()
+
+
+def is_started() -> bool:
+    """True unless `mark_starting` was called and `mark_started` not yet."""
+    return _started.is_set()
+
+
+def install_sigterm_handler(*, grace_seconds: float = 0.0) -> bool:
+    """Start draining when SIGTERM arrives, then hand the signal on.
+
+    A handler installed before (a server's own graceful shutdown) is called at once.
+    If SIGTERM had its default meaning, the process exits *grace_seconds* later, so a
+    load balancer has time to see readiness fail; if it was ignored, nothing more
+    happens.
+
+    Must be called from the main thread, as Python requires for signal handlers.
+    Returns False when called elsewhere (nothing installed), True otherwise. Calling
+    it twice installs one handler.
+    """
+    global _installed
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    with _lock:
+        current = signal.getsignal(signal.SIGTERM)
+        if _installed is not None and current is _installed[0]:
+            return True
+        previous = current
+
+        grace_over = threading.Event()
+
+        def on_sigterm(signum: int, frame: FrameType | None) -> None:
+            start_draining()
+            if callable(previous):
+                previous(signum, frame)
+            elif previous in (signal.SIG_DFL, None):
+                if grace_seconds > 0 and not grace_over.is_set():
+                    # Signal handlers can only be changed in the main thread, so the
+                    # timer sends SIGTERM again and this handler exits the second time.
+                    grace_over.set()
+                    timer = threading.Timer(grace_seconds, _signal_main_thread, (signum,))
+                    timer.daemon = True
+                    timer.start()
+                    return
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.raise_signal(signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+        _installed = (on_sigterm, previous)
+        return True
+
+
+def _signal_main_thread(signum: int) -> None:
+    # Sent to the main thread itself, so a main thread blocked in a call wakes up.
+    main = threading.main_thread().ident
+    if hasattr(signal, "pthread_kill") and main is not None:
+        signal.pthread_kill(main, signum)
+    else:  # pragma: no cover - Windows
+        os.kill(os.getpid(), signum)
+
+
+def reset_lifecycle() -> None:
+    """Back to serving and not draining, with the previous SIGTERM handler restored.
+    Meant for tests."""
+    global _installed
+    _draining.clear()
+    _started.set()
+    with _lock:
+        if _installed is not None and threading.current_thread() is threading.main_thread():
+            if signal.getsignal(signal.SIGTERM) is _installed[0]:
+                previous = _installed[1]
+                signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+            _installed = None

@@ -1,0 +1,382 @@
+"""Checks, registry and the runner: parallelism, timeouts, sharing, caching, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from types import FrameType
+
+import pytest
+
+from backend_kit.health import (
+    HealthCheck,
+    HealthRegistry,
+    HealthRunner,
+    Observation,
+    callable_check,
+    install_sigterm_handler,
+    is_draining,
+    mark_started,
+    mark_starting,
+    reset_lifecycle,
+    start_draining,
+)
+from tests.health_support import Spy, assert_report_valid
+
+
+@pytest.fixture(autouse=True)
+def _clean_lifecycle() -> Iterator[None]:
+    reset_lifecycle()
+    yield
+    reset_lifecycle()
+
+
+def health_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name.startswith("backend_kit-health-"))
+
+
+# -- checks and registry ------------------------------------------------------------
+
+
+def test_check_defaults_and_key() -> None:
+    check = HealthCheck("payments", run=lambda: None)
+    assert (check.critical, check.component_type, check.timeout, check.key) == (
+        True,
+        "custom",
+        None,
+        "payments:status",
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"name": "a:b"}, "name 'a:b' is invalid"),
+        ({"name": "has space"}, "is invalid"),
+        ({"name": "x", "component_type": "database"}, "component_type 'database' is not one of"),
+        ({"name": "x", "timeout": 0}, "timeout must be a positive number"),
+    ],
+)
+def test_invalid_check_is_refused_with_a_clear_message(
+    options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        HealthCheck(run=lambda: None, **options)  # type: ignore[arg-type]
+
+
+def test_registry_decorator_and_duplicate_keys() -> None:
+    registry = HealthRegistry()
+
+    @registry.check
+    def queue() -> None:
+        pass
+
+    @registry.check(name="search", component_type="http", critical=False, timeout=0.5)
+    async def search_ping() -> Observation:
+        return Observation(3, "ms")
+
+    assert [c.key for c in registry] == ["queue:status", "search:status"]
+    assert queue() is None  # the function comes back unchanged
+    with pytest.raises(ValueError, match="already registered"):
+        registry.add(callable_check(lambda: None, name="queue"))
+    registry.remove("queue:status")
+    assert len(registry) == 1
+
+
+def test_returned_values_become_observations() -> None:
+    registry = HealthRegistry(
+        [
+            HealthCheck("plain", run=lambda: None),
+            HealthCheck("bare", run=lambda: 7),
+            HealthCheck("pair", run=lambda: (12.5, "ms")),
+            HealthCheck("obs", run=lambda: Observation(0.5, "percent")),
+        ]
+    )
+    report = HealthRunner(registry, cache_seconds=0).ready()
+    observed = {r.key: r.observation for r in report.checks}
+    assert observed == {
+        "plain:status": None,
+        "bare:status": Observation(7),
+        "pair:status": Observation(12.5, "ms"),
+        "obs:status": Observation(0.5, "percent"),
+    }
+    assert_report_valid(report)
+
+
+def test_async_check_runs_and_is_cancelled_at_its_timeout() -> None:
+    cancelled = threading.Event()
+
+    async def fast() -> tuple[int, str]:
+        await asyncio.sleep(0)
+        return (1, "ms")
+
+    async def slow() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    registry = HealthRegistry(
+        [HealthCheck("fast", run=fast), HealthCheck("slow", run=slow, timeout=0.3)]
+    )
+    report = HealthRunner(registry, cache_seconds=0).ready()
+    by_key = {r.key: r for r in report.checks}
+    assert by_key["fast:status"].status == "pass"
+    assert by_key["slow:status"].status == "fail"
+    assert by_key["slow:status"].output == "timed out after 0.3 s"
+    assert cancelled.wait(5), "the async check was not cancelled at its timeout"
+
+
+# -- readiness semantics ------------------------------------------------------------
+
+
+def test_critical_failure_fails_and_non_critical_failure_warns() -> None:
+    ok, broken_optional = Spy(), Spy(fail="search is down")
+    registry = HealthRegistry([ok.check("db"), broken_optional.check("search", critical=False)])
+    runner = HealthRunner(registry, cache_seconds=0)
+    report = runner.ready()
+    assert (report.status, report.http_status) == ("warn", 200)
+    assert [r.status for r in report.checks] == ["pass", "fail"]
+    assert report.checks[1].output == "RuntimeError: search is down"
+
+    registry.add(Spy(fail="db is down").check("primary"))
+    report = runner.ready()
+    assert (report.status, report.http_status) == ("fail", 503)
+    assert_report_valid(report)
+
+
+def test_three_hung_critical_checks_fail_within_the_max_timeout_not_the_sum() -> None:
+    spies = [Spy(hang=True) for _ in range(3)]
+    registry = HealthRegistry([s.check(f"hung{i}", timeout=1.0) for i, s in enumerate(spies)])
+    runner = HealthRunner(registry, cache_seconds=0, deadline=10)
+    try:
+        started = time.monotonic()
+        report = runner.ready()
+        elapsed = time.monotonic() - started
+        assert report.status == "fail"
+        assert report.http_status == 503
+        assert [r.output for r in report.checks] == ["timed out after 1 s"] * 3
+        # Parallel: about 1 s; the sum would be 3 s.
+        assert 0.9 <= elapsed < 2.2
+        # A later probe does not wait again for the runs still stuck: it answers at once.
+        started = time.monotonic()
+        assert runner.ready().status == "fail"
+        assert time.monotonic() - started < 0.5
+        assert [s.calls for s in spies] == [1, 1, 1]
+    finally:
+        for spy in spies:
+            spy.release.set()
+
+
+def test_probe_deadline_bounds_checks_with_long_timeouts() -> None:
+    spy = Spy(hang=True)
+    runner = HealthRunner(HealthRegistry([spy.check("slow", timeout=30)]), deadline=0.5)
+    try:
+        started = time.monotonic()
+        report = runner.ready()
+        assert time.monotonic() - started < 1.5
+        assert report.status == "fail"
+        assert report.checks[0].output is not None
+        assert report.checks[0].output.startswith("timed out: the probe deadline passed")
+    finally:
+        spy.release.set()
+
+
+def test_a_check_that_finishes_late_is_a_failure() -> None:
+    spy = Spy(delay=0.4)
+    runner = HealthRunner(HealthRegistry([spy.check("late", timeout=0.2)]), cache_seconds=0)
+    assert runner.ready().status == "fail"
+    deadline = time.monotonic() + 5
+    while health_threads() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    report = runner.ready()  # the next run is late as well, and reported so
+    assert report.checks[0].output == "timed out after 0.2 s"
+
+
+def test_results_are_cached_failures_included() -> None:
+    good, bad = Spy(), Spy(fail="boom")
+    runner = HealthRunner(HealthRegistry([good.check("good"), bad.check("bad")]), cache_seconds=60)
+    for _ in range(20):
+        runner.ready()
+    assert (good.calls, bad.calls) == (1, 1)
+
+
+def test_cache_expires_after_the_interval() -> None:
+    spy = Spy()
+    runner = HealthRunner(HealthRegistry([spy.check("db")]), cache_seconds=0.2)
+    runner.ready()
+    runner.ready()
+    assert spy.calls == 1
+    time.sleep(0.3)
+    runner.ready()
+    assert spy.calls == 2
+
+
+def test_concurrent_probes_share_one_run_in_flight() -> None:
+    spy = Spy(delay=0.3)
+    runner = HealthRunner(HealthRegistry([spy.check("db", timeout=5)]), cache_seconds=0)
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        reports = list(pool.map(lambda _: runner.ready(), range(20)))
+    assert {r.status for r in reports} == {"pass"}
+    assert spy.calls == 1
+
+
+def test_probe_storm_runs_each_check_at_most_once_per_interval() -> None:
+    """200 probes from 50 concurrent clients: one real run per check per interval (+1)."""
+    interval = 0.5
+    spies = [Spy(delay=0.01), Spy(delay=0.02, fail="down"), Spy(delay=0.01)]
+    registry = HealthRegistry([s.check(f"dep{i}", critical=i != 1) for i, s in enumerate(spies)])
+    runner = HealthRunner(registry, cache_seconds=interval)
+    barrier = threading.Barrier(50)
+
+    def client(index: int) -> str:
+        if index < 50:
+            barrier.wait(timeout=10)
+        time.sleep(0.005 * (index % 7))  # spread the probes over a few intervals
+        return runner.ready().status
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        statuses = list(pool.map(client, range(200)))
+    elapsed = time.monotonic() - started
+    assert elapsed < 10
+    assert set(statuses) == {"warn"}
+    allowed = int(elapsed / interval) + 2  # the interval count rounded up, plus one
+    for spy in spies:
+        assert 1 <= spy.calls <= allowed, (spy.calls, elapsed)
+
+
+def test_thread_count_stays_bounded_by_the_number_of_checks_after_1000_probes() -> None:
+    hung = [Spy(hang=True) for _ in range(2)]
+    fast = Spy()
+    registry = HealthRegistry(
+        [*(s.check(f"hung{i}", timeout=0.2) for i, s in enumerate(hung)), fast.check("fast")]
+    )
+    runner = HealthRunner(registry, cache_seconds=0)
+    peak = 0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, health_threads())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            statuses = list(pool.map(lambda _: runner.ready().status, range(1000)))
+    finally:
+        stop.set()
+        sampler.join()
+        for spy in hung:
+            spy.release.set()
+    assert set(statuses) == {"fail"}
+    assert peak <= len(registry)
+    assert [s.calls for s in hung] == [1, 1]  # the stuck runs were never started again
+
+
+def test_liveness_runs_no_check() -> None:
+    spy = Spy(hang=True)
+    runner = HealthRunner(HealthRegistry([spy.check("db")]))
+    try:
+        started = time.monotonic()
+        for _ in range(100):
+            report = runner.live()
+            assert (report.status, report.http_status, report.checks) == ("pass", 200, ())
+        assert time.monotonic() - started < 1
+        assert spy.calls == 0
+        assert health_threads() == 0
+    finally:
+        spy.release.set()
+
+
+# -- lifecycle ------------------------------------------------------------------------
+
+
+def test_draining_fails_readiness_at_once_while_liveness_passes() -> None:
+    spy = Spy()
+    runner = HealthRunner(HealthRegistry([spy.check("db")]), cache_seconds=0)
+    assert runner.ready().status == "pass"
+    start_draining()
+    report = runner.ready()
+    assert (report.status, report.http_status) == ("fail", 503)
+    assert report.output == "draining: shutting down"
+    assert report.to_dict(detailed=False) == {"status": "fail"}
+    assert runner.live().status == "pass"
+    assert spy.calls == 1  # no check ran while draining
+    assert_report_valid(report)
+
+
+def test_startup_state() -> None:
+    runner = HealthRunner(HealthRegistry([Spy().check("db")]))
+    mark_starting()
+    assert runner.startup().status == "fail"
+    assert runner.ready().status == "fail"
+    assert runner.live().status == "pass"
+    mark_started()
+    assert runner.startup().status == "pass"
+    assert runner.ready().status == "pass"
+
+
+def test_sigterm_starts_draining_and_chains_the_previous_handler() -> None:
+    received: list[int] = []
+
+    def previous(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+
+    original = signal.signal(signal.SIGTERM, previous)
+    try:
+        assert install_sigterm_handler() is True
+        assert install_sigterm_handler() is True  # once only
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert is_draining()
+        assert received == [signal.SIGTERM]  # chained exactly once
+        reset_lifecycle()
+        assert signal.getsignal(signal.SIGTERM) is previous
+    finally:
+        signal.signal(signal.SIGTERM, original)
+
+
+def test_sigterm_with_default_handler_exits_after_the_grace_period() -> None:
+    script = textwrap.dedent(
+        """
+        import os, signal, sys, time
+        from backend_kit.health import HealthRunner, install_sigterm_handler
+        install_sigterm_handler(grace_seconds=0.5)
+        runner = HealthRunner()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        print(runner.ready().status, runner.live().status, flush=True)
+        time.sleep(30)
+        """
+    )
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=20, check=False
+    )
+    elapsed = time.monotonic() - started
+    assert result.stdout.split() == ["fail", "pass"]
+    assert result.returncode == -signal.SIGTERM
+    assert elapsed < 15
+
+
+def test_sigterm_handler_is_not_installed_outside_the_main_thread() -> None:
+    outcome: list[bool] = []
+    thread = threading.Thread(target=lambda: outcome.append(install_sigterm_handler()))
+    thread.start()
+    thread.join()
+    assert outcome == [False]
