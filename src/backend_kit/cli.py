@@ -10,15 +10,13 @@ from typing import Any
 
 import click
 
+from ._cli_common import USAGE_ERROR, settings_class, settings_option
 from ._errors import ConfigError
-from ._settings import Settings, import_settings_class
+from ._settings import Settings
 from ._sources import VariableInfo, describe_variables
+from .health._cli import health
 
 __all__ = ["main"]
-
-SETTINGS_VARIABLE = "BACKEND_KIT_SETTINGS"
-DEFAULT_SETTINGS = "backend_kit.Settings"
-USAGE_ERROR = 2
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,28 +25,15 @@ def main() -> None:
     """Production best practice for Django and Flask services."""
 
 
+main.add_command(health)
+
+
 @main.group()
-@click.option(
-    "--settings",
-    "settings_path",
-    envvar=SETTINGS_VARIABLE,
-    default=DEFAULT_SETTINGS,
-    show_default=True,
-    metavar="MODULE:CLASS",
-    help=f"Settings class to use (also {SETTINGS_VARIABLE}).",
-)
+@settings_option
 @click.pass_context
 def config(ctx: click.Context, settings_path: str) -> None:
     """Check, show and document the service's settings."""
-    try:
-        ctx.obj = import_settings_class(settings_path)
-    except ConfigError as exc:
-        _fail(exc.problems[0].message)
-
-
-def _fail(message: str, code: int = USAGE_ERROR) -> None:
-    click.echo(f"Error: {message}", err=True)
-    raise SystemExit(code)
+    ctx.obj = settings_class(settings_path)
 
 
 def _load(cls: type[Settings]) -> Settings:

@@ -15,7 +15,9 @@ from typing import Any
 import click
 import orjson
 
+from backend_kit._cli_common import settings_class, settings_option
 from backend_kit._errors import ConfigError
+from backend_kit._settings import set_active_settings
 
 from ._builtins import checks_from_settings
 from ._checks import HealthRegistry
@@ -202,8 +204,16 @@ def _probe_command(probe: str, help_text: str) -> click.Command:
 
 
 @click.group(name="health")
-def health() -> None:
+@settings_option
+def health(settings_path: str) -> None:
     """Probe the service's health: exit 0 on pass or warn, 1 on fail, 2 on usage errors."""
+    cls = settings_class(settings_path)
+    try:
+        settings = cls()
+    except ConfigError as error:
+        raise UsageProblem(str(error)) from None
+    # Active for the checks, without configuring logging or Sentry for a one-shot probe.
+    set_active_settings(settings)
 
 
 health.add_command(_probe_command("live", "Liveness: passes while the process can answer."))
