@@ -192,8 +192,8 @@ def test_url_sends_the_token_to_the_probe_path(monkeypatch: pytest.MonkeyPatch) 
         server.shutdown()
         server.server_close()
     assert seen == [
-        ("/health/ready", "Bearer cli-token-123"),
-        ("/health/live", "Bearer cli-token-123"),
+        ("/readyz", "Bearer cli-token-123"),
+        ("/livez", "Bearer cli-token-123"),
     ]
 
 

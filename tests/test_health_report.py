@@ -169,10 +169,10 @@ def test_settings_fields_validate() -> None:
 
     with pytest.raises(ConfigError, match="HEALTH_CHECK_TIMEOUT"):
         load_settings(health_check_timeout=0)
-    with pytest.raises(ConfigError, match="HEALTH_READY_PATH"):
-        load_settings(health_ready_path="health/ready")
+    with pytest.raises(ConfigError, match="HEALTH_PATH_PREFIX"):
+        load_settings(health_path_prefix="ops")
     settings = load_settings()
-    assert (settings.health_cache_seconds, settings.health_ready_path) == (2.0, "/health/ready")
+    assert (settings.health_cache_seconds, settings.health_path_prefix) == (2.0, "")
 
 
 def test_respond_builds_the_http_answer_for_an_adapter() -> None:
@@ -201,3 +201,17 @@ def test_runner_from_settings() -> None:
     settings = load_settings(cache_url="redis://127.0.0.1:6379/0", environment="development")
     runner = HealthRunner.from_settings(settings)
     assert [c.key for c in runner.registry] == ["redis:responseTime"]
+
+
+def test_report_probe_challenges_a_caller_without_credentials() -> None:
+    import orjson
+
+    with override_settings(health_token="right-token-123", service_name="billing"):
+        runner = HealthRunner(leaky_registry(), cache_seconds=0)
+        denied = runner.respond("report", "Bearer wrong-token-123")
+        assert denied.status_code == 401
+        assert denied.headers["WWW-Authenticate"] == 'Bearer realm="health"'
+        assert orjson.loads(denied.body) == {"status": "fail"}
+        allowed = runner.respond("report", "Bearer right-token-123")
+        assert allowed.status_code == 503
+        assert orjson.loads(allowed.body)["serviceId"] == "billing"

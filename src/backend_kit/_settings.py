@@ -177,16 +177,18 @@ class Settings(BaseSettings):
         gt=0.0,
         description="Longest time a readiness probe waits for all its checks, in seconds.",
     )
-    health_live_path: str = Field(
-        default="/health/live", pattern=r"^/", description="URL path of the liveness probe."
+    health_path_prefix: str = Field(
+        default="",
+        pattern=r"^(/[A-Za-z0-9._~\-/]*)?$",
+        description="Path under which /livez, /readyz and /healthz are served, for example "
+        "/ops; empty for the root.",
     )
-    health_ready_path: str = Field(
-        default="/health/ready",
-        pattern=r"^/",
-        description="URL path of the readiness probe (the detailed report, when authorised).",
-    )
-    health_startup_path: str = Field(
-        default="/health/startup", pattern=r"^/", description="URL path of the startup probe."
+    trusted_proxies: int = Field(
+        default=0,
+        ge=0,
+        le=10,
+        description="How many reverse proxies in front of the service append to "
+        "X-Forwarded-For; 0 trusts none and logs the peer address.",
     )
 
     _sources: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)

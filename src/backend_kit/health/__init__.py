@@ -43,6 +43,7 @@ from ._lifecycle import (
     reset_lifecycle,
     start_draining,
 )
+from ._paths import HealthPaths, health_paths
 from ._report import CONTENT_TYPE, HealthHTTPResponse, HealthReport, details_allowed, render_table
 from ._runner import HealthRunner
 
@@ -54,6 +55,7 @@ __all__ = [
     "ComponentType",
     "HealthCheck",
     "HealthHTTPResponse",
+    "HealthPaths",
     "HealthRegistry",
     "HealthReport",
     "HealthRunner",
@@ -63,6 +65,7 @@ __all__ = [
     "checks_from_settings",
     "details_allowed",
     "disk_space_check",
+    "health_paths",
     "http_check",
     "install_sigterm_handler",
     "is_draining",

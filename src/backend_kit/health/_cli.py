@@ -21,6 +21,7 @@ from backend_kit._settings import set_active_settings
 
 from ._builtins import checks_from_settings
 from ._checks import HealthRegistry
+from ._paths import health_paths
 from ._report import HealthReport, render_table
 from ._runner import HealthRunner
 
@@ -94,12 +95,8 @@ def _probe_url(base: str, probe: str) -> str:
         )
     if parts.path not in ("", "/"):
         return base
-    settings = get_settings()
-    path = {
-        "live": settings.health_live_path,
-        "ready": settings.health_ready_path,
-        "report": settings.health_ready_path,
-    }[probe]
+    paths = health_paths(get_settings())
+    path = {"live": paths.live, "ready": paths.ready, "report": paths.report}[probe]
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 

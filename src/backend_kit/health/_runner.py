@@ -140,24 +140,37 @@ class HealthRunner:
         return self._report("ready", status, checks=tuple(results))
 
     def respond(
-        self, probe: Literal["live", "ready", "startup"], authorization: str | None = None
+        self,
+        probe: Literal["live", "ready", "startup", "report"],
+        authorization: str | None = None,
     ) -> HealthHTTPResponse:
         """Run *probe* and build the HTTP answer a web framework sends as it is: 200 or
-        503, ``application/health+json``, never cached by proxies, and the detailed
-        report only for a caller whose ``Authorization`` header *authorization* is
-        allowed it (see `details_allowed`).
+        503, ``application/health+json``, never cached by proxies.
+
+        The detailed report is only for a caller whose ``Authorization`` header
+        *authorization* is allowed it (see `details_allowed`); others get the status
+        alone. ``"report"`` is readiness for people: a caller without the right
+        credentials gets 401 with a ``WWW-Authenticate`` challenge and the status alone.
 
         Raises `ValueError` for an unknown probe name.
         """
-        probes = {"live": self.live, "ready": self.ready, "startup": self.startup}
+        probes = {
+            "live": self.live,
+            "ready": self.ready,
+            "startup": self.startup,
+            "report": self.ready,
+        }
         if probe not in probes:
-            raise ValueError(f"unknown probe {probe!r}: expected live, ready or startup")
+            raise ValueError(f"unknown probe {probe!r}: expected live, ready, startup or report")
         report = probes[probe]()
         detailed = details_allowed(authorization, self._active_settings())
+        headers = {"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"}
+        status_code = report.http_status
+        if probe == "report" and not detailed:
+            status_code = 401
+            headers["WWW-Authenticate"] = 'Bearer realm="health"'
         return HealthHTTPResponse(
-            status_code=report.http_status,
-            headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"},
-            body=report.to_json(detailed=detailed),
+            status_code=status_code, headers=headers, body=report.to_json(detailed=detailed)
         )
 
     # -- running checks -------------------------------------------------------------
