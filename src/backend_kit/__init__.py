@@ -8,6 +8,17 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from ._cache import (
+    CacheBackend,
+    CachedFunction,
+    CacheInfo,
+    MemoryCache,
+    RedisCache,
+    ReentrantCacheCallError,
+    UnencodableArgumentError,
+    cached,
+    default_cache,
+)
 from ._configure import configure
 from ._errors import ConfigError, ConfigProblem
 from ._settings import SecretURL, Settings, get_settings, load_settings
@@ -18,12 +29,21 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
     __version__ = "0.0.0"
 
 __all__ = [
+    "CacheBackend",
+    "CacheInfo",
+    "CachedFunction",
     "ConfigError",
     "ConfigProblem",
+    "MemoryCache",
+    "RedisCache",
+    "ReentrantCacheCallError",
     "SecretURL",
     "Settings",
+    "UnencodableArgumentError",
     "__version__",
+    "cached",
     "configure",
+    "default_cache",
     "get_settings",
     "load_settings",
 ]

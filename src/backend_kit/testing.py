@@ -14,7 +14,7 @@ from typing import Any
 
 from ._settings import Settings, get_settings, replace_settings, set_active_settings
 
-__all__ = ["override_settings"]
+__all__ = ["memory_cache", "override_settings"]
 
 
 @contextmanager
@@ -32,3 +32,27 @@ def override_settings(**values: Any) -> Iterator[Settings]:
         yield changed
     finally:
         set_active_settings(previous)
+
+
+@contextmanager
+def memory_cache() -> Iterator[None]:
+    """Make every `backend_kit.cached` function (without an explicit ``cache=``) and
+    `backend_kit.default_cache` use fresh, empty in-memory caches for the block,
+    whatever ``CACHE_URL`` says; the previous caches are back afterwards.
+
+    >>> from backend_kit import cached
+    >>> from backend_kit.testing import memory_cache
+    >>> @cached(ttl=60)
+    ... def answer() -> int:
+    ...     return 42
+    >>> with memory_cache():
+    ...     answer(), answer.cache_info().loads
+    (42, 1)
+    """
+    from ._cache import use_memory_only
+
+    use_memory_only(True)
+    try:
+        yield
+    finally:
+        use_memory_only(False)

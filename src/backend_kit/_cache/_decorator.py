@@ -1,0 +1,248 @@
+"""`cached`: the decorator that puts a function's results in the cache."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast
+
+from backend_kit import _settings
+
+from ._backend import DEFAULT_NAMESPACE, MISS, CacheBackend, check_ttl
+from ._default import current_settings, default_cache, switch
+from ._keys import encode_arguments, function_name
+from ._memory import MemoryCache
+
+__all__ = ["CacheInfo", "CachedFunction", "cached"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class CacheInfo(NamedTuple):
+    """Counters of one cached function since it was defined (or last cleared)."""
+
+    #: Calls answered from the cache.
+    hits: int
+    #: Calls that found nothing cached (they either loaded or waited for a load).
+    misses: int
+    #: Times this process ran the function to fill the cache.
+    loads: int
+    #: Loads that raised (nothing was cached).
+    errors: int
+
+
+class CachedFunction(Protocol[P, R]):
+    """A function decorated with `cached`: call it as before, plus cache controls."""
+
+    __wrapped__: Callable[P, R]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Forget the result cached for these arguments."""
+
+    def cache_clear(self) -> None:
+        """Forget every result of this function (in every process, for Redis)."""
+
+    def invalidate_namespace(self) -> None:
+        """Forget every result in this function's namespace, for all its functions."""
+
+    def cache_info(self) -> CacheInfo:
+        """Hits, misses, loads and errors counted in this process."""
+
+
+class _Stats:
+    __slots__ = ("errors", "hits", "loads", "lock", "misses")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.hits = self.misses = self.loads = self.errors = 0
+
+
+class _Binding:
+    """Finds the backend lazily on first call, and again when the active settings or
+    the testing switch change."""
+
+    __slots__ = ("backend", "explicit", "generation", "maxsize", "memory", "settings")
+
+    def __init__(self, explicit: CacheBackend | None, maxsize: int) -> None:
+        self.explicit = explicit
+        self.maxsize = maxsize
+        self.backend: CacheBackend | None = explicit
+        self.settings: object = None
+        self.generation = -1
+        self.memory: MemoryCache | None = None
+
+    def get(self) -> CacheBackend:
+        backend = self.backend
+        if backend is not None and (
+            self.explicit is not None
+            or (self.settings is _settings._active and self.generation == switch.generation)
+        ):
+            return backend
+        return self._resolve()
+
+    def _resolve(self) -> CacheBackend:
+        settings = current_settings()
+        generation = switch.generation
+        backend: CacheBackend
+        if switch.memory_only or settings.cache_url.scheme == "memory":
+            # Each function gets its own memory cache, sized by its own maxsize.
+            if self.memory is None or self.generation != generation:
+                self.memory = MemoryCache(self.maxsize)
+            backend = self.memory
+        else:
+            backend = default_cache(settings)
+        self.settings, self.generation, self.backend = settings, generation, backend
+        return backend
+
+
+def cached(
+    *,
+    ttl: float,
+    maxsize: int = 1024,
+    key: Callable[..., str] | None = None,
+    namespace: str | None = None,
+    cache: CacheBackend | None = None,
+) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
+    """Cache the results of a plain or ``async`` function for *ttl* seconds.
+
+    The backend is *cache* if given, else the one ``CACHE_URL`` names, found on the
+    first call: ``memory://`` gives each function its own in-process cache of *maxsize*
+    entries; ``redis://`` shares one Redis cache between processes. Keys are made of
+    *namespace* (default ``"default"``), the function's qualified name and its
+    arguments (JSON-encoded; keyword order does not matter), or of what ``key(*args,
+    **kwargs)`` returns.
+
+    Concurrent misses on one key run the function once (across processes with Redis);
+    the others wait for its result or its exception. An unavailable cache server never
+    fails the call: the function runs and its result is returned.
+
+    Raises `ValueError` for a bad *ttl*, *maxsize* or *namespace*; a call raises
+    `UnencodableArgumentError` when an argument cannot be part of a key, and
+    `ReentrantCacheCallError` when the function asks for its own key while loading it.
+
+    >>> from backend_kit import cached
+    >>> @cached(ttl=60)
+    ... def square(n: int) -> int:
+    ...     return n * n
+    >>> square(4), square(4), square.cache_info().loads
+    (16, 16, 1)
+    """
+    ttl = check_ttl(ttl)
+    if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
+        raise ValueError(f"maxsize must be a positive integer, not {maxsize!r}")
+    if namespace is not None and (not isinstance(namespace, str) or not namespace):
+        raise ValueError(f"namespace must be a non-empty string, not {namespace!r}")
+    if key is not None and not callable(key):
+        raise TypeError(f"key must be a function returning a string, not {key!r}")
+    if cache is not None and not isinstance(cache, CacheBackend):
+        raise TypeError(f"cache must be a backend such as MemoryCache or RedisCache, not {cache!r}")
+    space = namespace or DEFAULT_NAMESPACE
+
+    def decorate(function: Callable[P, R]) -> CachedFunction[P, R]:
+        qualname = function_name(function)
+        binding = _Binding(cache, maxsize)
+        stats = _Stats()
+
+        def make_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+            if key is None:
+                return qualname + ":" + encode_arguments(qualname, args, kwargs)
+            custom = key(*args, **kwargs)
+            if not isinstance(custom, str):
+                raise TypeError(
+                    f"the key= function given to cached() for {qualname} returned "
+                    f"{type(custom).__name__}; it must return a str"
+                )
+            return qualname + ":" + custom
+
+        def count_miss() -> None:
+            with stats.lock:
+                stats.misses += 1
+
+        def count_load(failed: bool) -> None:
+            with stats.lock:
+                stats.loads += 1
+                stats.errors += failed
+
+        if inspect.iscoroutinefunction(function):
+            coroutine_function = cast("Callable[P, Awaitable[Any]]", function)
+
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                backend = binding.get()
+                cache_key = make_key(args, kwargs)
+                value = await backend._aread(cache_key, space)
+                if value is not MISS:
+                    with stats.lock:
+                        stats.hits += 1
+                    return value
+                count_miss()
+
+                async def load() -> Any:
+                    try:
+                        result = await coroutine_function(*args, **kwargs)
+                    except Exception:
+                        count_load(True)
+                        raise
+                    count_load(False)
+                    return result
+
+                return await backend._async_flight.run(
+                    (space, cache_key),
+                    lambda: backend._aload_shared(cache_key, space, load, ttl),
+                )
+
+            wrapper: Callable[..., Any] = async_wrapper
+        else:
+
+            def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                backend = binding.get()
+                cache_key = make_key(args, kwargs)
+                value = backend._read(cache_key, space)
+                if value is not MISS:
+                    with stats.lock:
+                        stats.hits += 1
+                    return value
+                count_miss()
+
+                def load() -> Any:
+                    try:
+                        result = function(*args, **kwargs)
+                    except Exception:
+                        count_load(True)
+                        raise
+                    count_load(False)
+                    return result
+
+                return backend._flight.run(
+                    (space, cache_key), lambda: backend._load_shared(cache_key, space, load, ttl)
+                )
+
+            wrapper = sync_wrapper
+
+        def invalidate(*args: Any, **kwargs: Any) -> None:
+            binding.get()._remove(make_key(args, kwargs), space)
+
+        def cache_clear() -> None:
+            binding.get()._remove_prefix(qualname + ":", space)
+            with stats.lock:
+                stats.hits = stats.misses = stats.loads = stats.errors = 0
+
+        def invalidate_namespace() -> None:
+            binding.get().invalidate_namespace(space)
+
+        def cache_info() -> CacheInfo:
+            with stats.lock:
+                return CacheInfo(stats.hits, stats.misses, stats.loads, stats.errors)
+
+        functools.update_wrapper(wrapper, function)
+        wrapper.invalidate = invalidate  # type: ignore[attr-defined]
+        wrapper.cache_clear = cache_clear  # type: ignore[attr-defined]
+        wrapper.invalidate_namespace = invalidate_namespace  # type: ignore[attr-defined]
+        wrapper.cache_info = cache_info  # type: ignore[attr-defined]
+        return cast("CachedFunction[P, R]", wrapper)
+
+    return decorate
