@@ -264,7 +264,7 @@ class RedisCache(CacheBackend):
             while True:
                 value, version, acquired = self._claim(full_key, namespace, token)
                 if value is not MISS:
-                    return value
+                    return cast("T", value)
                 if acquired:
                     break
                 time.sleep(poll)
@@ -295,7 +295,7 @@ class RedisCache(CacheBackend):
                     self._claim, full_key, namespace, token
                 )
                 if value is not MISS:
-                    return value
+                    return cast("T", value)
                 if acquired:
                     break
                 await asyncio.sleep(poll)
