@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast
@@ -55,11 +56,25 @@ class CachedFunction(Protocol[P, R]):
 
 
 class _Stats:
+    # Hits and misses use itertools.count, whose next() is atomic: no lock on the hit path.
     __slots__ = ("errors", "hits", "loads", "lock", "misses")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.hits = self.misses = self.loads = self.errors = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.hits, self.misses = itertools.count(), itertools.count()
+        self.loads = self.errors = 0
+
+    def info(self) -> CacheInfo:
+        with self.lock:
+            return CacheInfo(_peek(self.hits), _peek(self.misses), self.loads, self.errors)
+
+
+def _peek(counter: itertools.count[int]) -> int:
+    """The next value of *counter*, that is how many times next() was called."""
+    return int(repr(counter)[len("count(") : -1])
 
 
 class _Binding:
@@ -146,6 +161,8 @@ def cached(
     def decorate(function: Callable[P, R]) -> CachedFunction[P, R]:
         qualname = function_name(function)
         binding = _Binding(cache, maxsize)
+        explicit = cache
+        key_prefix = qualname + ":"
         stats = _Stats()
 
         def make_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -158,10 +175,6 @@ def cached(
                     f"{type(custom).__name__}; it must return a str"
                 )
             return qualname + ":" + custom
-
-        def count_miss() -> None:
-            with stats.lock:
-                stats.misses += 1
 
         def count_load(failed: bool) -> None:
             with stats.lock:
@@ -176,10 +189,9 @@ def cached(
                 cache_key = make_key(args, kwargs)
                 value = await backend._aread(cache_key, space)
                 if value is not MISS:
-                    with stats.lock:
-                        stats.hits += 1
+                    next(stats.hits)
                     return value
-                count_miss()
+                next(stats.misses)
 
                 async def load() -> Any:
                     try:
@@ -199,14 +211,24 @@ def cached(
         else:
 
             def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                backend = binding.get()
-                cache_key = make_key(args, kwargs)
+                backend = binding.backend
+                if backend is None or (
+                    explicit is None
+                    and (
+                        binding.settings is not _settings._active
+                        or binding.generation != switch.generation
+                    )
+                ):
+                    backend = binding.get()
+                if key is None:
+                    cache_key = key_prefix + encode_arguments(qualname, args, kwargs)
+                else:
+                    cache_key = make_key(args, kwargs)
                 value = backend._read(cache_key, space)
                 if value is not MISS:
-                    with stats.lock:
-                        stats.hits += 1
+                    next(stats.hits)
                     return value
-                count_miss()
+                next(stats.misses)
 
                 def load() -> Any:
                     try:
@@ -229,14 +251,13 @@ def cached(
         def cache_clear() -> None:
             binding.get()._remove_prefix(qualname + ":", space)
             with stats.lock:
-                stats.hits = stats.misses = stats.loads = stats.errors = 0
+                stats.reset()
 
         def invalidate_namespace() -> None:
             binding.get().invalidate_namespace(space)
 
         def cache_info() -> CacheInfo:
-            with stats.lock:
-                return CacheInfo(stats.hits, stats.misses, stats.loads, stats.errors)
+            return stats.info()
 
         functools.update_wrapper(wrapper, function)
         wrapper.invalidate = invalidate  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ __all__ = ["UnencodableArgumentError", "encode_arguments", "function_name"]
 _OPTIONS = orjson.OPT_SORT_KEYS
 # Short encodings are kept readable in the key; longer ones are hashed to bound key size.
 _MAX_PLAIN = 64
+_dumps = orjson.dumps
 
 
 class UnencodableArgumentError(TypeError):
@@ -31,9 +32,9 @@ def encode_arguments(qualname: str, args: tuple[Any, ...], kwargs: Mapping[str, 
     """
     try:
         if kwargs:
-            encoded = orjson.dumps((args, kwargs), option=_OPTIONS)
+            encoded = _dumps((args, kwargs), option=_OPTIONS)
         else:
-            encoded = orjson.dumps(args, option=_OPTIONS)
+            encoded = _dumps(args, option=_OPTIONS)
     except TypeError as exc:
         raise UnencodableArgumentError(
             f"cannot build a cache key for {qualname}(): {exc}; pass JSON-like values "

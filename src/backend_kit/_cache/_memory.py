@@ -55,11 +55,16 @@ class MemoryCache(CacheBackend):
             self._entries.expire()
             return len(self._entries)
 
-    def _read(self, key: str, namespace: str) -> Any:
-        slot = (namespace, _namespace_versions.get(namespace, 0), key)
-        with self._lock:
-            entry = self._entries.get(slot)
-        return MISS if entry is None else entry[0]
+    def _read(
+        self, key: str, namespace: str, _versions: dict[str, int] = _namespace_versions
+    ) -> Any:
+        slot = (namespace, _versions.get(namespace, 0), key)
+        try:
+            with self._lock:
+                # Indexing, not .get(): get() checks expiry twice (contains, then getitem).
+                return self._entries[slot][0]
+        except KeyError:
+            return MISS
 
     def _write(self, key: str, namespace: str, value: Any, ttl: float) -> None:
         slot = (namespace, _namespace_versions.get(namespace, 0), key)
