@@ -33,6 +33,12 @@ def check_ttl(ttl: float) -> float:
     return float(ttl)
 
 
+def check_namespace(namespace: str) -> str:
+    if not isinstance(namespace, str) or not namespace or ":" in namespace:
+        raise ValueError(f"namespace must be a non-empty string without ':', not {namespace!r}")
+    return namespace
+
+
 class CacheBackend(ABC):
     """A cache: `get`, `set`, `delete`, `clear`, `get_or_set` and `invalidate_namespace`.
 

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast
 
 from backend_kit import _settings
 
-from ._backend import DEFAULT_NAMESPACE, MISS, CacheBackend, check_ttl
+from ._backend import DEFAULT_NAMESPACE, MISS, CacheBackend, check_namespace, check_ttl
 from ._default import current_settings, default_cache, switch
 from ._keys import encode_arguments, function_name
 from ._memory import MemoryCache
@@ -150,8 +150,8 @@ def cached(
     ttl = check_ttl(ttl)
     if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
         raise ValueError(f"maxsize must be a positive integer, not {maxsize!r}")
-    if namespace is not None and (not isinstance(namespace, str) or not namespace):
-        raise ValueError(f"namespace must be a non-empty string, not {namespace!r}")
+    if namespace is not None:
+        check_namespace(namespace)
     if key is not None and not callable(key):
         raise TypeError(f"key must be a function returning a string, not {key!r}")
     if cache is not None and not isinstance(cache, CacheBackend):

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from cachetools import TLRUCache
 
-from ._backend import MISS, CacheBackend
+from ._backend import MISS, CacheBackend, check_namespace
 
 __all__ = ["MemoryCache"]
 
@@ -100,5 +100,6 @@ class MemoryCache(CacheBackend):
             self._entries.clear()
 
     def invalidate_namespace(self, namespace: str) -> None:
+        check_namespace(namespace)
         with _versions_lock:
             _namespace_versions[namespace] = _namespace_versions.get(namespace, 0) + 1

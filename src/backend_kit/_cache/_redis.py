@@ -13,7 +13,7 @@ import structlog
 
 from backend_kit._redact import mask_url
 
-from ._backend import MISS, CacheBackend
+from ._backend import MISS, CacheBackend, check_namespace
 from ._breaker import CircuitBreaker
 from ._serialize import SignatureMismatch, ValueCodec
 
@@ -31,10 +31,10 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-# Tags the value with the namespace version current at write time, in one round trip.
-_SET_VERSIONED = """
-local version = redis.call('GET', KEYS[2]) or '0'
-return redis.call('SET', KEYS[1], version .. ':' .. ARGV[1], 'PX', ARGV[2])
+# Stores a loaded value only if its namespace was not invalidated while it was loading.
+_SET_IF_VERSION = """
+if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[3] then return 0 end
+return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 """
 _FIRST_POLL = 0.005
 _MAX_POLL = 0.05
@@ -108,7 +108,7 @@ class RedisCache(CacheBackend):
         )
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         self._release = self._client.register_script(_RELEASE)
-        self._set_versioned = self._client.register_script(_SET_VERSIONED)
+        self._set_if_version = self._client.register_script(_SET_IF_VERSION)
         self.breaker = CircuitBreaker(
             backend=f"redis {self._display_url}",
             threshold=failure_threshold,
@@ -149,14 +149,11 @@ class RedisCache(CacheBackend):
         self.breaker.success()
         return result
 
-    def _decode(self, full_key: str, raw: bytes | None, version: bytes | None) -> Any:
+    def _decode(self, full_key: str, raw: bytes | None) -> Any:
         if raw is None:
             return MISS
-        stored_version, _, body = raw.partition(b":")
-        if stored_version != (version or b"0"):
-            return MISS  # written before the namespace was invalidated
         try:
-            return self._codec.loads(full_key, body)
+            return self._codec.loads(full_key, raw)
         except SignatureMismatch as exc:
             logger.warning(
                 "cache_signature_mismatch",
@@ -167,18 +164,20 @@ class RedisCache(CacheBackend):
             )
             return MISS
 
-    def _fetch(self, full_key: str, namespace: str) -> tuple[Any, bytes]:
-        replies = self._call(lambda: self._client.mget(full_key, self._version_key(namespace)))
-        # The client is created without decode_responses, so replies are bytes.
-        raw, version = cast("list[bytes | None]", replies)
-        return self._decode(full_key, raw, version), version or b"0"
-
     def _read(self, key: str, namespace: str) -> Any:
-        full_key = self._key(namespace, key)
-        try:
-            return self._fetch(full_key, namespace)[0]
-        except _Failed:
+        # A hit is one GET: namespace invalidation deletes keys rather than making every
+        # read also fetch the namespace's version.
+        if not self.breaker.allow():
             return MISS
+        full_key = f"{self.prefix}{namespace}:{key}"
+        try:
+            raw = self._client.get(full_key)
+        except self._errors as exc:
+            self.breaker.failure(exc)
+            return MISS
+        self.breaker.success()
+        # The client is created without decode_responses, so replies are bytes.
+        return self._decode(full_key, cast("bytes | None", raw))
 
     async def _aread(self, key: str, namespace: str) -> Any:
         return await asyncio.to_thread(self._read, key, namespace)
@@ -187,11 +186,7 @@ class RedisCache(CacheBackend):
         full_key = self._key(namespace, key)
         data = self._codec.dumps(full_key, value)
         with contextlib.suppress(_Failed):
-            self._call(
-                lambda: self._set_versioned(
-                    keys=[full_key, self._version_key(namespace)], args=[data, int(ttl * 1000)]
-                )
-            )
+            self._call(lambda: self._client.set(full_key, data, px=int(ttl * 1000)))
 
     def _remove(self, key: str, namespace: str) -> None:
         with contextlib.suppress(_Failed):
@@ -219,38 +214,54 @@ class RedisCache(CacheBackend):
         self._remove_matching(_glob_escape(self.prefix) + "*")
 
     def invalidate_namespace(self, namespace: str) -> None:
+        """Delete every key of *namespace* (a SCAN over this cache's keys). The
+        namespace's version is bumped first, so a load that started before this call
+        does not store its possibly outdated value afterwards."""
+        check_namespace(namespace)
         with contextlib.suppress(_Failed):
             self._call(lambda: self._client.incr(self._version_key(namespace)))
+            self._remove_matching(_glob_escape(self._key(namespace, "")) + "*")
 
     # -- single flight across processes ----------------------------------------------
 
     def _claim(self, full_key: str, namespace: str, token: str) -> tuple[Any, bytes, bool]:
-        """Either the value (someone loaded it), or whether we now hold the load lock."""
-        value, version = self._fetch(full_key, namespace)
+        """Either the value (someone loaded it), or whether we now hold the load lock.
+
+        The lock is taken before the value is read, in one round trip: a holder stores
+        its value before releasing the lock, so whoever gets the lock next sees it.
+        """
+
+        def claim() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.set(self._lock_key(full_key), token, nx=True, px=int(self.lock_ttl * 1000))
+            pipe.mget(full_key, self._version_key(namespace))
+            return pipe.execute()
+
+        acquired, (raw, version) = self._call(claim)
+        value = self._decode(full_key, raw)
         if value is not MISS:
-            return value, version, False
-        acquired = self._call(
-            lambda: self._client.set(
-                self._lock_key(full_key), token, nx=True, px=int(self.lock_ttl * 1000)
-            )
-        )
-        return MISS, version, bool(acquired)
+            if acquired:
+                self._release_quietly(full_key, token)
+            return value, b"", False
+        return MISS, version or b"0", bool(acquired)
 
     def _store_and_release(
-        self, full_key: str, version: bytes, value: Any, ttl: float, token: str
+        self, full_key: str, namespace: str, version: bytes, value: Any, ttl: float, token: str
     ) -> None:
-        data = version + b":" + self._codec.dumps(full_key, value)
-        try:
+        data = self._codec.dumps(full_key, value)
 
-            def store() -> None:
-                pipe = self._client.pipeline(transaction=False)
-                pipe.set(full_key, data, px=int(ttl * 1000))
-                self._release(keys=[self._lock_key(full_key)], args=[token], client=pipe)
-                pipe.execute()
+        def store() -> None:
+            pipe = self._client.pipeline(transaction=False)
+            self._set_if_version(
+                keys=[full_key, self._version_key(namespace)],
+                args=[data, int(ttl * 1000), version],
+                client=pipe,
+            )
+            self._release(keys=[self._lock_key(full_key)], args=[token], client=pipe)
+            pipe.execute()
 
+        with contextlib.suppress(_Failed):
             self._call(store)
-        except _Failed:
-            pass
 
     def _release_quietly(self, full_key: str, token: str) -> None:
         with contextlib.suppress(_Failed):
@@ -277,7 +288,7 @@ class RedisCache(CacheBackend):
             self._release_quietly(full_key, token)
             raise
         try:
-            self._store_and_release(full_key, version, value, ttl, token)
+            self._store_and_release(full_key, namespace, version, value, ttl, token)
         except BaseException:
             self._release_quietly(full_key, token)
             raise
@@ -308,7 +319,9 @@ class RedisCache(CacheBackend):
             await asyncio.to_thread(self._release_quietly, full_key, token)
             raise
         try:
-            await asyncio.to_thread(self._store_and_release, full_key, version, value, ttl, token)
+            await asyncio.to_thread(
+                self._store_and_release, full_key, namespace, version, value, ttl, token
+            )
         except BaseException:
             await asyncio.to_thread(self._release_quietly, full_key, token)
             raise
