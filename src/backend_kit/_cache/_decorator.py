@@ -9,16 +9,19 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast
 
+import orjson
+
 from backend_kit import _settings
 
 from ._backend import DEFAULT_NAMESPACE, MISS, CacheBackend, check_namespace, check_ttl
 from ._default import current_settings, default_cache, switch
-from ._keys import encode_arguments, function_name
+from ._keys import encode_arguments, function_name, hash_encoded
 from ._memory import MemoryCache
 
 __all__ = ["CacheInfo", "CachedFunction", "cached"]
 
 P = ParamSpec("P")
+SORT_KEYS = orjson.OPT_SORT_KEYS
 R = TypeVar("R")
 
 
@@ -163,6 +166,7 @@ def cached(
         binding = _Binding(cache, maxsize)
         explicit = cache
         key_prefix = qualname + ":"
+        dumps = orjson.dumps
         stats = _Stats()
 
         def make_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -221,7 +225,18 @@ def cached(
                 ):
                     backend = binding.get()
                 if key is None:
-                    cache_key = key_prefix + encode_arguments(qualname, args, kwargs)
+                    # encode_arguments, inlined: this is the whole cost of a memory hit.
+                    try:
+                        encoded = dumps(
+                            {"a": args, "k": kwargs} if kwargs else args, option=SORT_KEYS
+                        )
+                    except TypeError:
+                        encode_arguments(qualname, args, kwargs)  # raises the clear error
+                        raise
+                    if len(encoded) <= 64:
+                        cache_key = key_prefix + encoded.decode()
+                    else:
+                        cache_key = key_prefix + hash_encoded(encoded)
                 else:
                     cache_key = make_key(args, kwargs)
                 value = backend._read(cache_key, space)

@@ -31,10 +31,9 @@ def encode_arguments(qualname: str, args: tuple[Any, ...], kwargs: Mapping[str, 
     True
     """
     try:
-        if kwargs:
-            encoded = _dumps((args, kwargs), option=_OPTIONS)
-        else:
-            encoded = _dumps(args, option=_OPTIONS)
+        # With keywords the top level is an object, without it is an array: f(1, a=2)
+        # and f([1], {"a": 2}) must not share a key.
+        encoded = _dumps({"a": args, "k": kwargs} if kwargs else args, option=_OPTIONS)
     except TypeError as exc:
         raise UnencodableArgumentError(
             f"cannot build a cache key for {qualname}(): {exc}; pass JSON-like values "
@@ -43,6 +42,11 @@ def encode_arguments(qualname: str, args: tuple[Any, ...], kwargs: Mapping[str, 
         ) from None
     if len(encoded) <= _MAX_PLAIN:
         return encoded.decode()
+    return hash_encoded(encoded)
+
+
+def hash_encoded(encoded: bytes) -> str:
+    """A fixed-size stand-in for a long encoding ("#" never starts a JSON text)."""
     return "#" + hashlib.blake2b(encoded, digest_size=20).hexdigest()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar
 
@@ -15,9 +16,10 @@ __all__ = ["MemoryCache"]
 
 T = TypeVar("T")
 
-# Namespace versions are process-wide, so invalidating a namespace reaches every memory
-# cache (each cached function has its own) at once.
-_versions_lock = threading.Lock()
+# Invalidating a namespace reaches every memory cache of the process (each cached
+# function has its own). The version fences loads that were running meanwhile.
+_registry_lock = threading.Lock()
+_instances: weakref.WeakSet[MemoryCache] = weakref.WeakSet()
 _namespace_versions: dict[str, int] = {}
 
 
@@ -43,9 +45,11 @@ class MemoryCache(CacheBackend):
         super().__init__()
         self.maxsize = maxsize
         self._lock = threading.Lock()
-        self._entries: TLRUCache[tuple[str, int, str], tuple[Any, float]] = TLRUCache(
+        self._entries: TLRUCache[tuple[str, str], tuple[Any, float]] = TLRUCache(
             maxsize, ttu=_expires, timer=time.monotonic
         )
+        with _registry_lock:
+            _instances.add(self)
 
     def __repr__(self) -> str:
         return f"MemoryCache(maxsize={self.maxsize})"
@@ -55,44 +59,49 @@ class MemoryCache(CacheBackend):
             self._entries.expire()
             return len(self._entries)
 
-    def _read(
-        self, key: str, namespace: str, _versions: dict[str, int] = _namespace_versions
-    ) -> Any:
-        slot = (namespace, _versions.get(namespace, 0), key)
+    def _read(self, key: str, namespace: str) -> Any:
         try:
             with self._lock:
                 # Indexing, not .get(): get() checks expiry twice (contains, then getitem).
-                return self._entries[slot][0]
+                return self._entries[namespace, key][0]
         except KeyError:
             return MISS
 
     def _write(self, key: str, namespace: str, value: Any, ttl: float) -> None:
-        slot = (namespace, _namespace_versions.get(namespace, 0), key)
         with self._lock:
-            self._entries[slot] = (value, ttl)
+            self._entries[namespace, key] = (value, ttl)
 
     def _remove(self, key: str, namespace: str) -> None:
-        slot = (namespace, _namespace_versions.get(namespace, 0), key)
         with self._lock:
-            self._entries.pop(slot, None)
+            self._entries.pop((namespace, key), None)
 
-    def _remove_prefix(self, key_prefix: str, namespace: str) -> None:
+    def _remove_where(self, matches: Callable[[tuple[str, str]], bool]) -> None:
         with self._lock:
-            for slot in [
-                s for s in self._entries if s[0] == namespace and s[2].startswith(key_prefix)
-            ]:
+            for slot in [slot for slot in self._entries if matches(slot)]:
                 self._entries.pop(slot, None)
 
+    def _remove_prefix(self, key_prefix: str, namespace: str) -> None:
+        self._remove_where(lambda slot: slot[0] == namespace and slot[1].startswith(key_prefix))
+
+    def _store_unless_invalidated(
+        self, key: str, namespace: str, value: Any, ttl: float, version: int
+    ) -> None:
+        with _registry_lock:
+            if _namespace_versions.get(namespace, 0) == version:
+                self._write(key, namespace, value, ttl)
+
     def _load_shared(self, key: str, namespace: str, loader: Callable[[], T], ttl: float) -> T:
+        version = _namespace_versions.get(namespace, 0)
         value = loader()
-        self._write(key, namespace, value, ttl)
+        self._store_unless_invalidated(key, namespace, value, ttl, version)
         return value
 
     async def _aload_shared(
         self, key: str, namespace: str, loader: Callable[[], Awaitable[T]], ttl: float
     ) -> T:
+        version = _namespace_versions.get(namespace, 0)
         value = await loader()
-        self._write(key, namespace, value, ttl)
+        self._store_unless_invalidated(key, namespace, value, ttl, version)
         return value
 
     def clear(self) -> None:
@@ -100,6 +109,10 @@ class MemoryCache(CacheBackend):
             self._entries.clear()
 
     def invalidate_namespace(self, namespace: str) -> None:
+        """Forget every key of *namespace* in every memory cache of this process."""
         check_namespace(namespace)
-        with _versions_lock:
+        with _registry_lock:
             _namespace_versions[namespace] = _namespace_versions.get(namespace, 0) + 1
+            caches = list(_instances)
+        for cache in caches:
+            cache._remove_where(lambda slot: slot[0] == namespace)
