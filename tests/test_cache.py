@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -271,18 +272,100 @@ def test_memory_cache_helper_gives_fresh_caches() -> None:
     assert value.cache_info().loads == 2
 
 
-def test_default_backend_follows_settings(redis_url: str) -> None:
-    with override_settings(cache_url=redis_url, cache_key_prefix="bk-test-default:"):
+def test_cached_functions_follow_the_active_settings(redis_url: str) -> None:
+    prefix = f"bk-test-{uuid.uuid4().hex[:12]}:"
+
+    @cached(ttl=60)
+    def value() -> str:
+        return "loaded"
+
+    value()
+    with override_settings(cache_url=redis_url, cache_key_prefix=prefix):
         backend = default_cache()
         assert isinstance(backend, backend_kit.RedisCache)
-        assert "***" not in repr(backend) or "@" in redis_url
+        assert backend is default_cache()  # one pooled client per configuration
+        assert value() == "loaded"  # a miss on Redis: the memory cache is not used
+        assert backend.get(f"{value.__module__}.{value.__qualname__}:[]") == "loaded"
         with memory_cache():
             assert isinstance(default_cache(), MemoryCache)
         backend.clear()
     assert isinstance(default_cache(), MemoryCache)
+    assert value.cache_info().loads == 2
+
+
+def test_redis_password_is_not_shown() -> None:
+    backend = backend_kit.RedisCache("redis://:hunter2-secret@127.0.0.1:1/0")
+    assert "hunter2-secret" not in repr(backend)
+    assert "hunter2-secret" not in backend.breaker.backend
+    backend.close()
 
 
 def test_import_does_not_import_redis() -> None:
     code = "import sys, backend_kit; print('redis' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_load_running_during_invalidation_is_not_stored() -> None:
+    cache = MemoryCache()
+
+    def load_then_get_invalidated() -> str:
+        cache.invalidate_namespace("fenced")
+        return "outdated"
+
+    assert cache.get_or_set("k", load_then_get_invalidated, ttl=60, namespace="fenced") == (
+        "outdated"
+    )
+    assert cache.get("k", namespace="fenced") is None
+
+
+def test_positional_and_keyword_encodings_do_not_collide() -> None:
+    @cached(ttl=60)
+    def echo(*args: Any, **kwargs: Any) -> list[Any]:
+        return [args, kwargs]
+
+    assert echo(1, a=2) == [(1,), {"a": 2}]
+    assert echo([1], {"a": 2}) == [([1], {"a": 2}), {}]
+    assert echo.cache_info().loads == 2
+
+
+def test_long_arguments_are_hashed_and_stable() -> None:
+    from backend_kit._cache._keys import encode_arguments
+
+    long = "x" * 500
+    first = encode_arguments("f", (long,), {"b": 1, "a": 2})
+    assert first == encode_arguments("f", (long,), {"a": 2, "b": 1})
+    assert first.startswith("#")
+    assert len(first) == 41
+
+
+def test_namespace_with_colon_is_rejected() -> None:
+    with pytest.raises(ValueError, match="without ':'"):
+        cached(ttl=1, namespace="a:b")
+    with pytest.raises(ValueError, match="without ':'"):
+        MemoryCache().invalidate_namespace("a:b")
+
+
+def test_cache_settings_fields() -> None:
+    settings = backend_kit.load_settings()
+    assert settings.cache_serializer == "json"
+    assert settings.cache_signing_key is None
+    assert settings.cache_timeout == 0.5
+    with pytest.raises(backend_kit.ConfigError, match="CACHE_SIGNING_KEY: required when"):
+        backend_kit.load_settings(cache_serializer="pickle")
+    with pytest.raises(backend_kit.ConfigError, match="at least 16 characters"):
+        backend_kit.load_settings(cache_signing_key="short")
+    with pytest.raises(backend_kit.ConfigError, match="CACHE_TIMEOUT"):
+        backend_kit.load_settings(cache_timeout=0)
+    signed = backend_kit.load_settings(cache_serializer="pickle", cache_signing_key="k" * 32)
+    assert "k" * 32 not in repr(signed)
+
+
+def test_settings_are_read_lazily_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CACHE_URL", "memory://")
+
+    @cached(ttl=60)
+    def value() -> int:
+        return 1
+
+    assert value() == 1  # works without configure()

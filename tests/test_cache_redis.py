@@ -275,3 +275,16 @@ def test_redis_errors_are_redis_py_errors_not_ours() -> None:
     assert isinstance(backend.client, redis.Redis)
     assert backend.get("anything") is None
     backend.close()
+
+
+def test_a_load_running_during_invalidation_is_not_stored_in_redis(cache: RedisCache) -> None:
+    def load_then_get_invalidated() -> str:
+        cache.invalidate_namespace("fenced")
+        return "outdated"
+
+    assert cache.get_or_set("k", load_then_get_invalidated, ttl=60, namespace="fenced") == (
+        "outdated"
+    )
+    assert cache.get("k", namespace="fenced") is None
+    cache.set("k", "fresh", ttl=60, namespace="fenced")
+    assert cache.get_or_set("k", lambda: "unused", ttl=60, namespace="fenced") == "fresh"
