@@ -369,3 +369,74 @@ def test_settings_are_read_lazily_from_the_environment(monkeypatch: pytest.Monke
         return 1
 
     assert value() == 1  # works without configure()
+
+
+def _stale_scenario(backend: Any) -> None:
+    version = 0
+    loads = 0
+    gate = threading.Event()
+
+    @cached(ttl=0.3, stale_ttl=30, cache=backend)
+    def value() -> int:
+        nonlocal loads
+        loads += 1
+        if loads > 1:
+            gate.wait(5)  # the refresh is slow; meanwhile others must not wait
+        return version
+
+    assert value() == 0
+    version = 1
+    time.sleep(0.35)
+    results: list[int] = []
+    refresher = threading.Thread(target=lambda: results.append(value()))
+    refresher.start()
+    time.sleep(0.05)
+    others = [value() for _ in range(5)]  # served stale at once, while the refresh runs
+    gate.set()
+    refresher.join(5)
+    assert others == [0] * 5
+    assert results == [1]
+    assert value() == 1
+    assert loads == 2
+    assert value.cache_info().misses == 1
+
+
+def test_stale_value_is_served_while_one_caller_refreshes() -> None:
+    _stale_scenario(MemoryCache())
+
+
+def test_stale_ttl_async() -> None:
+    loads = 0
+
+    @cached(ttl=0.3, stale_ttl=30)
+    async def value() -> int:
+        nonlocal loads
+        loads += 1
+        await asyncio.sleep(0.05)
+        return loads
+
+    async def main() -> list[int]:
+        first = await value()
+        await asyncio.sleep(0.35)
+        stale = await asyncio.gather(*(value() for _ in range(5)))
+        return [first, *stale, await value()]
+
+    results = asyncio.run(main())
+    assert results[0] == 1
+    assert sorted(results[1:6]) == [1, 1, 1, 1, 2]  # one task refreshed, four got stale
+    assert results[6] == 2
+    assert loads == 2
+
+
+def test_stale_entries_expire_after_ttl_plus_stale_ttl() -> None:
+    loads = 0
+
+    @cached(ttl=0.02, stale_ttl=0.03)
+    def value() -> int:
+        nonlocal loads
+        loads += 1
+        return loads
+
+    assert value() == 1
+    time.sleep(0.1)
+    assert value() == 2  # gone entirely: a plain miss

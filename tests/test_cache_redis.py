@@ -288,3 +288,29 @@ def test_a_load_running_during_invalidation_is_not_stored_in_redis(cache: RedisC
     assert cache.get("k", namespace="fenced") is None
     cache.set("k", "fresh", ttl=60, namespace="fenced")
     assert cache.get_or_set("k", lambda: "unused", ttl=60, namespace="fenced") == "fresh"
+
+
+def test_stale_value_is_served_while_one_caller_refreshes_on_redis(cache: RedisCache) -> None:
+    from .test_cache import _stale_scenario
+
+    _stale_scenario(cache)
+
+
+def test_stale_value_is_served_while_another_process_refreshes(cache: RedisCache) -> None:
+    loads = 0
+
+    @cached(ttl=0.05, stale_ttl=30, cache=cache)
+    def value() -> int:
+        nonlocal loads
+        loads += 1
+        return loads
+
+    assert value() == 1
+    time.sleep(0.1)
+    # Another process holds the refresh lock for this key.
+    full_key = cache._key("default", f"{value.__module__}.{value.__qualname__}:[]")
+    cache.client.set(cache._lock_key(full_key), "other-process", px=5000)
+    assert value() == 1
+    assert loads == 1
+    cache.client.delete(cache._lock_key(full_key))
+    assert value() == 2

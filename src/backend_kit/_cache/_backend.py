@@ -85,6 +85,16 @@ class CacheBackend(ABC):
     async def _aread(self, key: str, namespace: str) -> Any:
         return self._read(key, namespace)
 
+    def _try_load_shared(self, key: str, namespace: str, loader: Callable[[], T], ttl: float) -> T:
+        """`_load_shared` for a refresh: returns `BUSY` instead of waiting when another
+        process is already loading *key*. Only shared backends can be busy."""
+        return self._load_shared(key, namespace, loader, ttl)
+
+    async def _atry_load_shared(
+        self, key: str, namespace: str, loader: Callable[[], Awaitable[T]], ttl: float
+    ) -> T:
+        return await self._aload_shared(key, namespace, loader, ttl)
+
     # -- public API ------------------------------------------------------------------
 
     def get(self, key: str, default: Any = None, *, namespace: str = DEFAULT_NAMESPACE) -> Any:

@@ -6,6 +6,7 @@ import functools
 import inspect
 import itertools
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast
 
@@ -15,6 +16,7 @@ from backend_kit import _settings
 
 from ._backend import DEFAULT_NAMESPACE, MISS, CacheBackend, check_namespace, check_ttl
 from ._default import current_settings, default_cache, switch
+from ._flight import BUSY
 from ._keys import encode_arguments, function_name, hash_encoded
 from ._memory import MemoryCache
 
@@ -56,6 +58,17 @@ class CachedFunction(Protocol[P, R]):
 
     def cache_info(self) -> CacheInfo:
         """Hits, misses, loads and errors counted in this process."""
+
+
+# A stale_ttl entry is [_STALE_MARK, fresh_until (epoch seconds), value]: the wall clock,
+# because processes sharing Redis compare it.
+_STALE_MARK = "~backend_kit.stale"
+
+
+def _stale_entry(value: Any) -> list[Any] | None:
+    if type(value) is list and len(value) == 3 and value[0] == _STALE_MARK:
+        return value
+    return None  # a miss, or a value written without stale_ttl: load it again
 
 
 class _Stats:
@@ -125,6 +138,7 @@ def cached(
     key: Callable[..., str] | None = None,
     namespace: str | None = None,
     cache: CacheBackend | None = None,
+    stale_ttl: float | None = None,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
     """Cache the results of a plain or ``async`` function for *ttl* seconds.
 
@@ -139,7 +153,11 @@ def cached(
     the others wait for its result or its exception. An unavailable cache server never
     fails the call: the function runs and its result is returned.
 
-    Raises `ValueError` for a bad *ttl*, *maxsize* or *namespace*; a call raises
+    With *stale_ttl*, a result older than *ttl* is still served for *stale_ttl* more
+    seconds while one caller (one per key, across processes with Redis) refreshes it;
+    only that caller waits for the function.
+
+    Raises `ValueError` for a bad *ttl*, *stale_ttl*, *maxsize* or *namespace*; a call raises
     `UnencodableArgumentError` when an argument cannot be part of a key, and
     `ReentrantCacheCallError` when the function asks for its own key while loading it.
 
@@ -159,7 +177,11 @@ def cached(
         raise TypeError(f"key must be a function returning a string, not {key!r}")
     if cache is not None and not isinstance(cache, CacheBackend):
         raise TypeError(f"cache must be a backend such as MemoryCache or RedisCache, not {cache!r}")
+    if stale_ttl is not None:
+        stale_ttl = check_ttl(stale_ttl)
     space = namespace or DEFAULT_NAMESPACE
+    # Entries of a stale_ttl function live ttl + stale_ttl and carry when they go stale.
+    stored_ttl = ttl + (stale_ttl or 0.0)
 
     def decorate(function: Callable[P, R]) -> CachedFunction[P, R]:
         qualname = function_name(function)
@@ -192,10 +214,9 @@ def cached(
                 backend = binding.get()
                 cache_key = make_key(args, kwargs)
                 value = await backend._aread(cache_key, space)
-                if value is not MISS:
+                if value is not MISS and stale_ttl is None:
                     next(stats.hits)
                     return value
-                next(stats.misses)
 
                 async def load() -> Any:
                     try:
@@ -206,10 +227,35 @@ def cached(
                     count_load(False)
                     return result
 
-                return await backend._async_flight.run(
+                if stale_ttl is None:
+                    next(stats.misses)
+                    return await backend._async_flight.run(
+                        (space, cache_key),
+                        lambda: backend._aload_shared(cache_key, space, load, ttl),
+                    )
+
+                async def stamped_load() -> list[Any]:
+                    result = await load()
+                    return [_STALE_MARK, time.time() + ttl, result]
+
+                entry = _stale_entry(value)
+                if entry is not None:
+                    next(stats.hits)
+                    if time.time() < entry[1]:
+                        return entry[2]
+                    refreshed = await backend._async_flight.try_run(
+                        (space, cache_key),
+                        lambda: backend._atry_load_shared(
+                            cache_key, space, stamped_load, stored_ttl
+                        ),
+                    )
+                    return entry[2] if refreshed is BUSY else refreshed[2]
+                next(stats.misses)
+                loaded = await backend._async_flight.run(
                     (space, cache_key),
-                    lambda: backend._aload_shared(cache_key, space, load, ttl),
+                    lambda: backend._aload_shared(cache_key, space, stamped_load, stored_ttl),
                 )
+                return loaded[2]
 
             wrapper: Callable[..., Any] = async_wrapper
         else:
@@ -240,10 +286,9 @@ def cached(
                 else:
                     cache_key = make_key(args, kwargs)
                 value = backend._read(cache_key, space)
-                if value is not MISS:
+                if value is not MISS and stale_ttl is None:
                     next(stats.hits)
                     return value
-                next(stats.misses)
 
                 def load() -> Any:
                     try:
@@ -254,9 +299,35 @@ def cached(
                     count_load(False)
                     return result
 
-                return backend._flight.run(
-                    (space, cache_key), lambda: backend._load_shared(cache_key, space, load, ttl)
+                if stale_ttl is None:
+                    next(stats.misses)
+                    return backend._flight.run(
+                        (space, cache_key),
+                        lambda: backend._load_shared(cache_key, space, load, ttl),
+                    )
+
+                def stamped_load() -> list[Any]:
+                    result = load()
+                    return [_STALE_MARK, time.time() + ttl, result]
+
+                entry = _stale_entry(value)
+                if entry is not None:
+                    next(stats.hits)
+                    if time.time() < entry[1]:
+                        return entry[2]
+                    refreshed = backend._flight.try_run(
+                        (space, cache_key),
+                        lambda: backend._try_load_shared(
+                            cache_key, space, stamped_load, stored_ttl
+                        ),
+                    )
+                    return entry[2] if refreshed is BUSY else refreshed[2]
+                next(stats.misses)
+                loaded = backend._flight.run(
+                    (space, cache_key),
+                    lambda: backend._load_shared(cache_key, space, stamped_load, stored_ttl),
                 )
+                return loaded[2]
 
             wrapper = sync_wrapper
 

@@ -7,13 +7,16 @@ import threading
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar, cast
 
-__all__ = ["AsyncSingleFlight", "ReentrantCacheCallError", "SingleFlight"]
+__all__ = ["BUSY", "AsyncSingleFlight", "ReentrantCacheCallError", "SingleFlight"]
 
 T = TypeVar("T")
 
 # Left in a flight whose leader was interrupted (KeyboardInterrupt, task cancellation):
 # its waiters start a new flight instead of inheriting an interruption not meant for them.
 _INTERRUPTED: Any = object()
+
+#: Returned by ``try_run`` when another caller is already loading the key.
+BUSY: Any = object()
 
 
 class ReentrantCacheCallError(RuntimeError):
@@ -76,6 +79,14 @@ class SingleFlight:
                 del self._flights[key]
             flight.done.set()
 
+    def try_run(self, key: Hashable, loader: Callable[[], T]) -> T:
+        """Run *loader* as `run` does, unless *key* is already being loaded: then return
+        `BUSY` at once instead of waiting."""
+        with self._lock:
+            if key in self._flights:
+                return cast("T", BUSY)
+        return self.run(key, loader)
+
 
 class _AsyncFlight:
     __slots__ = ("future", "owner")
@@ -125,3 +136,10 @@ class AsyncSingleFlight:
             return value
         finally:
             del self._flights[slot]
+
+    async def try_run(self, key: Hashable, loader: Callable[[], Awaitable[T]]) -> T:
+        """Await *loader* as `run` does, unless *key* is already being loaded: then
+        return `BUSY` at once instead of waiting."""
+        if (asyncio.get_running_loop(), key) in self._flights:
+            return cast("T", BUSY)
+        return await self.run(key, loader)

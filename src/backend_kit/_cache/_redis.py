@@ -15,6 +15,7 @@ from backend_kit._redact import mask_url
 
 from ._backend import MISS, CacheBackend, check_namespace
 from ._breaker import CircuitBreaker
+from ._flight import BUSY
 from ._serialize import SignatureMismatch, ValueCodec
 
 if TYPE_CHECKING:
@@ -319,6 +320,54 @@ class RedisCache(CacheBackend):
             await asyncio.to_thread(self._release_quietly, full_key, token)
             raise
         try:
+            await asyncio.to_thread(
+                self._store_and_release, full_key, namespace, version, value, ttl, token
+            )
+        except BaseException:
+            await asyncio.to_thread(self._release_quietly, full_key, token)
+            raise
+        return value
+
+    def _try_lock(self, full_key: str, namespace: str, token: str) -> tuple[bool, bytes]:
+        def claim() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.set(self._lock_key(full_key), token, nx=True, px=int(self.lock_ttl * 1000))
+            pipe.get(self._version_key(namespace))
+            return pipe.execute()
+
+        acquired, version = self._call(claim)
+        return bool(acquired), version or b"0"
+
+    def _try_load_shared(self, key: str, namespace: str, loader: Callable[[], T], ttl: float) -> T:
+        full_key = self._key(namespace, key)
+        token = secrets.token_hex(16)
+        try:
+            acquired, version = self._try_lock(full_key, namespace, token)
+        except _Failed:
+            return loader()
+        if not acquired:
+            return cast("T", BUSY)
+        try:
+            value = loader()
+            self._store_and_release(full_key, namespace, version, value, ttl, token)
+        except BaseException:
+            self._release_quietly(full_key, token)
+            raise
+        return value
+
+    async def _atry_load_shared(
+        self, key: str, namespace: str, loader: Callable[[], Awaitable[T]], ttl: float
+    ) -> T:
+        full_key = self._key(namespace, key)
+        token = secrets.token_hex(16)
+        try:
+            acquired, version = await asyncio.to_thread(self._try_lock, full_key, namespace, token)
+        except _Failed:
+            return await loader()
+        if not acquired:
+            return cast("T", BUSY)
+        try:
+            value = await loader()
             await asyncio.to_thread(
                 self._store_and_release, full_key, namespace, version, value, ttl, token
             )
