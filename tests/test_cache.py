@@ -145,6 +145,7 @@ def test_backend_direct_use() -> None:
     assert cache.get("x", namespace="ns") is None
     cache.clear()
     assert len(cache) == 0
+    cache.check()
 
 
 def test_stampede_threads_load_once() -> None:

@@ -314,3 +314,31 @@ def test_stale_value_is_served_while_another_process_refreshes(cache: RedisCache
     assert loads == 1
     cache.client.delete(cache._lock_key(full_key))
     assert value() == 2
+
+
+def test_check_round_trips_or_raises_the_server_error(cache: RedisCache) -> None:
+    cache.check()
+    assert not list(cache.client.scan_iter(match=cache.prefix + "#health*"))
+    down = RedisCache("redis://127.0.0.1:1/0", timeout=0.2)
+    with pytest.raises(redis.ConnectionError):
+        down.check()
+    down.close()
+
+
+def test_signature_mismatch_log_leaves_arguments_out(redis_url: str, prefix: str) -> None:
+    signer = RedisCache(redis_url, prefix=prefix, serializer="pickle", signing_key="k" * 32)
+    reader = RedisCache(redis_url, prefix=prefix)
+
+    def lookup(email: str) -> int:
+        return 1
+
+    cached(ttl=60, cache=signer)(lookup)("ada@example.com")
+    with capture_logs() as logs:
+        assert cached(ttl=60, cache=reader)(lookup)("ada@example.com") == 1
+    mismatches = [log for log in logs if log["event"] == "cache_signature_mismatch"]
+    assert mismatches
+    assert all("lookup" in log["key"] for log in mismatches)
+    assert "ada@example.com" not in str(mismatches)
+    signer.clear()
+    signer.close()
+    reader.close()

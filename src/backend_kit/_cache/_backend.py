@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar, cast
@@ -114,6 +115,21 @@ class CacheBackend(ABC):
     def delete(self, key: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
         """Forget *key* (no error when it is not cached)."""
         self._remove(key, namespace)
+
+    def check(self) -> None:
+        """Write, read back and delete a probe value, bypassing the fallbacks: for
+        health checks. Returns quietly when the cache works; raises the server's own
+        error (for example ``redis.ConnectionError``) or `RuntimeError` when the value
+        read back differs. Its message may name the server's address."""
+        probe = f"probe:{uuid.uuid4().hex}"
+        self._check_round_trip(probe, ["backend_kit", probe])
+
+    def _check_round_trip(self, key: str, value: Any) -> None:
+        self._write(key, "#health", value, 10.0)
+        read = self._read(key, "#health")
+        self._remove(key, "#health")
+        if read != value:
+            raise RuntimeError("the cache did not return the value just written to it")
 
     @abstractmethod
     def clear(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -37,6 +38,7 @@ _SET_IF_VERSION = """
 if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[3] then return 0 end
 return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 """
+_ARGUMENTS = re.compile(r":(?=[\[{#])")
 _FIRST_POLL = 0.005
 _MAX_POLL = 0.05
 
@@ -158,7 +160,8 @@ class RedisCache(CacheBackend):
         except SignatureMismatch as exc:
             logger.warning(
                 "cache_signature_mismatch",
-                key=full_key,
+                # Without the arguments part: arguments may be personal data.
+                key=_ARGUMENTS.split(full_key, 1)[0],
                 reason=str(exc),
                 effect="treated as a miss; check that every process uses the same "
                 "CACHE_SIGNING_KEY",
@@ -375,6 +378,16 @@ class RedisCache(CacheBackend):
             await asyncio.to_thread(self._release_quietly, full_key, token)
             raise
         return value
+
+    def _check_round_trip(self, key: str, value: Any) -> None:
+        # Straight to the client: errors must surface, and an open breaker must not
+        # turn a healthy server into a failed check (or the reverse).
+        full_key = self._key("#health", key)
+        self._client.set(full_key, self._codec.dumps(full_key, value), px=10_000)
+        raw = self._client.get(full_key)
+        self._client.delete(full_key)
+        if raw is None or self._codec.loads(full_key, cast("bytes", raw)) != value:
+            raise RuntimeError("Redis did not return the value just written to it")
 
     def close(self) -> None:
         """Close the pooled connections."""
