@@ -38,7 +38,8 @@ def override_settings(**values: Any) -> Iterator[Settings]:
 def memory_cache() -> Iterator[None]:
     """Make every `backend_kit.cached` function (without an explicit ``cache=``) and
     `backend_kit.default_cache` use fresh, empty in-memory caches for the block,
-    whatever ``CACHE_URL`` says; the previous caches are back afterwards.
+    whatever ``CACHE_URL`` says. Nothing cached inside the block is seen after it: the
+    in-memory caches start empty again, and a Redis cache is used again if configured.
 
     >>> from backend_kit import cached
     >>> from backend_kit.testing import memory_cache

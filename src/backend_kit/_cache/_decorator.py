@@ -97,7 +97,7 @@ class _Binding:
     """Finds the backend lazily on first call, and again when the active settings or
     the testing switch change."""
 
-    __slots__ = ("backend", "explicit", "generation", "maxsize", "memory", "settings")
+    __slots__ = ("backend", "explicit", "generation", "lock", "maxsize", "memory", "settings")
 
     def __init__(self, explicit: CacheBackend | None, maxsize: int) -> None:
         self.explicit = explicit
@@ -106,6 +106,9 @@ class _Binding:
         self.settings: object = None
         self.generation = -1
         self.memory: MemoryCache | None = None
+        # Threads making the first calls together must agree on one backend, or each
+        # would have its own single-flight and load separately.
+        self.lock = threading.Lock()
 
     def get(self) -> CacheBackend:
         backend = self.backend
@@ -117,6 +120,10 @@ class _Binding:
         return self._resolve()
 
     def _resolve(self) -> CacheBackend:
+        with self.lock:
+            return self._resolve_locked()
+
+    def _resolve_locked(self) -> CacheBackend:
         settings = current_settings()
         generation = switch.generation
         backend: CacheBackend
