@@ -342,3 +342,13 @@ def test_signature_mismatch_log_leaves_arguments_out(redis_url: str, prefix: str
     signer.clear()
     signer.close()
     reader.close()
+
+
+def test_outage_warning_never_shows_the_password() -> None:
+    backend = RedisCache("redis://:hunter2-secret@127.0.0.1:1/0", timeout=0.2)
+    with capture_logs() as logs:
+        assert backend.get_or_set("k", lambda: "loaded", ttl=60) == "loaded"
+    assert [log["event"] for log in logs] == ["cache_unavailable"]
+    assert "hunter2-secret" not in str(logs)
+    assert "***" in logs[0]["backend"]
+    backend.close()
