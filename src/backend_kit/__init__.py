@@ -8,6 +8,17 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from ._cache import (
+    CacheBackend,
+    CachedFunction,
+    CacheInfo,
+    MemoryCache,
+    RedisCache,
+    ReentrantCacheCallError,
+    UnencodableArgumentError,
+    cached,
+    default_cache,
+)
 from ._configure import configure
 from ._errors import ConfigError, ConfigProblem
 from ._retry import Attempt, RetryingBlock, RetryPolicy, retry, retry_context
@@ -20,14 +31,23 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 
 __all__ = [
     "Attempt",
+    "CacheBackend",
+    "CacheInfo",
+    "CachedFunction",
     "ConfigError",
     "ConfigProblem",
+    "MemoryCache",
+    "RedisCache",
+    "ReentrantCacheCallError",
     "RetryPolicy",
     "RetryingBlock",
     "SecretURL",
     "Settings",
+    "UnencodableArgumentError",
     "__version__",
+    "cached",
     "configure",
+    "default_cache",
     "get_settings",
     "load_settings",
     "retry",

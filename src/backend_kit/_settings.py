@@ -18,6 +18,7 @@ from pydantic import (
     SerializationInfo,
     SerializerFunctionWrapHandler,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_serializer,
 )
@@ -191,6 +192,28 @@ class Settings(BaseSettings):
         "X-Forwarded-For; 0 trusts none and logs the peer address.",
     )
 
+    cache_serializer: Literal["json", "pickle"] = Field(
+        default="json",
+        description="How cached values are stored in Redis: json (safe, JSON types only) "
+        "or pickle (any picklable value; requires CACHE_SIGNING_KEY).",
+    )
+    cache_signing_key: SecretStr | None = Field(
+        default=None,
+        description="Secret key (at least 16 characters) that signs pickled cache values "
+        "with HMAC-SHA256; a value whose signature does not match is ignored.",
+    )
+    cache_timeout: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=60.0,
+        description="Connect and read timeout for the cache server, in seconds.",
+    )
+    cache_key_prefix: str | None = Field(
+        default=None,
+        description="Prefix of every key written to Redis; defaults to SERVICE_NAME "
+        "followed by a colon, so services sharing a Redis do not collide.",
+    )
+
     _sources: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)
 
     def __init__(
@@ -294,6 +317,20 @@ class Settings(BaseSettings):
     def _check_cache_url(cls, value: SecretURL) -> SecretURL:
         if value.scheme not in {"memory", "redis", "rediss", "unix"} or not _has_scheme(value):
             raise ValueError("expected memory:// or redis://host:port/db")
+        return value
+
+    @field_validator("cache_signing_key")
+    @classmethod
+    def _check_cache_signing_key(
+        cls, value: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("expected at least 16 characters; use a long random secret")
+        if value is None and info.data.get("cache_serializer") == "pickle":
+            raise ValueError(
+                "required when CACHE_SERIALIZER=pickle, so pickled values are signed; "
+                "set it to a long random secret, or use CACHE_SERIALIZER=json"
+            )
         return value
 
     @field_validator("sentry_dsn")

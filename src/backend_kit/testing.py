@@ -14,7 +14,7 @@ from typing import Any
 
 from ._settings import Settings, get_settings, replace_settings, set_active_settings
 
-__all__ = ["override_settings", "retries"]
+__all__ = ["memory_cache", "override_settings", "retries"]
 
 
 @contextmanager
@@ -60,3 +60,28 @@ def retries(attempts: int = 1) -> Iterator[None]:
 
     with override_retries(attempts):
         yield
+
+
+@contextmanager
+def memory_cache() -> Iterator[None]:
+    """Make every `backend_kit.cached` function (without an explicit ``cache=``) and
+    `backend_kit.default_cache` use fresh, empty in-memory caches for the block,
+    whatever ``CACHE_URL`` says. Nothing cached inside the block is seen after it: the
+    in-memory caches start empty again, and a Redis cache is used again if configured.
+
+    >>> from backend_kit import cached
+    >>> from backend_kit.testing import memory_cache
+    >>> @cached(ttl=60)
+    ... def answer() -> int:
+    ...     return 42
+    >>> with memory_cache():
+    ...     answer(), answer.cache_info().loads
+    (42, 1)
+    """
+    from ._cache import use_memory_only
+
+    use_memory_only(True)
+    try:
+        yield
+    finally:
+        use_memory_only(False)

@@ -1,0 +1,362 @@
+"""`cached`: the decorator that puts a function's results in the cache."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import itertools
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast
+
+import orjson
+
+from backend_kit import _settings
+
+from ._backend import DEFAULT_NAMESPACE, MISS, CacheBackend, check_namespace, check_ttl
+from ._default import current_settings, default_cache, switch
+from ._flight import BUSY
+from ._keys import encode_arguments, function_name, hash_encoded
+from ._memory import MemoryCache
+
+__all__ = ["CacheInfo", "CachedFunction", "cached"]
+
+P = ParamSpec("P")
+SORT_KEYS = orjson.OPT_SORT_KEYS
+R = TypeVar("R")
+
+
+class CacheInfo(NamedTuple):
+    """Counters of one cached function since it was defined (or last cleared)."""
+
+    #: Calls answered from the cache.
+    hits: int
+    #: Calls that found nothing cached (they either loaded or waited for a load).
+    misses: int
+    #: Times this process ran the function to fill the cache.
+    loads: int
+    #: Loads that raised (nothing was cached).
+    errors: int
+
+
+class CachedFunction(Protocol[P, R]):
+    """A function decorated with `cached`: call it as before, plus cache controls."""
+
+    __wrapped__: Callable[P, R]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Forget the result cached for these arguments."""
+
+    def cache_clear(self) -> None:
+        """Forget every result of this function (in every process, for Redis)."""
+
+    def invalidate_namespace(self) -> None:
+        """Forget every result in this function's namespace, for all its functions."""
+
+    def cache_info(self) -> CacheInfo:
+        """Hits, misses, loads and errors counted in this process."""
+
+
+# A stale_ttl entry is [_STALE_MARK, fresh_until (epoch seconds), value]: the wall clock,
+# because processes sharing Redis compare it.
+_STALE_MARK = "~backend_kit.stale"
+
+
+def _stale_entry(value: Any) -> list[Any] | None:
+    if type(value) is list and len(value) == 3 and value[0] == _STALE_MARK:
+        return value
+    return None  # a miss, or a value written without stale_ttl: load it again
+
+
+class _Stats:
+    # Hits and misses use itertools.count, whose next() is atomic: no lock on the hit path.
+    __slots__ = ("errors", "hits", "loads", "lock", "misses")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        self.hits, self.misses = itertools.count(), itertools.count()
+        self.loads = self.errors = 0
+
+    def info(self) -> CacheInfo:
+        with self.lock:
+            return CacheInfo(_peek(self.hits), _peek(self.misses), self.loads, self.errors)
+
+
+def _peek(counter: itertools.count[int]) -> int:
+    """The next value of *counter*, that is how many times next() was called."""
+    return int(repr(counter)[len("count(") : -1])
+
+
+class _Binding:
+    """Finds the backend lazily on first call, and again when the active settings or
+    the testing switch change."""
+
+    __slots__ = ("backend", "explicit", "generation", "lock", "maxsize", "memory", "settings")
+
+    def __init__(self, explicit: CacheBackend | None, maxsize: int) -> None:
+        self.explicit = explicit
+        self.maxsize = maxsize
+        self.backend: CacheBackend | None = explicit
+        self.settings: object = None
+        self.generation = -1
+        self.memory: MemoryCache | None = None
+        # Threads making the first calls together must agree on one backend, or each
+        # would have its own single-flight and load separately.
+        self.lock = threading.Lock()
+
+    def get(self) -> CacheBackend:
+        backend = self.backend
+        if backend is not None and (
+            self.explicit is not None
+            or (self.settings is _settings._active and self.generation == switch.generation)
+        ):
+            return backend
+        return self._resolve()
+
+    def _resolve(self) -> CacheBackend:
+        with self.lock:
+            return self._resolve_locked()
+
+    def _resolve_locked(self) -> CacheBackend:
+        settings = current_settings()
+        generation = switch.generation
+        backend: CacheBackend
+        if switch.memory_only or settings.cache_url.scheme == "memory":
+            # Each function gets its own memory cache, sized by its own maxsize.
+            if self.memory is None or self.generation != generation:
+                self.memory = MemoryCache(self.maxsize)
+            backend = self.memory
+        else:
+            backend = default_cache(settings)
+        self.settings, self.generation, self.backend = settings, generation, backend
+        return backend
+
+
+def cached(
+    *,
+    ttl: float,
+    maxsize: int = 1024,
+    key: Callable[..., str] | None = None,
+    namespace: str | None = None,
+    cache: CacheBackend | None = None,
+    stale_ttl: float | None = None,
+) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
+    """Cache the results of a plain or ``async`` function for *ttl* seconds.
+
+    The backend is *cache* if given, else the one ``CACHE_URL`` names, found on the
+    first call: ``memory://`` gives each function its own in-process cache of *maxsize*
+    entries; ``redis://`` shares one Redis cache between processes. Keys are made of
+    *namespace* (default ``"default"``), the function's qualified name and its
+    arguments (JSON-encoded; keyword order does not matter), or of what ``key(*args,
+    **kwargs)`` returns.
+
+    Concurrent misses on one key run the function once (across processes with Redis);
+    the others wait for its result or its exception. An unavailable cache server never
+    fails the call: the function runs and its result is returned.
+
+    With *stale_ttl*, a result older than *ttl* is still served for *stale_ttl* more
+    seconds while one caller (one per key, across processes with Redis) refreshes it;
+    only that caller waits for the function.
+
+    Raises `ValueError` for a bad *ttl*, *stale_ttl*, *maxsize* or *namespace*; a call raises
+    `UnencodableArgumentError` when an argument cannot be part of a key, and
+    `ReentrantCacheCallError` when the function asks for its own key while loading it.
+
+    >>> from backend_kit import cached
+    >>> @cached(ttl=60)
+    ... def square(n: int) -> int:
+    ...     return n * n
+    >>> square(4), square(4), square.cache_info().loads
+    (16, 16, 1)
+    """
+    ttl = check_ttl(ttl)
+    if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
+        raise ValueError(f"maxsize must be a positive integer, not {maxsize!r}")
+    if namespace is not None:
+        check_namespace(namespace)
+    if key is not None and not callable(key):
+        raise TypeError(f"key must be a function returning a string, not {key!r}")
+    if cache is not None and not isinstance(cache, CacheBackend):
+        raise TypeError(f"cache must be a backend such as MemoryCache or RedisCache, not {cache!r}")
+    if stale_ttl is not None:
+        stale_ttl = check_ttl(stale_ttl)
+    space = namespace or DEFAULT_NAMESPACE
+    # Entries of a stale_ttl function live ttl + stale_ttl and carry when they go stale.
+    stored_ttl = ttl + (stale_ttl or 0.0)
+
+    def decorate(function: Callable[P, R]) -> CachedFunction[P, R]:
+        qualname = function_name(function)
+        binding = _Binding(cache, maxsize)
+        explicit = cache
+        key_prefix = qualname + ":"
+        dumps = orjson.dumps
+        stats = _Stats()
+
+        def make_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+            if key is None:
+                return qualname + ":" + encode_arguments(qualname, args, kwargs)
+            custom = key(*args, **kwargs)
+            if not isinstance(custom, str):
+                raise TypeError(
+                    f"the key= function given to cached() for {qualname} returned "
+                    f"{type(custom).__name__}; it must return a str"
+                )
+            return qualname + ":" + custom
+
+        def count_load(failed: bool) -> None:
+            with stats.lock:
+                stats.loads += 1
+                stats.errors += failed
+
+        if inspect.iscoroutinefunction(function):
+            coroutine_function = cast("Callable[P, Awaitable[Any]]", function)
+
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                backend = binding.get()
+                cache_key = make_key(args, kwargs)
+                value = await backend._aread(cache_key, space)
+                if value is not MISS and stale_ttl is None:
+                    next(stats.hits)
+                    return value
+
+                async def load() -> Any:
+                    try:
+                        result = await coroutine_function(*args, **kwargs)
+                    except Exception:
+                        count_load(True)
+                        raise
+                    count_load(False)
+                    return result
+
+                if stale_ttl is None:
+                    next(stats.misses)
+                    return await backend._async_flight.run(
+                        (space, cache_key),
+                        lambda: backend._aload_shared(cache_key, space, load, ttl),
+                    )
+
+                async def stamped_load() -> list[Any]:
+                    result = await load()
+                    return [_STALE_MARK, time.time() + ttl, result]
+
+                entry = _stale_entry(value)
+                if entry is not None:
+                    next(stats.hits)
+                    if time.time() < entry[1]:
+                        return entry[2]
+                    refreshed = await backend._async_flight.try_run(
+                        (space, cache_key),
+                        lambda: backend._atry_load_shared(
+                            cache_key, space, stamped_load, stored_ttl
+                        ),
+                    )
+                    return entry[2] if refreshed is BUSY else refreshed[2]
+                next(stats.misses)
+                loaded = await backend._async_flight.run(
+                    (space, cache_key),
+                    lambda: backend._aload_shared(cache_key, space, stamped_load, stored_ttl),
+                )
+                return loaded[2]
+
+            wrapper: Callable[..., Any] = async_wrapper
+        else:
+
+            def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                backend = binding.backend
+                if backend is None or (
+                    explicit is None
+                    and (
+                        binding.settings is not _settings._active
+                        or binding.generation != switch.generation
+                    )
+                ):
+                    backend = binding.get()
+                if key is None:
+                    # encode_arguments, inlined: this is the whole cost of a memory hit.
+                    try:
+                        encoded = dumps(
+                            {"a": args, "k": kwargs} if kwargs else args, option=SORT_KEYS
+                        )
+                    except TypeError:
+                        encode_arguments(qualname, args, kwargs)  # raises the clear error
+                        raise
+                    if len(encoded) <= 64:
+                        cache_key = key_prefix + encoded.decode()
+                    else:
+                        cache_key = key_prefix + hash_encoded(encoded)
+                else:
+                    cache_key = make_key(args, kwargs)
+                value = backend._read(cache_key, space)
+                if value is not MISS and stale_ttl is None:
+                    next(stats.hits)
+                    return value
+
+                def load() -> Any:
+                    try:
+                        result = function(*args, **kwargs)
+                    except Exception:
+                        count_load(True)
+                        raise
+                    count_load(False)
+                    return result
+
+                if stale_ttl is None:
+                    next(stats.misses)
+                    return backend._flight.run(
+                        (space, cache_key),
+                        lambda: backend._load_shared(cache_key, space, load, ttl),
+                    )
+
+                def stamped_load() -> list[Any]:
+                    result = load()
+                    return [_STALE_MARK, time.time() + ttl, result]
+
+                entry = _stale_entry(value)
+                if entry is not None:
+                    next(stats.hits)
+                    if time.time() < entry[1]:
+                        return entry[2]
+                    refreshed = backend._flight.try_run(
+                        (space, cache_key),
+                        lambda: backend._try_load_shared(
+                            cache_key, space, stamped_load, stored_ttl
+                        ),
+                    )
+                    return entry[2] if refreshed is BUSY else refreshed[2]
+                next(stats.misses)
+                loaded = backend._flight.run(
+                    (space, cache_key),
+                    lambda: backend._load_shared(cache_key, space, stamped_load, stored_ttl),
+                )
+                return loaded[2]
+
+            wrapper = sync_wrapper
+
+        def invalidate(*args: Any, **kwargs: Any) -> None:
+            binding.get()._remove(make_key(args, kwargs), space)
+
+        def cache_clear() -> None:
+            binding.get()._remove_prefix(qualname + ":", space)
+            with stats.lock:
+                stats.reset()
+
+        def invalidate_namespace() -> None:
+            binding.get().invalidate_namespace(space)
+
+        def cache_info() -> CacheInfo:
+            return stats.info()
+
+        functools.update_wrapper(wrapper, function)
+        wrapper.invalidate = invalidate  # type: ignore[attr-defined]
+        wrapper.cache_clear = cache_clear  # type: ignore[attr-defined]
+        wrapper.invalidate_namespace = invalidate_namespace  # type: ignore[attr-defined]
+        wrapper.cache_info = cache_info  # type: ignore[attr-defined]
+        return cast("CachedFunction[P, R]", wrapper)
+
+    return decorate

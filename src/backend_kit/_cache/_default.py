@@ -1,0 +1,82 @@
+"""Which backend a `cached` function uses: the one named by ``CACHE_URL``."""
+
+from __future__ import annotations
+
+import threading
+
+from backend_kit import _settings
+from backend_kit._settings import Settings, get_settings
+
+from ._backend import CacheBackend
+from ._memory import MemoryCache
+
+__all__ = ["default_cache"]
+
+_lock = threading.Lock()
+_redis_caches: dict[tuple[object, ...], CacheBackend] = {}
+_shared_memory: MemoryCache | None = None
+
+
+class _Switch:
+    """Set by `backend_kit.testing.memory_cache`; each change bumps the generation, so
+    cached functions pick a new backend on their next call."""
+
+    generation = 0
+    memory_only = False
+
+
+switch = _Switch()
+
+
+def current_settings() -> Settings:
+    active = _settings._active
+    return active if active is not None else get_settings()
+
+
+def default_cache(settings: Settings | None = None) -> CacheBackend:
+    """The cache backend named by ``CACHE_URL`` in *settings* (default: the active
+    settings): a process-wide `MemoryCache` for ``memory://``, or a `RedisCache` with a
+    pooled client for ``redis://host:port/db``, shared by every caller with the same
+    settings. Inside `backend_kit.testing.memory_cache()`, the block's memory cache.
+
+    Raises `ImportError` with an install hint when Redis is configured but redis-py is
+    missing.
+
+    >>> from backend_kit import default_cache
+    >>> default_cache().get_or_set("greeting", lambda: "hello", ttl=60)
+    'hello'
+    """
+    global _shared_memory
+    settings = settings if settings is not None else current_settings()
+    if switch.memory_only or settings.cache_url.scheme == "memory":
+        with _lock:
+            if _shared_memory is None:
+                _shared_memory = MemoryCache()
+            return _shared_memory
+    url = settings.cache_url.get_secret_value()
+    prefix = settings.cache_key_prefix or f"{settings.service_name}:"
+    secret = settings.cache_signing_key
+    signing_key = secret.get_secret_value() if secret is not None else None
+    config = (url, prefix, settings.cache_serializer, signing_key, settings.cache_timeout)
+    with _lock:
+        cache = _redis_caches.get(config)
+        if cache is None:
+            from ._redis import RedisCache
+
+            cache = _redis_caches[config] = RedisCache(
+                url,
+                prefix=prefix,
+                serializer=settings.cache_serializer,
+                signing_key=signing_key,
+                timeout=settings.cache_timeout,
+            )
+        return cache
+
+
+def use_memory_only(enabled: bool) -> None:
+    """Switch every default backend to fresh in-memory caches (or back)."""
+    global _shared_memory
+    with _lock:
+        switch.memory_only = enabled
+        switch.generation += 1
+        _shared_memory = None

@@ -1,0 +1,118 @@
+"""The in-process cache: a cachetools TLRU cache behind a lock."""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, TypeVar
+
+from cachetools import TLRUCache
+
+from ._backend import MISS, CacheBackend, check_namespace
+
+__all__ = ["MemoryCache"]
+
+T = TypeVar("T")
+
+# Invalidating a namespace reaches every memory cache of the process (each cached
+# function has its own). The version fences loads that were running meanwhile.
+_registry_lock = threading.Lock()
+_instances: weakref.WeakSet[MemoryCache] = weakref.WeakSet()
+_namespace_versions: dict[str, int] = {}
+
+
+def _expires(_key: Hashable, entry: tuple[Any, float], now: float) -> float:
+    return now + entry[1]
+
+
+class MemoryCache(CacheBackend):
+    """A thread-safe in-process cache holding at most *maxsize* entries, each expiring
+    after its own ttl (least recently used entries are evicted first).
+
+    Values are stored as they are (not copied): do not mutate a cached value.
+
+    >>> cache = MemoryCache(maxsize=100)
+    >>> cache.set("user:1", {"name": "Ada"}, ttl=30)
+    >>> cache.get("user:1")
+    {'name': 'Ada'}
+    """
+
+    def __init__(self, maxsize: int = 1024) -> None:
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
+            raise ValueError(f"maxsize must be a positive integer, not {maxsize!r}")
+        super().__init__()
+        self.maxsize = maxsize
+        self._lock = threading.Lock()
+        self._entries: TLRUCache[tuple[str, str], tuple[Any, float]] = TLRUCache(
+            maxsize, ttu=_expires, timer=time.monotonic
+        )
+        with _registry_lock:
+            _instances.add(self)
+
+    def __repr__(self) -> str:
+        return f"MemoryCache(maxsize={self.maxsize})"
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._entries.expire()
+            return len(self._entries)
+
+    def _read(self, key: str, namespace: str) -> Any:
+        try:
+            with self._lock:
+                # Indexing, not .get(): get() checks expiry twice (contains, then getitem).
+                return self._entries[namespace, key][0]
+        except KeyError:
+            return MISS
+
+    def _write(self, key: str, namespace: str, value: Any, ttl: float) -> None:
+        with self._lock:
+            self._entries[namespace, key] = (value, ttl)
+
+    def _remove(self, key: str, namespace: str) -> None:
+        with self._lock:
+            self._entries.pop((namespace, key), None)
+
+    def _remove_where(self, matches: Callable[[tuple[str, str]], bool]) -> None:
+        with self._lock:
+            for slot in [slot for slot in self._entries if matches(slot)]:
+                self._entries.pop(slot, None)
+
+    def _remove_prefix(self, key_prefix: str, namespace: str) -> None:
+        self._remove_where(lambda slot: slot[0] == namespace and slot[1].startswith(key_prefix))
+
+    def _store_unless_invalidated(
+        self, key: str, namespace: str, value: Any, ttl: float, version: int
+    ) -> None:
+        with _registry_lock:
+            if _namespace_versions.get(namespace, 0) == version:
+                self._write(key, namespace, value, ttl)
+
+    def _load_shared(self, key: str, namespace: str, loader: Callable[[], T], ttl: float) -> T:
+        version = _namespace_versions.get(namespace, 0)
+        value = loader()
+        self._store_unless_invalidated(key, namespace, value, ttl, version)
+        return value
+
+    async def _aload_shared(
+        self, key: str, namespace: str, loader: Callable[[], Awaitable[T]], ttl: float
+    ) -> T:
+        version = _namespace_versions.get(namespace, 0)
+        value = await loader()
+        self._store_unless_invalidated(key, namespace, value, ttl, version)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def invalidate_namespace(self, namespace: str) -> None:
+        """Forget every key of *namespace* in every memory cache of this process."""
+        check_namespace(namespace)
+        with _registry_lock:
+            _namespace_versions[namespace] = _namespace_versions.get(namespace, 0) + 1
+            caches = list(_instances)
+        for cache in caches:
+            cache._remove_where(lambda slot: slot[0] == namespace)

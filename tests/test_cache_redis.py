@@ -1,0 +1,354 @@
+"""The Redis backend against real servers: sharing, locks, signing, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from structlog.testing import capture_logs
+
+from backend_kit import RedisCache, cached
+
+from .servers import redis_server, silent_tcp_server
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"bk-test-{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture
+def cache(redis_url: str, prefix: str) -> Iterator[RedisCache]:
+    backend = RedisCache(redis_url, prefix=prefix)
+    yield backend
+    backend.clear()
+    assert not list(backend.client.scan_iter(match=prefix + "*"))
+    backend.close()
+
+
+def test_values_round_trip_and_are_shared(redis_url: str, cache: RedisCache, prefix: str) -> None:
+    cache.set("user:1", {"name": "Ada", "tags": ["a"]}, ttl=60)
+    other = RedisCache(redis_url, prefix=prefix)
+    assert other.get("user:1") == {"name": "Ada", "tags": ["a"]}
+    assert other.get("missing", 0) == 0
+    cache.delete("user:1")
+    assert other.get("user:1") is None
+    assert cache.get_or_set("n", lambda: None, ttl=60) is None
+    assert cache.get_or_set("n", lambda: 1, ttl=60) is None  # None is a cached value
+    other.close()
+
+
+def test_ttl_namespace_and_clear(cache: RedisCache) -> None:
+    cache.set("short", 1, ttl=0.05)
+    cache.set("kept", 2, ttl=60, namespace="users")
+    time.sleep(0.1)
+    assert cache.get("short") is None
+    assert cache.get("kept", namespace="users") == 2
+    cache.invalidate_namespace("users")
+    assert cache.get("kept", namespace="users") is None
+    cache.set("kept", 3, ttl=60, namespace="users")
+    assert cache.get("kept", namespace="users") == 3
+
+
+def test_non_json_value_has_clear_error(cache: RedisCache) -> None:
+    with pytest.raises(TypeError, match="CACHE_SERIALIZER=pickle"):
+        cache.set("x", {1, 2}, ttl=60)
+
+
+def test_decorated_function_on_redis(cache: RedisCache) -> None:
+    loads: list[int] = []
+
+    @cached(ttl=60, cache=cache)
+    def double(n: int) -> int:
+        loads.append(n)
+        return n * 2
+
+    assert [double(1), double(1), double(2)] == [2, 2, 4]
+    double.invalidate(1)
+    assert double(1) == 2
+    assert loads == [1, 2, 1]
+    double.cache_clear()
+    assert double(2) == 4
+    assert loads == [1, 2, 1, 2]
+
+
+def test_stampede_threads_on_redis(cache: RedisCache, prefix: str) -> None:
+    counter = prefix + "loads"
+
+    @cached(ttl=60, cache=cache)
+    def slow() -> dict[str, str]:
+        cache.client.incr(counter)
+        time.sleep(0.05)
+        return {"token": uuid.uuid4().hex}
+
+    barrier = threading.Barrier(32)
+    results: list[dict[str, str]] = []
+
+    def worker() -> None:
+        barrier.wait()
+        results.append(slow())
+
+    threads = [threading.Thread(target=worker) for _ in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert int(cache.client.get(counter) or 0) == 1
+    assert len(results) == 32
+    assert all(result == results[0] for result in results)
+
+
+def test_stampede_async_tasks_on_redis(cache: RedisCache) -> None:
+    loads = 0
+
+    @cached(ttl=60, cache=cache)
+    async def slow() -> str:
+        nonlocal loads
+        loads += 1
+        await asyncio.sleep(0.05)
+        return uuid.uuid4().hex
+
+    async def main() -> list[str]:
+        return await asyncio.gather(*(slow() for _ in range(32)))
+
+    results = asyncio.run(main())
+    assert loads == 1
+    assert len(set(results)) == 1
+    assert asyncio.run(slow()) == results[0]
+
+
+_WORKER = textwrap.dedent(
+    """
+    import sys, threading, time, uuid
+    from backend_kit import RedisCache
+    url, prefix, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    cache = RedisCache(url, prefix=prefix)
+
+    def load():
+        cache.client.incr(prefix + "loads")
+        time.sleep(0.05)
+        return uuid.uuid4().hex
+
+    results = []
+    def worker():
+        results.append(cache.get_or_set("hot", load, ttl=60))
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    time.sleep(max(0.0, start - time.time()))
+    for t in threads: t.start()
+    for t in threads: t.join()
+    print(" ".join(results))
+    """
+)
+
+
+def test_single_flight_across_processes(redis_url: str, cache: RedisCache, prefix: str) -> None:
+    start = time.time() + 2.0  # every process imports and connects before the release
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, redis_url, prefix, str(start)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [process.communicate(timeout=30)[0].split() for process in processes]
+    assert all(process.returncode == 0 for process in processes)
+    values = [value for output in outputs for value in output]
+    assert len(values) == 32
+    assert len(set(values)) == 1
+    assert int(cache.client.get(prefix + "loads") or 0) == 1
+
+
+def test_expired_lock_of_a_dead_holder_is_taken_over(cache: RedisCache) -> None:
+    # A holder that died leaves its lock behind until it expires.
+    full_key = cache._key("default", "orphan")
+    cache.client.set(cache._lock_key(full_key), "dead-holder", px=300)
+    started = time.monotonic()
+    assert cache.get_or_set("orphan", lambda: "loaded", ttl=60) == "loaded"
+    assert time.monotonic() - started >= 0.25
+
+
+def test_pickle_is_signed_and_a_bad_signature_is_a_logged_miss(
+    redis_url: str, cache: RedisCache, prefix: str
+) -> None:
+    signer = RedisCache(redis_url, prefix=prefix, serializer="pickle", signing_key="k" * 32)
+    impostor = RedisCache(redis_url, prefix=prefix, serializer="pickle", signing_key="x" * 32)
+    signer.set("obj", {1, 2, 3}, ttl=60)
+    assert signer.get("obj") == {1, 2, 3}
+    with capture_logs() as logs:
+        assert impostor.get("obj") is None
+        assert cache.get("obj") is None  # JSON-only: never unpickles
+    mismatches = [log for log in logs if log["event"] == "cache_signature_mismatch"]
+    assert len(mismatches) == 2
+    assert mismatches[0]["log_level"] == "warning"
+    with pytest.raises(ValueError, match="signing key"):
+        RedisCache(redis_url, serializer="pickle")
+    signer.close()
+    impostor.close()
+
+
+def test_outage_fallback_warning_cooldown_and_recovery(tmp_path: Path) -> None:
+    with redis_server() as server:
+        backend = RedisCache(
+            server.url, prefix="bk-outage:", failure_threshold=3, cooldown=0.5, timeout=0.5
+        )
+        loads: list[int] = []
+
+        @cached(ttl=60, cache=backend)
+        def value(n: int) -> int:
+            loads.append(n)
+            return n * 10
+
+        assert value(1) == 10
+        assert value(1) == 10
+        assert loads == [1]
+
+        server.stop()
+        with capture_logs() as logs:
+            results = [value(1) for _ in range(20)]
+        assert results == [10] * 20  # no Redis error reaches the caller
+        assert len(loads) == 21
+        warnings = [log for log in logs if log["event"] == "cache_unavailable"]
+        assert len(warnings) == 1  # one per interval, not one per call
+        assert warnings[0]["log_level"] == "warning"
+        assert warnings[0]["error"] == "ConnectionError"
+        assert backend.breaker.is_open
+
+        # During the cool-down Redis is not contacted even though it is back.
+        server.start()
+        value(1)
+        assert backend.breaker.is_open
+        assert len(loads) == 22
+
+        time.sleep(0.6)
+        with capture_logs() as logs:
+            assert value(1) == 10  # the probe reaches Redis: a miss, loaded and stored
+            assert value(1) == 10  # and now a hit again
+        assert len(loads) == 23
+        assert [log["event"] for log in logs] == ["cache_recovered"]
+        assert not backend.breaker.is_open
+        backend.close()
+
+
+def test_hung_server_is_skipped_after_repeated_timeouts() -> None:
+    with silent_tcp_server() as port:
+        backend = RedisCache(
+            f"redis://127.0.0.1:{port}/0", timeout=0.2, failure_threshold=2, cooldown=30
+        )
+        calls = 0
+
+        @cached(ttl=60, cache=backend)
+        def value() -> int:
+            nonlocal calls
+            calls += 1
+            return calls
+
+        started = time.monotonic()
+        with capture_logs() as logs:
+            for _ in range(20):
+                value()
+        elapsed = time.monotonic() - started
+        # Without the breaker: 20 reads and 20 writes, each waiting 0.2 s (8 s).
+        assert elapsed < 3.0
+        assert calls == 20
+        assert len([log for log in logs if log["event"] == "cache_unavailable"]) == 1
+        backend.close()
+
+
+def test_redis_errors_are_redis_py_errors_not_ours() -> None:
+    # The client underneath is a plain redis-py client with timeouts set.
+    backend = RedisCache("redis://127.0.0.1:1/0", timeout=0.3)
+    kwargs = backend.client.connection_pool.connection_kwargs
+    assert kwargs["socket_timeout"] == 0.3
+    assert kwargs["socket_connect_timeout"] == 0.3
+    assert isinstance(backend.client, redis.Redis)
+    assert backend.get("anything") is None
+    backend.close()
+
+
+def test_a_load_running_during_invalidation_is_not_stored_in_redis(cache: RedisCache) -> None:
+    def load_then_get_invalidated() -> str:
+        cache.invalidate_namespace("fenced")
+        return "outdated"
+
+    assert cache.get_or_set("k", load_then_get_invalidated, ttl=60, namespace="fenced") == (
+        "outdated"
+    )
+    assert cache.get("k", namespace="fenced") is None
+    cache.set("k", "fresh", ttl=60, namespace="fenced")
+    assert cache.get_or_set("k", lambda: "unused", ttl=60, namespace="fenced") == "fresh"
+
+
+def test_stale_value_is_served_while_one_caller_refreshes_on_redis(cache: RedisCache) -> None:
+    from .test_cache import _stale_scenario
+
+    _stale_scenario(cache)
+
+
+def test_stale_value_is_served_while_another_process_refreshes(cache: RedisCache) -> None:
+    loads = 0
+
+    @cached(ttl=0.05, stale_ttl=30, cache=cache)
+    def value() -> int:
+        nonlocal loads
+        loads += 1
+        return loads
+
+    assert value() == 1
+    time.sleep(0.1)
+    # Another process holds the refresh lock for this key.
+    full_key = cache._key("default", f"{value.__module__}.{value.__qualname__}:[]")
+    cache.client.set(cache._lock_key(full_key), "other-process", px=5000)
+    assert value() == 1
+    assert loads == 1
+    cache.client.delete(cache._lock_key(full_key))
+    assert value() == 2
+
+
+def test_check_round_trips_or_raises_the_server_error(cache: RedisCache) -> None:
+    cache.check()
+    assert not list(cache.client.scan_iter(match=cache.prefix + "#health*"))
+    down = RedisCache("redis://127.0.0.1:1/0", timeout=0.2)
+    with pytest.raises(redis.ConnectionError):
+        down.check()
+    down.close()
+
+
+def test_signature_mismatch_log_leaves_arguments_out(redis_url: str, prefix: str) -> None:
+    signer = RedisCache(redis_url, prefix=prefix, serializer="pickle", signing_key="k" * 32)
+    reader = RedisCache(redis_url, prefix=prefix)
+
+    def lookup(email: str) -> int:
+        return 1
+
+    cached(ttl=60, cache=signer)(lookup)("ada@example.com")
+    with capture_logs() as logs:
+        assert cached(ttl=60, cache=reader)(lookup)("ada@example.com") == 1
+    mismatches = [log for log in logs if log["event"] == "cache_signature_mismatch"]
+    assert mismatches
+    assert all("lookup" in log["key"] for log in mismatches)
+    assert "ada@example.com" not in str(mismatches)
+    signer.clear()
+    signer.close()
+    reader.close()
+
+
+def test_outage_warning_never_shows_the_password() -> None:
+    backend = RedisCache("redis://:hunter2-secret@127.0.0.1:1/0", timeout=0.2)
+    with capture_logs() as logs:
+        assert backend.get_or_set("k", lambda: "loaded", ttl=60) == "loaded"
+    assert [log["event"] for log in logs] == ["cache_unavailable"]
+    assert "hunter2-secret" not in str(logs)
+    assert "***" in logs[0]["backend"]
+    backend.close()
