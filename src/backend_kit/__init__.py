@@ -9,7 +9,10 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from ._configure import configure
+from ._context import bind_context, current_context, current_request_id, request_context
 from ._errors import ConfigError, ConfigProblem
+from ._logging import configure_logging, get_logger
+from ._sentry import configure_sentry
 from ._settings import SecretURL, Settings, get_settings, load_settings
 
 try:
@@ -23,7 +26,14 @@ __all__ = [
     "SecretURL",
     "Settings",
     "__version__",
+    "bind_context",
     "configure",
+    "configure_logging",
+    "configure_sentry",
+    "current_context",
+    "current_request_id",
+    "get_logger",
     "get_settings",
     "load_settings",
+    "request_context",
 ]

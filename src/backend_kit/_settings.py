@@ -161,6 +161,16 @@ class Settings(BaseSettings):
         default=None,
         description="Bearer token that unlocks the detailed health report.",
     )
+    log_traceback_locals: bool = Field(
+        default=False,
+        description="Show frame local variables in logged tracebacks and Sentry events "
+        "(redacted like everything else). Off by default: locals often hold secrets.",
+    )
+    sentry_traces_exclude_paths: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("/livez", "/readyz", "/healthz"),
+        description="Request paths that are never traced by Sentry (health probes), "
+        "comma-separated.",
+    )
 
     _sources: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)
 
@@ -228,7 +238,7 @@ class Settings(BaseSettings):
             levels[name.strip()] = level.strip().upper()
         return levels
 
-    @field_validator("redact_keys", "redact_patterns", mode="before")
+    @field_validator("redact_keys", "redact_patterns", "sentry_traces_exclude_paths", mode="before")
     @classmethod
     def _parse_list(cls, value: Any) -> Any:
         return _split_list(value)
