@@ -129,7 +129,8 @@ def configure_sentry(
             "environment": settings.environment,
             "release": settings.release,
             "sample_rate": settings.sentry_sample_rate,
-            "send_default_pii": False,
+            # No PII: that is sentry-sdk's default, and recent versions warn when
+            # send_default_pii is passed at all (data_collection replaces it).
             "include_local_variables": bool(getattr(settings, "log_traceback_locals", False)),
             "before_send": hooks.before_send,
             "before_send_transaction": hooks.before_send_transaction,
