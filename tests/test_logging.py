@@ -421,7 +421,7 @@ def test_event_is_dropped_when_redaction_raises(
 ) -> None:
     _configure_json(stream)
 
-    def broken(self: Redactor, value: Any) -> Any:
+    def broken(self: Redactor, value: Any, **options: Any) -> Any:
         raise RuntimeError("policy bug")
 
     monkeypatch.setattr(Redactor, "redact_for_output", broken)

@@ -265,7 +265,7 @@ def test_redaction_failure_drops_the_event_with_a_local_warning(
 
     _start(receiver)
 
-    def broken(self: Redactor, value: Any) -> Any:
+    def broken(self: Redactor, value: Any, **options: Any) -> Any:
         raise RuntimeError("policy bug")
 
     monkeypatch.setattr(Redactor, "redact_for_output", broken)

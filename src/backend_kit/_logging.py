@@ -17,11 +17,11 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TextIO, cast
 
@@ -33,6 +33,7 @@ from structlog.typing import EventDict, FilteringBoundLogger, Processor, Wrapped
 
 from ._context import get_context_mapping
 from ._redact import Redactor, get_redactor
+from ._settings import active_settings_or_none
 
 if TYPE_CHECKING:
     from ._settings import Settings
@@ -248,10 +249,15 @@ class _ExceptionFormatter:
         return "".join(rendered.format()).rstrip("\n")
 
 
+# Active capture_logs() lists; checking them is one truth test when there are none.
+_captures: list[list[EventDict]] = []
+
+
 class _Finisher:
     """Redacts the event and lays out the final line: timestamp, level, event, logger,
     service, environment, then everything bound. If redaction raises, the event is
-    dropped (never written unredacted) and a warning line says so."""
+    dropped (never written unredacted) and a warning line says so. While
+    `capture_events` is active, the finished event is collected instead of written."""
 
     def __init__(self, settings: Settings, redactor: Redactor) -> None:
         self._settings = settings
@@ -260,8 +266,6 @@ class _Finisher:
         self._environment = settings.environment
 
     def redactor(self) -> Redactor:
-        from ._settings import active_settings_or_none
-
         active = active_settings_or_none()
         # Follow the active settings (override_settings in tests, a reconfigured
         # service) without reloading anything on the hot path.
@@ -279,35 +283,55 @@ class _Finisher:
             name = str(getattr(logger, "name", "root"))
             created = None
         try:
-            clean = self.redactor().redact_for_output(event_dict)
+            redactor = self.redactor()
+            event = event_dict.pop("event", None)
+            line: dict[str, Any] = {
+                "timestamp": _clock.stamp(created),
+                "level": _METHOD_LEVEL.get(method_name, method_name),
+                "event": redactor.redact_text(event)
+                if type(event) is str
+                else redactor.redact_for_output({"event": event})["event"],
+                "logger": name,
+                "service": self._service,
+                "environment": self._environment,
+            }
+            redactor.redact_for_output(event_dict, into=line)
         except Exception as exc:  # the policy failed: the event must not leave unredacted
             _warn_dropped(name, exc)
             raise DropEvent from None
-        line: EventDict = {
-            "timestamp": _iso_utc(created),
-            "level": _METHOD_LEVEL.get(method_name, method_name),
-            "event": clean.pop("event", None),
-            "logger": name,
-            "service": self._service,
-            "environment": self._environment,
-        }
-        line.update(clean)
+        if _captures:
+            for captured in _captures:
+                captured.append(dict(line))
+            raise DropEvent
         return line
 
 
-def _iso_utc(created: float | None) -> str:
-    moment = (
-        datetime.now(timezone.utc)
-        if created is None
-        else datetime.fromtimestamp(created, timezone.utc)
-    )
-    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+class _UTCClock:
+    """ISO 8601 UTC timestamps with microseconds, the seconds part formatted once per
+    second: ``datetime.isoformat`` would be the most expensive step of a log call."""
+
+    __slots__ = ("_current",)
+
+    def __init__(self) -> None:
+        self._current: tuple[int, str] = (-1, "")
+
+    def stamp(self, created: float | None = None) -> str:
+        moment = time.time() if created is None else created
+        second = int(moment)
+        cached_second, prefix = self._current  # one read: threads never see a torn pair
+        if second != cached_second:
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._current = (second, prefix)
+        return f"{prefix}.{int((moment - second) * 1_000_000):06d}Z"
+
+
+_clock = _UTCClock()
 
 
 def _warn_dropped(logger_name: str, exc: BaseException) -> None:
     # Written straight to the sink: going through the pipeline could fail the same way.
     message = {
-        "timestamp": _iso_utc(None),
+        "timestamp": _clock.stamp(),
         "level": "warning",
         "event": "log_event_dropped",
         "logger": "backend_kit.logging",
@@ -317,18 +341,6 @@ def _warn_dropped(logger_name: str, exc: BaseException) -> None:
     # A broken sink has nowhere left to report to.
     with suppress(Exception):
         _sink.write(orjson.dumps(message).decode())
-
-
-# Active capture_logs() lists; the capture processor is one truth test when empty.
-_captures: list[list[EventDict]] = []
-
-
-def _capture(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    if _captures:
-        for captured in _captures:
-            captured.append(dict(event_dict))
-        raise DropEvent
-    return event_dict
 
 
 class _JSONRenderer:
@@ -475,7 +487,6 @@ def configure_logging(
         _report,
         _ExceptionFormatter(structured=structured, show_locals=show_locals),
         finisher,
-        _capture,
         renderer,
     ]
     min_level = min([root_level, *per_logger.values()])

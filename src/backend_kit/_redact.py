@@ -52,6 +52,10 @@ DEFAULT_SENSITIVE_KEYS: tuple[str, ...] = (
 # occurrence of "ab" would destroy the log without protecting anything real.
 _MIN_SECRET_LENGTH = 4
 
+# Bounds of the per-redactor memo of redacted strings.
+_MAX_CACHED_TEXT = 256
+_MAX_CACHED_TEXTS = 4096
+
 _URL_USERINFO = re.compile(
     r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/?#@\s]*)(?::(?P<password>[^/?#@\s]*))?@"
 )
@@ -103,6 +107,7 @@ class Redactor:
         "_key_mention",
         "_keys",
         "_secret_values",
+        "_text_cache",
     )
 
     def __init__(
@@ -138,6 +143,9 @@ class Redactor:
         # One C-level search instead of a Python loop: this runs for most log strings.
         self._key_mention = re.compile(rf"{words}|api.?key", re.IGNORECASE) if self._keys else None
         self._key_cache: dict[str, bool] = {}
+        # Log events repeat the same short strings (event names, paths, hosts): a bounded
+        # memo turns their redaction into one dict lookup on the logging hot path.
+        self._text_cache: dict[str, str] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Redactor:
@@ -167,6 +175,18 @@ class Redactor:
         >>> Redactor().redact_text("GET /export?token=abc123&page=2")
         'GET /export?token=***&page=2'
         """
+        cache = self._text_cache
+        cached = cache.get(text)
+        if cached is not None:
+            return cached
+        redacted = self._redact_text(text)
+        if len(text) <= _MAX_CACHED_TEXT:
+            if len(cache) >= _MAX_CACHED_TEXTS:
+                cache.clear()  # cheaper than LRU bookkeeping, and the memo refills fast
+            cache[text] = redacted
+        return redacted
+
+    def _redact_text(self, text: str) -> str:
         if self._secret_values:
             text = self.mask_secret_values(text)
         if "://" in text and "@" in text:
@@ -229,19 +249,32 @@ class Redactor:
                 redacted[key] = redact(item)
         return redacted
 
-    def redact_for_output(self, value: Mapping[Any, Any]) -> dict[Any, Any]:
+    def redact_for_output(
+        self, value: Mapping[Any, Any], *, into: dict[Any, Any] | None = None
+    ) -> dict[Any, Any]:
         """Like `redact` for a mapping, but objects of other types are turned into their
         redacted ``str()``: what gets written must not depend on a ``__repr__`` being safe.
         Numbers, booleans, ``None``, dates, times and UUIDs are kept as they are.
+        With *into*, the redacted items are added to that dict, which is returned.
         """
-        redacted: dict[Any, Any] = {}
-        is_sensitive = self.is_sensitive_key
+        redacted: dict[Any, Any] = {} if into is None else into
+        key_cache = self._key_cache
+        redact_text = self.redact_text
+        # The hot path of every log call: plain lookups, no helper calls for common types.
         for key, item in value.items():
-            if item is not None and isinstance(key, str) and is_sensitive(key):
-                redacted[key] = MASK
-            elif isinstance(item, str):
-                redacted[key] = self.redact_text(item)
-            elif item is None or isinstance(item, _PLAIN_TYPES):
+            if item is None:
+                redacted[key] = None
+                continue
+            if isinstance(key, str):
+                sensitive = key_cache.get(key)
+                if sensitive is None:
+                    sensitive = self.is_sensitive_key(key)
+                if sensitive:
+                    redacted[key] = MASK
+                    continue
+            if type(item) is str:
+                redacted[key] = redact_text(item)
+            elif isinstance(item, _PLAIN_TYPES):
                 redacted[key] = item
             else:
                 redacted[key] = self._output_value(item)
