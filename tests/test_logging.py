@@ -77,6 +77,17 @@ def test_json_line_has_the_documented_fields(stream: io.StringIO, read: ReadLine
     )
 
 
+def test_bound_fields_cannot_override_timestamp_and_level(
+    stream: io.StringIO, read: ReadLines
+) -> None:
+    _configure_json(stream)
+    get_logger("x").warning("tiered", level="gold", timestamp="yesterday", service="other")
+    (line,) = read()
+    assert line["level"] == "warning"
+    assert line["timestamp"] != "yesterday"
+    assert line["service"] == "other"  # descriptive fields may be overridden on purpose
+
+
 def test_one_line_per_event_even_with_newlines(stream: io.StringIO, read: ReadLines) -> None:
     _configure_json(stream)
     get_logger("x").warning("multi\nline", detail="a\nb")

@@ -295,7 +295,10 @@ class _Finisher:
                 "service": self._service,
                 "environment": self._environment,
             }
+            timestamp, level = line["timestamp"], line["level"]
             redactor.redact_for_output(event_dict, into=line)
+            # A field named like ours must not make the line lie about when or how bad.
+            line["timestamp"], line["level"] = timestamp, level
         except Exception as exc:  # the policy failed: the event must not leave unredacted
             _warn_dropped(name, exc)
             raise DropEvent from None
