@@ -124,7 +124,12 @@ def sentry_receiver() -> Iterator[SentryReceiver]:
     server.daemon_threads = True
     receiver = SentryReceiver(port=int(server.server_address[1]))
     server_holder["receiver"] = receiver
-    thread = threading.Thread(target=server.serve_forever, name="sentry-receiver", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.05},
+        name="sentry-receiver",
+        daemon=True,
+    )
     thread.start()
     try:
         yield receiver

@@ -77,9 +77,6 @@ _ADOPTED_LOGGERS = (
     "uvicorn.access",
 )
 
-# Event keys that are pipeline plumbing, never shown.
-_INTERNAL_KEYS = ("_record", "_from_structlog")
-
 Format = Literal["json", "console", "auto"]
 
 #: Set by the Sentry module while Sentry is configured: called with the logger name, the

@@ -313,7 +313,9 @@ class Redactor:
 
     def _mask_assignment(self, match: re.Match[str]) -> str:
         value = match.group("value")
-        if value.lower() in ("bearer", "basic"):
+        if value.lower() in ("bearer", "basic") and match.string.startswith(
+            " " + MASK, match.end()
+        ):
             return match.group(0)  # its credential was masked already by the scheme rule
         quote = value[0] if value[:1] in ("'", '"') else ""
         return f"{match.group('name')}{match.group('sep')}{quote}{MASK}{quote}"
