@@ -33,7 +33,7 @@ from structlog.typing import EventDict, FilteringBoundLogger, Processor, Wrapped
 
 from ._context import get_context_mapping
 from ._redact import Redactor, get_redactor
-from ._settings import active_settings_or_none
+from ._settings import active_settings_or_none, get_settings
 
 if TYPE_CHECKING:
     from ._settings import Settings
@@ -458,8 +458,6 @@ def configure_logging(
     >>> get_logger("billing").debug("not written")  # costs almost nothing
     """
     global _handler, _configured, _stdlib_state
-    from ._settings import get_settings
-
     settings = settings if settings is not None else get_settings()
     root_level = _level_number(level if level is not None else settings.log_level, "level")
     chosen_format = format if format is not None else settings.log_format
