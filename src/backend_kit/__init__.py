@@ -20,8 +20,11 @@ from ._cache import (
     default_cache,
 )
 from ._configure import configure
+from ._context import bind_context, current_context, current_request_id, request_context
 from ._errors import ConfigError, ConfigProblem
+from ._logging import configure_logging, get_logger
 from ._retry import Attempt, RetryingBlock, RetryPolicy, retry, retry_context
+from ._sentry import configure_sentry
 from ._settings import SecretURL, Settings, get_settings, load_settings
 
 try:
@@ -45,11 +48,18 @@ __all__ = [
     "Settings",
     "UnencodableArgumentError",
     "__version__",
+    "bind_context",
     "cached",
     "configure",
+    "configure_logging",
+    "configure_sentry",
+    "current_context",
+    "current_request_id",
     "default_cache",
+    "get_logger",
     "get_settings",
     "load_settings",
+    "request_context",
     "retry",
     "retry_context",
 ]

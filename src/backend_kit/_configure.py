@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from ._logging import configure_logging, reset_logging
+from ._redact import reset_redactor
+from ._sentry import configure_sentry, reset_sentry
 from ._settings import Settings, get_settings, set_active_settings
 
 __all__ = ["configure", "reset"]
@@ -14,13 +17,21 @@ def configure(settings: Settings | None = None) -> Settings:
     `backend_kit.load_settings`). Safe to call more than once: the last call wins.
     Returns the settings now active.
 
+    Then configures, in this order, structured logging (`configure_logging`) and
+    Sentry (`configure_sentry`, a no-op without ``SENTRY_DSN``).
+
     Raises `backend_kit.ConfigError` when the settings must be loaded and are invalid.
     """
     active = settings if settings is not None else get_settings()
     set_active_settings(active)
+    configure_logging(active)
+    configure_sentry(active)
     return active
 
 
 def reset() -> None:
     """Forget the active settings and every configuration made from them."""
+    reset_sentry()
+    reset_logging()
+    reset_redactor()
     set_active_settings(None)

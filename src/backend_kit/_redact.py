@@ -8,8 +8,10 @@ active settings' secret fields are masked wherever they appear.
 
 from __future__ import annotations
 
+import datetime
 import re
 import threading
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +24,7 @@ __all__ = [
     "Redactor",
     "get_redactor",
     "mask_url",
+    "reset_redactor",
 ]
 
 MASK = "***"
@@ -49,10 +52,23 @@ DEFAULT_SENSITIVE_KEYS: tuple[str, ...] = (
 # occurrence of "ab" would destroy the log without protecting anything real.
 _MIN_SECRET_LENGTH = 4
 
+# Bounds of the per-redactor memo of redacted strings.
+_MAX_CACHED_TEXT = 256
+_MAX_CACHED_TEXTS = 4096
+
 _URL_USERINFO = re.compile(
     r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/?#@\s]*)(?::(?P<password>[^/?#@\s]*))?@"
 )
 _AUTH_SCHEME = re.compile(r"\b(?P<scheme>Bearer|Basic)\s+[A-Za-z0-9\-._~+/]+=*", re.IGNORECASE)
+# A Cookie header carries many name=value pairs, all of them secret: mask to end of line.
+_COOKIE_HEADER = re.compile(r"(?P<name>\b(?:set-)?cookie\s*:\s*)[^\r\n]+", re.IGNORECASE)
+_PEM_PRIVATE_KEY = re.compile(
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)", re.DOTALL
+)
+
+
+# Values written as they are: nothing to hide in a number, a date or a UUID.
+_PLAIN_TYPES = (bool, int, float, datetime.date, datetime.time, uuid.UUID)
 
 
 def _fold(key: str) -> str:
@@ -88,8 +104,10 @@ class Redactor:
         "_assignment",
         "_extra_patterns",
         "_key_cache",
+        "_key_mention",
         "_keys",
         "_secret_values",
+        "_text_cache",
     )
 
     def __init__(
@@ -113,14 +131,21 @@ class Redactor:
         # ``password=hunter2``, ``"token": "abc"``, ``?api_key=...``, ``&session=...``
         self._assignment = (
             re.compile(
-                rf"""(?P<name>[\w\-]*(?:{words})[\w\-]*)(?P<sep>["']?\s*[=:]\s*)"""
+                # ``name=value``, ``"name": "value"``, and a repr'd pair ``('name', 'value')``
+                rf"""(?P<name>[\w\-]*(?:{words})[\w\-]*)"""
+                rf"""(?P<sep>["']?\s*[=:]\s*|["']\s*,\s*(?=["']))"""
                 rf"""(?P<value>"[^"]*"|'[^']*'|[^\s,;&"'#]+)""",
                 re.IGNORECASE,
             )
             if self._keys
             else None
         )
+        # One C-level search instead of a Python loop: this runs for most log strings.
+        self._key_mention = re.compile(rf"{words}|api.?key", re.IGNORECASE) if self._keys else None
         self._key_cache: dict[str, bool] = {}
+        # Log events repeat the same short strings (event names, paths, hosts): a bounded
+        # memo turns their redaction into one dict lookup on the logging hot path.
+        self._text_cache: dict[str, str] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Redactor:
@@ -145,34 +170,56 @@ class Redactor:
         return cached
 
     def redact_text(self, text: str) -> str:
-        """Mask every secret that can be recognised inside *text*."""
-        text = self.mask_secret_values(text)
+        """Mask every secret that can be recognised inside *text*.
+
+        >>> Redactor().redact_text("GET /export?token=abc123&page=2")
+        'GET /export?token=***&page=2'
+        """
+        cache = self._text_cache
+        cached = cache.get(text)
+        if cached is not None:
+            return cached
+        redacted = self._redact_text(text)
+        if len(text) <= _MAX_CACHED_TEXT:
+            if len(cache) >= _MAX_CACHED_TEXTS:
+                cache.clear()  # cheaper than LRU bookkeeping, and the memo refills fast
+            cache[text] = redacted
+        return redacted
+
+    def _redact_text(self, text: str) -> str:
+        if self._secret_values:
+            text = self.mask_secret_values(text)
         if "://" in text and "@" in text:
             text = _URL_USERINFO.sub(_mask_userinfo, text)
-        if (
-            self._assignment is not None
-            and ("=" in text or ":" in text)
-            and self._mentions_key(text)
-        ):
-            text = self._assignment.sub(self._mask_assignment, text)
+        if "ookie" in text or "OOKIE" in text:
+            text = _COOKIE_HEADER.sub(r"\g<name>" + MASK, text)
+        # Schemes first: ``Authorization: Bearer abc`` must lose ``abc``, not just ``Bearer``.
         if " " in text and ("earer" in text or "asic" in text or "EARER" in text or "ASIC" in text):
             text = _AUTH_SCHEME.sub(r"\g<scheme> " + MASK, text)
+        if (
+            self._assignment is not None
+            and ("=" in text or ":" in text or "," in text)
+            and self._key_mention is not None
+            and self._key_mention.search(text) is not None
+        ):
+            text = self._assignment.sub(self._mask_assignment, text)
+        if "PRIVATE KEY-----" in text:
+            text = _PEM_PRIVATE_KEY.sub(MASK, text)
         for pattern in self._extra_patterns:
             text = pattern.sub(MASK, text)
         return text
 
     def redact(self, value: Any) -> Any:
-        """Return a redacted copy of *value*: mappings, sequences and strings are walked
-        recursively; other objects are returned unchanged."""
+        """Return a redacted copy of *value*: mappings, lists, tuples and sets are walked
+        recursively, strings are searched for secrets, other objects are returned as is.
+
+        >>> Redactor().redact({"user": "ann", "auth": {"password": "hunter2"}})
+        {'user': 'ann', 'auth': {'password': '***'}}
+        """
         if isinstance(value, str):
             return self.redact_text(value)
         if isinstance(value, Mapping):
-            return {
-                k: MASK
-                if isinstance(k, str) and v is not None and self.is_sensitive_key(k)
-                else self.redact(v)
-                for k, v in value.items()
-            }
+            return self.redact_mapping(value)
         if isinstance(value, (list, tuple)):
             if (
                 len(value) == 2
@@ -184,11 +231,78 @@ class Redactor:
                 return (value[0], MASK) if isinstance(value, tuple) else [value[0], MASK]
             redacted = [self.redact(item) for item in value]
             return tuple(redacted) if isinstance(value, tuple) else redacted
+        if isinstance(value, (set, frozenset)):
+            return [self.redact(item) for item in value]
         return value
 
-    def _mentions_key(self, text: str) -> bool:
-        folded = text.lower()
-        return any(k in folded for k in self._keys) or ("api" in folded and "key" in folded)
+    def redact_mapping(self, value: Mapping[Any, Any]) -> dict[Any, Any]:
+        """A redacted copy of *value* as a plain ``dict`` (see `redact`)."""
+        redacted: dict[Any, Any] = {}
+        redact = self.redact
+        is_sensitive = self.is_sensitive_key
+        for key, item in value.items():
+            if item is not None and isinstance(key, str) and is_sensitive(key):
+                redacted[key] = MASK
+            elif item is None or isinstance(item, (bool, int, float)):
+                redacted[key] = item  # nothing to hide; the common case in log events
+            else:
+                redacted[key] = redact(item)
+        return redacted
+
+    def redact_for_output(
+        self, value: Mapping[Any, Any], *, into: dict[Any, Any] | None = None
+    ) -> dict[Any, Any]:
+        """Like `redact` for a mapping, but objects of other types are turned into their
+        redacted ``str()``: what gets written must not depend on a ``__repr__`` being safe.
+        Numbers, booleans, ``None``, dates, times and UUIDs are kept as they are.
+        With *into*, the redacted items are added to that dict, which is returned.
+        """
+        redacted: dict[Any, Any] = {} if into is None else into
+        key_cache = self._key_cache
+        redact_text = self.redact_text
+        # The hot path of every log call: plain lookups, no helper calls for common types.
+        for key, item in value.items():
+            if item is None:
+                redacted[key] = None
+                continue
+            if isinstance(key, str):
+                sensitive = key_cache.get(key)
+                if sensitive is None:
+                    sensitive = self.is_sensitive_key(key)
+                if sensitive:
+                    redacted[key] = MASK
+                    continue
+            if type(item) is str:
+                redacted[key] = redact_text(item)
+            elif isinstance(item, _PLAIN_TYPES):
+                redacted[key] = item
+            else:
+                redacted[key] = self._output_value(item)
+        return redacted
+
+    def _output_value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.redact_text(value)
+        if value is None or isinstance(value, _PLAIN_TYPES):
+            return value
+        if isinstance(value, Mapping):
+            return self.redact_for_output(value)
+        if isinstance(value, (list, tuple)):
+            if (
+                len(value) == 2
+                and isinstance(value[0], str)
+                and value[1] is not None
+                and self.is_sensitive_key(value[0])
+            ):
+                return [value[0], MASK]
+            return [self._output_value(item) for item in value]
+        if isinstance(value, (set, frozenset)):
+            return [self._output_value(item) for item in value]
+        try:
+            text = str(value)
+        except Exception:
+            text = f"<{type(value).__qualname__} object (str() failed)>"
+        return self.redact_text(text)
 
     def mask_secret_values(self, text: str) -> str:
         """Mask only the exact secret values inside *text*."""
@@ -199,6 +313,10 @@ class Redactor:
 
     def _mask_assignment(self, match: re.Match[str]) -> str:
         value = match.group("value")
+        if value.lower() in ("bearer", "basic") and match.string.startswith(
+            " " + MASK, match.end()
+        ):
+            return match.group(0)  # its credential was masked already by the scheme rule
         quote = value[0] if value[:1] in ("'", '"') else ""
         return f"{match.group('name')}{match.group('sep')}{quote}{MASK}{quote}"
 
@@ -220,3 +338,10 @@ def get_redactor() -> Redactor:
         redactor = Redactor.from_settings(settings)
         _cached = (settings, redactor)
         return redactor
+
+
+def reset_redactor() -> None:
+    """Forget the cached redactor; the next `get_redactor` builds one from the settings."""
+    global _cached
+    with _lock:
+        _cached = None

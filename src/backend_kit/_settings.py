@@ -130,6 +130,11 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="Per-logger levels, for example urllib3=WARNING,django.db.backends=INFO.",
     )
+    log_traceback_locals: bool = Field(
+        default=False,
+        description="Show frame local variables in logged tracebacks and Sentry events "
+        "(redacted like everything else). Off by default: locals often hold secrets.",
+    )
     redact_keys: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
         description="Extra key names whose values are masked in logs, Sentry events and "
@@ -148,6 +153,11 @@ class Settings(BaseSettings):
     sentry_traces_sample_rate: float = Field(
         default=0.0, ge=0.0, le=1.0, description="Share of requests traced by Sentry."
     )
+    sentry_traces_exclude_paths: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Request paths never traced by Sentry, comma-separated, in addition "
+        "to the health endpoints (which never are).",
+    )
     database_url: SecretURL | None = Field(
         default=None,
         description="Database URL, for example postgres://user:password@host:5432/dbname "
@@ -158,40 +168,6 @@ class Settings(BaseSettings):
         description="Cache backend: memory:// (in-process) or redis://host:port/db "
         "(shared between processes).",
     )
-    health_token: SecretStr | None = Field(
-        default=None,
-        description="Bearer token that unlocks the detailed health report.",
-    )
-    health_cache_seconds: float = Field(
-        default=2.0,
-        ge=0.0,
-        description="How long a health check result (failures included) is reused by "
-        "later probes, in seconds; 0 runs the checks on every probe.",
-    )
-    health_check_timeout: float = Field(
-        default=2.0,
-        gt=0.0,
-        description="Timeout of a health check that sets none of its own, in seconds.",
-    )
-    health_deadline: float = Field(
-        default=5.0,
-        gt=0.0,
-        description="Longest time a readiness probe waits for all its checks, in seconds.",
-    )
-    health_path_prefix: str = Field(
-        default="",
-        pattern=r"^(/[A-Za-z0-9._~\-/]*)?$",
-        description="Path under which /livez, /readyz and /healthz are served, for example "
-        "/ops; empty for the root.",
-    )
-    trusted_proxies: int = Field(
-        default=0,
-        ge=0,
-        le=10,
-        description="How many reverse proxies in front of the service append to "
-        "X-Forwarded-For; 0 trusts none and logs the peer address.",
-    )
-
     cache_serializer: Literal["json", "pickle"] = Field(
         default="json",
         description="How cached values are stored in Redis: json (safe, JSON types only) "
@@ -212,6 +188,39 @@ class Settings(BaseSettings):
         default=None,
         description="Prefix of every key written to Redis; defaults to SERVICE_NAME "
         "followed by a colon, so services sharing a Redis do not collide.",
+    )
+    health_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token that unlocks the detailed health report.",
+    )
+    health_path_prefix: str = Field(
+        default="",
+        pattern=r"^(/[A-Za-z0-9._~\-/]*)?$",
+        description="Path under which /livez, /readyz and /healthz are served, for example "
+        "/ops; empty for the root.",
+    )
+    health_cache_seconds: float = Field(
+        default=2.0,
+        ge=0.0,
+        description="How long a health check result (failures included) is reused by "
+        "later probes, in seconds; 0 runs the checks on every probe.",
+    )
+    health_check_timeout: float = Field(
+        default=2.0,
+        gt=0.0,
+        description="Timeout of a health check that sets none of its own, in seconds.",
+    )
+    health_deadline: float = Field(
+        default=5.0,
+        gt=0.0,
+        description="Longest time a readiness probe waits for all its checks, in seconds.",
+    )
+    trusted_proxies: int = Field(
+        default=0,
+        ge=0,
+        le=10,
+        description="How many reverse proxies in front of the service append to "
+        "X-Forwarded-For; 0 trusts none and logs the peer address.",
     )
 
     _sources: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)
@@ -285,7 +294,7 @@ class Settings(BaseSettings):
             levels[name.strip()] = level.strip().upper()
         return levels
 
-    @field_validator("redact_keys", "redact_patterns", mode="before")
+    @field_validator("redact_keys", "redact_patterns", "sentry_traces_exclude_paths", mode="before")
     @classmethod
     def _parse_list(cls, value: Any) -> Any:
         return _split_list(value)

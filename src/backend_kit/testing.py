@@ -8,13 +8,25 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
 
 from ._settings import Settings, get_settings, replace_settings, set_active_settings
 
-__all__ = ["memory_cache", "override_settings", "retries"]
+if TYPE_CHECKING:
+    from sentry_sdk.envelope import Envelope
+
+__all__ = [
+    "SentryCapture",
+    "capture_logs",
+    "capture_sentry_events",
+    "memory_cache",
+    "override_settings",
+    "retries",
+]
 
 
 @contextmanager
@@ -85,3 +97,96 @@ def memory_cache() -> Iterator[None]:
         yield
     finally:
         use_memory_only(False)
+
+
+@contextmanager
+def capture_logs() -> Iterator[list[dict[str, Any]]]:
+    """Collect log events instead of writing them, for the duration of the block.
+
+    Each item is the event exactly as it would be written (timestamp, level, event,
+    logger, service, environment, request context, fields), after redaction, from
+    structlog and standard-library loggers alike. Logging is configured from the active
+    settings for the block when it was not configured already.
+
+    >>> from backend_kit import get_logger
+    >>> with capture_logs() as logs:
+    ...     get_logger("billing").warning("card_declined", password="hunter2")
+    >>> logs[0]["event"], logs[0]["password"]
+    ('card_declined', '***')
+    """
+    from ._logging import capture_events
+
+    with capture_events() as events:
+        yield cast("list[dict[str, Any]]", events)
+
+
+@dataclass
+class SentryCapture:
+    """What sentry-sdk handed to its transport during `capture_sentry_events`."""
+
+    #: Error and message events (``event`` envelope items), after the redaction hooks.
+    events: list[dict[str, Any]] = field(default_factory=list)
+    #: Transactions (``transaction`` envelope items).
+    transactions: list[dict[str, Any]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def breadcrumbs(self) -> list[dict[str, Any]]:
+        """The breadcrumbs attached to the captured events, in order."""
+        crumbs: list[dict[str, Any]] = []
+        for event in self.events:
+            values = (event.get("breadcrumbs") or {}).get("values") or []
+            crumbs.extend(values)
+        return crumbs
+
+    def _record(self, envelope: Envelope) -> None:
+        with self._lock:
+            for item in envelope.items:
+                payload = item.payload.json
+                if payload is None:
+                    continue
+                if item.type == "event":
+                    self.events.append(payload)
+                elif item.type == "transaction":
+                    self.transactions.append(payload)
+
+
+@contextmanager
+def capture_sentry_events(settings: Settings | None = None) -> Iterator[SentryCapture]:
+    """Configure Sentry with a stub transport for the block and collect what would be sent.
+
+    Uses *settings* (default: the active settings); no DSN is needed and nothing leaves
+    the process. Everything else is the real configuration: redaction hooks, request id
+    tags, log forwarding. On exit, the previous Sentry configuration (or none) is
+    restored.
+
+    >>> from backend_kit import get_logger
+    >>> with capture_sentry_events() as sentry, capture_logs():
+    ...     get_logger("billing").error("payment_failed", order=7)
+    >>> sentry.events[0]["logentry"]["message"], sentry.events[0]["extra"]["order"]
+    ('payment_failed', 7)
+    """
+    from sentry_sdk.transport import Transport
+
+    from ._sentry import configure_sentry, last_configure_call, reset_sentry
+
+    capture = SentryCapture()
+
+    class _StubTransport(Transport):
+        def capture_envelope(self, envelope: Envelope) -> None:
+            capture._record(envelope)
+
+    previous = last_configure_call()
+    active = settings if settings is not None else get_settings()
+    dsn = (
+        active.sentry_dsn.get_secret_value()
+        if active.sentry_dsn
+        else "https://public@sentry.invalid/0"
+    )
+    configure_sentry(active, dsn=dsn, transport=_StubTransport(), shutdown_timeout=0)
+    try:
+        yield capture
+    finally:
+        reset_sentry(timeout=0)
+        if previous is not None:
+            configure_sentry(**previous)

@@ -1,0 +1,164 @@
+"""backend_kit logging side by side with the raw libraries, in one run.
+
+    python benchmarks/bench_logging.py [--calls 20000] [--repeat 7]
+
+Every contender writes one JSON line per call to its own in-memory ``io.StringIO`` sink
+(flushed after every line, as a stream handler does). Each figure is the best of
+``--repeat`` rounds of ``--calls`` calls, the rounds of all contenders interleaved so
+that machine noise hits them alike. Targets:
+
+* a filtered ``debug`` call costs at most 1/20 of an emitted ``info`` call;
+* an emitted JSON ``info`` line with three bound fields, redaction on, costs no more
+  than stdlib ``logging`` with python-json-logger, and at most 1.3x a hand-configured
+  plain structlog JSON pipeline without redaction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import time
+from collections.abc import Callable
+
+import orjson
+import structlog
+from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.orjson import OrjsonFormatter
+
+from backend_kit import configure_logging, get_logger, load_settings
+
+FIELDS = {"user_id": 1234, "order_id": "ord_8f3a2c", "path": "/api/orders"}
+
+
+def _reset(sink: io.StringIO) -> None:
+    sink.seek(0)
+    sink.truncate()
+
+
+def backend_kit_logger(sink: io.StringIO) -> structlog.typing.FilteringBoundLogger:
+    configure_logging(
+        load_settings(service_name="bench", environment="production"),
+        level="INFO",
+        format="json",
+        stream=sink,
+    )
+    return get_logger("bench").bind(**FIELDS)
+
+
+def plain_structlog_logger(sink: io.StringIO) -> structlog.typing.FilteringBoundLogger:
+    logger: structlog.typing.FilteringBoundLogger = structlog.wrap_logger(
+        structlog.WriteLogger(sink),
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(
+                serializer=lambda obj, **_: orjson.dumps(obj).decode()
+            ),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        cache_logger_on_first_use=True,
+    )
+    # Same visible fields as backend_kit's line: logger, service, environment + 3 bound.
+    return logger.bind(logger="bench", service="bench", environment="production", **FIELDS)
+
+
+def stdlib_logger(sink: io.StringIO, formatter: logging.Formatter, name: str) -> logging.Logger:
+    handler = logging.StreamHandler(sink)
+    handler.setFormatter(formatter)
+    logger = logging.getLogger(name)
+    logger.handlers = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return logger
+
+
+def measure(call: Callable[[], object], sink: io.StringIO, calls: int) -> float:
+    """Seconds per call for one round."""
+    _reset(sink)
+    started = time.perf_counter()
+    for _ in range(calls):
+        call()
+    elapsed = time.perf_counter() - started
+    return elapsed / calls
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+
+    sinks = {name: io.StringIO() for name in ("kit", "structlog", "pjl", "pjl_orjson")}
+    kit = backend_kit_logger(sinks["kit"])
+    plain = plain_structlog_logger(sinks["structlog"])
+    json_format = "%(asctime)s %(levelname)s %(name)s %(message)s"
+    pjl = stdlib_logger(sinks["pjl"], JsonFormatter(json_format), "bench.pjl")
+    pjl_orjson = stdlib_logger(
+        sinks["pjl_orjson"], OrjsonFormatter(json_format), "bench.pjl_orjson"
+    )
+
+    contenders: dict[str, tuple[Callable[[], object], io.StringIO]] = {
+        "backend_kit info (JSON, 3 bound fields, redaction)": (
+            lambda: kit.info("order_created"),
+            sinks["kit"],
+        ),
+        "backend_kit debug (filtered out)": (lambda: kit.debug("order_created"), sinks["kit"]),
+        "plain structlog JSON (orjson, no redaction)": (
+            lambda: plain.info("order_created"),
+            sinks["structlog"],
+        ),
+        "stdlib logging + python-json-logger": (
+            lambda: pjl.info("order_created", extra=FIELDS),
+            sinks["pjl"],
+        ),
+        "stdlib logging + python-json-logger (orjson)": (
+            lambda: pjl_orjson.info("order_created", extra=FIELDS),
+            sinks["pjl_orjson"],
+        ),
+    }
+    # Warm up (caches, first-use binding) and show one line of each.
+    for name, (call, sink) in contenders.items():
+        _reset(sink)
+        call()
+        print(f"{name}:\n    {sink.getvalue().strip() or '(nothing written)'}")
+
+    best = dict.fromkeys(contenders, float("inf"))
+    for _ in range(args.repeat):
+        for name, (call, sink) in contenders.items():
+            best[name] = min(best[name], measure(call, sink, args.calls))
+
+    print(f"\nbest of {args.repeat} rounds x {args.calls} calls, microseconds per call:")
+    for name, seconds in best.items():
+        print(f"  {seconds * 1e6:8.3f}  {name}")
+
+    kit_info = best["backend_kit info (JSON, 3 bound fields, redaction)"]
+    ratios = [
+        (
+            "filtered debug / emitted info",
+            best["backend_kit debug (filtered out)"] / kit_info,
+            1 / 20,
+        ),
+        (
+            "backend_kit info / stdlib + python-json-logger",
+            kit_info / best["stdlib logging + python-json-logger"],
+            1.0,
+        ),
+        (
+            "backend_kit info / plain structlog JSON",
+            kit_info / best["plain structlog JSON (orjson, no redaction)"],
+            1.3,
+        ),
+    ]
+    print("\nratios (target):")
+    for label, ratio, target in ratios:
+        verdict = "ok" if ratio <= target else "MISSED"
+        print(f"  {ratio:6.3f}  (<= {target:.3f})  {verdict}  {label}")
+    print(
+        "  (info only) backend_kit info / stdlib + python-json-logger (orjson): "
+        f"{kit_info / best['stdlib logging + python-json-logger (orjson)']:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""The request context: a request id and other values bound to everything a request does.
+
+One `contextvars.ContextVar` holds an immutable mapping, so the context follows the code
+into threads started with `contextvars.copy_context()`, into asyncio tasks, and is
+restored exactly when a `request_context()` block exits: nothing leaks into the next
+request served by the same thread or event loop.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
+from types import MappingProxyType
+from typing import Any
+
+__all__ = [
+    "REQUEST_ID_KEY",
+    "bind_context",
+    "current_context",
+    "current_request_id",
+    "is_safe_request_id",
+    "new_request_id",
+    "request_context",
+]
+
+#: The key under which the request id appears in log lines and Sentry tags.
+REQUEST_ID_KEY = "request_id"
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+_context: ContextVar[Mapping[str, Any]] = ContextVar("backend_kit_request_context", default=_EMPTY)
+
+# Inbound ids end up in log lines, headers and Sentry tags: only short, inert ones are kept.
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+#: Called with the request id when a `request_context()` block is entered; Sentry uses it
+#: to tag the running transaction. Kept as a list so the hot path is one truth test.
+enter_hooks: list[Callable[[str], None]] = []
+
+#: Attribute set on an exception leaving a `request_context()` block, so an error
+#: reported after the block has exited still carries the id of the request that raised it.
+EXCEPTION_REQUEST_ID_ATTRIBUTE = "__backend_kit_request_id__"
+
+
+def new_request_id() -> str:
+    """A fresh random request id: 32 lowercase hex digits."""
+    return os.urandom(16).hex()
+
+
+def is_safe_request_id(value: object) -> bool:
+    """True when *value* is at most 128 characters of ``A-Za-z0-9._:-``."""
+    return isinstance(value, str) and _SAFE_REQUEST_ID.fullmatch(value) is not None
+
+
+@contextmanager
+def request_context(request_id: str | None = None, **values: Any) -> Iterator[str]:
+    """Bind a request id and *values* to every log line and Sentry event inside the block.
+
+    *request_id* is usually the inbound ``X-Request-ID`` header: it is kept when it is at
+    most 128 characters of ``A-Za-z0-9._:-`` and replaced by a fresh id otherwise (too
+    long, empty, newlines, quotes, control characters). With ``None``, the id of an
+    enclosing context is kept, else a fresh one is made. Values of an enclosing context
+    are inherited; *values* win. Yields the request id in force. On exit the previous
+    context is restored exactly.
+
+    >>> with request_context("abc-123", user_id=42) as request_id:
+    ...     request_id, current_context()["user_id"]
+    ('abc-123', 42)
+    """
+    parent = _context.get()
+    if request_id is None:
+        inherited = parent.get(REQUEST_ID_KEY)
+        request_id = inherited if isinstance(inherited, str) else new_request_id()
+    elif not is_safe_request_id(request_id):
+        request_id = new_request_id()
+    token = _context.set(MappingProxyType({**parent, **values, REQUEST_ID_KEY: request_id}))
+    try:
+        for hook in enter_hooks:
+            hook(request_id)
+        yield request_id
+    except BaseException as exc:
+        if enter_hooks and not hasattr(exc, EXCEPTION_REQUEST_ID_ATTRIBUTE):
+            with suppress(AttributeError, TypeError):  # exotic exception types refuse it
+                setattr(exc, EXCEPTION_REQUEST_ID_ATTRIBUTE, request_id)
+        raise
+    finally:
+        _context.reset(token)
+
+
+def bind_context(**values: Any) -> None:
+    """Add *values* to the current context (for example a user id known after
+    authentication). Inside a `request_context()` block they are dropped when the
+    block exits; outside one they stay for the rest of the current thread or task.
+
+    Raises `ValueError` when asked to change ``request_id``: open a new
+    `request_context()` instead.
+    """
+    if REQUEST_ID_KEY in values:
+        raise ValueError(
+            "bind_context() cannot change the request id; use "
+            "`with backend_kit.request_context(request_id=...)` instead"
+        )
+    _context.set(MappingProxyType({**_context.get(), **values}))
+
+
+def current_request_id() -> str | None:
+    """The id of the request being served, or ``None`` outside any `request_context()`."""
+    value = _context.get().get(REQUEST_ID_KEY)
+    return value if isinstance(value, str) else None
+
+
+def current_context() -> Mapping[str, Any]:
+    """A read-only view of every value bound to the current context (request id included)."""
+    return _context.get()
+
+
+def get_context_mapping() -> Mapping[str, Any]:
+    """The raw bound mapping; the logging hot path reads it without a copy."""
+    return _context.get()

@@ -1,0 +1,596 @@
+"""Structured logging: one pipeline for structlog and the standard library.
+
+`configure_logging()` builds the pipeline once: request context is merged, errors are
+forwarded to Sentry when it is configured, exceptions are formatted (without frame
+locals unless asked), the redaction policy runs over the whole event, and one renderer
+(JSON via orjson, or structlog's console renderer) writes one line per event. Records
+of standard-library loggers (``werkzeug``, ``django.request``, ``gunicorn.error``,
+``urllib3``...) reach the same processors through structlog's ``ProcessorFormatter``.
+
+Loggers that structlog cached on first use keep pointing at the objects below, which
+are updated in place, so calling `configure_logging()` again (or `reset_logging()`)
+takes effect for them too.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any, Literal, TextIO, cast
+
+import orjson
+import structlog
+from structlog.exceptions import DropEvent
+from structlog.tracebacks import ExceptionDictTransformer
+from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
+
+from ._context import get_context_mapping
+from ._redact import Redactor, get_redactor
+from ._settings import active_settings_or_none, get_settings
+
+if TYPE_CHECKING:
+    from ._settings import Settings
+
+__all__ = [
+    "configure_logging",
+    "get_logger",
+    "is_logging_configured",
+    "reset_logging",
+]
+
+_LEVELS: dict[str, int] = {
+    "DEBUG": logging.DEBUG,
+    "INFO": logging.INFO,
+    "WARNING": logging.WARNING,
+    "ERROR": logging.ERROR,
+    "CRITICAL": logging.CRITICAL,
+}
+
+# structlog method names (and lower-cased stdlib level names) to the level shown.
+_METHOD_LEVEL: dict[str, str] = {
+    "debug": "debug",
+    "info": "info",
+    "msg": "info",
+    "warn": "warning",
+    "warning": "warning",
+    "error": "error",
+    "exception": "error",
+    "critical": "critical",
+    "fatal": "critical",
+}
+_LEVEL_NUMBER: dict[str, int] = {name.lower(): number for name, number in _LEVELS.items()}
+
+# Stdlib loggers that servers set up with their own handlers and propagate=False; they
+# are pointed at the root handler so their lines look like everyone else's.
+_ADOPTED_LOGGERS = (
+    "gunicorn.error",
+    "gunicorn.access",
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.access",
+)
+
+Format = Literal["json", "console", "auto"]
+
+#: Set by the Sentry module while Sentry is configured: called with the logger name, the
+#: level name and the event dict (exc_info still raw) for every event that is emitted.
+EventReporter = Callable[[str, str, EventDict], None]
+_event_reporter: EventReporter | None = None
+
+
+def set_event_reporter(reporter: EventReporter | None) -> None:
+    """Install (or remove, with ``None``) the function that forwards events to Sentry."""
+    global _event_reporter
+    _event_reporter = reporter
+
+
+class _LevelledLogger(structlog.BoundLoggerBase):
+    """A filtering bound logger whose level can be changed in place.
+
+    Its methods are copied from structlog's filtering logger for the configured level, so
+    a call below the level is a method that returns ``None`` at once; re-copying them
+    on reconfiguration reaches loggers that structlog already cached.
+    """
+
+
+def _set_min_level(level: int) -> None:
+    source = structlog.make_filtering_bound_logger(level)
+    for name, member in vars(source).items():
+        if not name.startswith("__"):
+            setattr(_LevelledLogger, name, member)
+
+
+_set_min_level(logging.NOTSET)
+
+
+class _Sink:
+    """Writes rendered lines to a text stream, one ``write`` per line, under a lock."""
+
+    __slots__ = ("_lock", "stream")
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self.stream = stream
+        self._lock = threading.Lock()
+
+    def write(self, line: str) -> None:
+        # None means "whatever sys.stdout is right now", as structlog's PrintLogger does.
+        stream = self.stream if self.stream is not None else sys.stdout
+        with self._lock:
+            stream.write(line + "\n")
+            stream.flush()
+
+
+_sink = _Sink(None)
+
+
+class _NamedLogger:
+    """What structlog wraps: a name (for the ``logger`` field) and the shared sink."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def msg(self, message: str) -> None:
+        _sink.write(message)
+
+    debug = info = warning = warn = error = critical = fatal = exception = log = msg
+
+
+def _caller_module(depth: int) -> str:
+    frame: FrameType | None = sys._getframe(depth)
+    while frame is not None:
+        module = str(frame.f_globals.get("__name__", ""))
+        if not (module.startswith("structlog") or module == __name__):
+            return module or "root"
+        frame = frame.f_back
+    return "root"
+
+
+def _logger_factory(*args: Any) -> _NamedLogger:
+    name = args[0] if args and isinstance(args[0], str) else _caller_module(2)
+    return _NamedLogger(name)
+
+
+def get_logger(name: str | None = None, **initial_values: Any) -> FilteringBoundLogger:
+    """A structlog logger named *name* (default: the calling module's ``__name__``).
+
+    Works before `configure_logging()` too (structlog's defaults apply until then).
+    Extra keyword arguments are bound to every line of this logger.
+
+    >>> log = get_logger("billing", component="invoices")
+    >>> log.info("invoice_sent", invoice_id=42)  # doctest: +SKIP
+    """
+    if name is None:
+        name = _caller_module(2)
+    return cast(FilteringBoundLogger, structlog.get_logger(name, **initial_values))
+
+
+# --- processors --------------------------------------------------------------------
+
+
+def _merge_request_context(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    context = get_context_mapping()
+    if context:
+        for key, value in context.items():
+            if key not in event_dict:
+                event_dict[key] = value
+    return event_dict
+
+
+def _logger_name(logger: WrappedLogger, event_dict: EventDict) -> str:
+    record = event_dict.get("_record")
+    if record is not None:
+        return str(record.name)
+    return str(getattr(logger, "name", "root"))
+
+
+def _report(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    reporter = _event_reporter
+    if reporter is not None:
+        level = _METHOD_LEVEL.get(method_name, method_name)
+        reporter(_logger_name(logger, event_dict), level, event_dict)
+    return event_dict
+
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+
+def _exc_info(value: Any) -> ExcInfo | None:
+    if isinstance(value, BaseException):
+        return (type(value), value, value.__traceback__)
+    if isinstance(value, tuple) and len(value) == 3 and value[0] is not None:
+        return cast(ExcInfo, value)
+    if value:
+        current = sys.exc_info()
+        if current[0] is not None:
+            return cast(ExcInfo, current)
+    return None
+
+
+@dataclass
+class _ExceptionFormatter:
+    """Turns ``exc_info`` into an ``exception`` field before redaction sees the event:
+    a list of dicts for JSON, plain text for the console. Frame locals only on request."""
+
+    structured: bool
+    show_locals: bool
+    _to_dicts: ExceptionDictTransformer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._to_dicts = ExceptionDictTransformer(show_locals=self.show_locals)
+
+    def __call__(self, _: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+        if "exc_info" in event_dict:
+            exc_info = _exc_info(event_dict.pop("exc_info"))
+            if exc_info is not None:
+                event_dict["exception"] = self._format(exc_info)
+        stack = event_dict.pop("stack_info", None)
+        if stack:
+            event_dict["stack"] = (
+                stack if isinstance(stack, str) else "".join(traceback.format_stack()[:-8])
+            )
+        return event_dict
+
+    def _format(self, exc_info: ExcInfo) -> Any:
+        if self.structured:
+            return self._to_dicts(exc_info)
+        rendered = traceback.TracebackException(*exc_info, capture_locals=self.show_locals)
+        return "".join(rendered.format()).rstrip("\n")
+
+
+# Active capture_logs() lists; checking them is one truth test when there are none.
+_captures: list[list[EventDict]] = []
+
+
+class _Finisher:
+    """Redacts the event and lays out the final line: timestamp, level, event, logger,
+    service, environment, then everything bound. If redaction raises, the event is
+    dropped (never written unredacted) and a warning line says so. While
+    `capture_events` is active, the finished event is collected instead of written."""
+
+    def __init__(self, settings: Settings, redactor: Redactor) -> None:
+        self._settings = settings
+        self._redactor = redactor
+        self._service = settings.service_name
+        self._environment = settings.environment
+
+    def redactor(self) -> Redactor:
+        active = active_settings_or_none()
+        # Follow the active settings (override_settings in tests, a reconfigured
+        # service) without reloading anything on the hot path.
+        if active is None or active is self._settings:
+            return self._redactor
+        return get_redactor()
+
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+        record = event_dict.pop("_record", None)
+        event_dict.pop("_from_structlog", None)
+        if record is not None:
+            name = str(record.name)
+            created = float(record.created)
+        else:
+            name = str(getattr(logger, "name", "root"))
+            created = None
+        try:
+            redactor = self.redactor()
+            event = event_dict.pop("event", None)
+            line: dict[str, Any] = {
+                "timestamp": _clock.stamp(created),
+                "level": _METHOD_LEVEL.get(method_name, method_name),
+                "event": redactor.redact_text(event)
+                if type(event) is str
+                else redactor.redact_for_output({"event": event})["event"],
+                "logger": name,
+                "service": self._service,
+                "environment": self._environment,
+            }
+            timestamp, level = line["timestamp"], line["level"]
+            redactor.redact_for_output(event_dict, into=line)
+            # A field named like ours must not make the line lie about when or how bad.
+            line["timestamp"], line["level"] = timestamp, level
+        except Exception as exc:  # the policy failed: the event must not leave unredacted
+            _warn_dropped(name, exc)
+            raise DropEvent from None
+        if _captures:
+            for captured in _captures:
+                captured.append(dict(line))
+            raise DropEvent
+        return line
+
+
+class _UTCClock:
+    """ISO 8601 UTC timestamps with microseconds, the seconds part formatted once per
+    second: ``datetime.isoformat`` would be the most expensive step of a log call."""
+
+    __slots__ = ("_current",)
+
+    def __init__(self) -> None:
+        self._current: tuple[int, str] = (-1, "")
+
+    def stamp(self, created: float | None = None) -> str:
+        moment = time.time() if created is None else created
+        second = int(moment)
+        cached_second, prefix = self._current  # one read: threads never see a torn pair
+        if second != cached_second:
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._current = (second, prefix)
+        return f"{prefix}.{int((moment - second) * 1_000_000):06d}Z"
+
+
+_clock = _UTCClock()
+
+
+def _warn_dropped(logger_name: str, exc: BaseException) -> None:
+    # Written straight to the sink: going through the pipeline could fail the same way.
+    message = {
+        "timestamp": _clock.stamp(),
+        "level": "warning",
+        "event": "log_event_dropped",
+        "logger": "backend_kit.logging",
+        "reason": f"the redaction policy raised {type(exc).__name__}; the event was not written",
+        "source_logger": logger_name,
+    }
+    # A broken sink has nowhere left to report to.
+    with suppress(Exception):
+        _sink.write(orjson.dumps(message).decode())
+
+
+class _JSONRenderer:
+    def __init__(self, redactor: Callable[[], Redactor]) -> None:
+        self._redactor = redactor
+
+    def _default(self, value: Any) -> Any:
+        return self._redactor().redact_text(str(value))
+
+    def __call__(self, _: WrappedLogger, __: str, event_dict: EventDict) -> str:
+        try:
+            return orjson.dumps(
+                event_dict, default=self._default, option=orjson.OPT_NON_STR_KEYS
+            ).decode()
+        except orjson.JSONEncodeError:
+            # Integers beyond 64 bits and the like: fall back to the standard library.
+            import json
+
+            return json.dumps(event_dict, default=self._default)
+
+
+# --- stdlib bridge -------------------------------------------------------------------
+
+
+class _BridgeHandler(logging.Handler):
+    """Root handler: formats stdlib records with the structlog pipeline into the sink."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except DropEvent:
+            return
+        except Exception:
+            self.handleError(record)
+            return
+        _sink.write(line)
+
+
+@dataclass
+class _StdlibState:
+    root_handlers: list[logging.Handler]
+    root_level: int
+    levels: dict[str, int] = field(default_factory=dict)
+    adopted: dict[str, tuple[list[logging.Handler], bool]] = field(default_factory=dict)
+
+
+# --- configuration ---------------------------------------------------------------------
+
+# One list object for the whole process: structlog loggers cached on first use hold a
+# reference to it, so it is updated in place, never replaced.
+_processors: list[Processor] = []
+_lock = threading.RLock()
+_stdlib_state: _StdlibState | None = None
+_handler: _BridgeHandler | None = None
+_configured = False
+
+
+@dataclass
+class _LevelByLogger:
+    """Drops structlog events below the level set for their logger (``LOG_LEVELS``)."""
+
+    levels: Mapping[str, int]
+    default: int
+    _cache: dict[str, int] = field(default_factory=dict)
+
+    def threshold(self, name: str) -> int:
+        cached = self._cache.get(name)
+        if cached is None:
+            cached = self.default
+            best = -1
+            for prefix, level in self.levels.items():
+                if (name == prefix or name.startswith(prefix + ".")) and len(prefix) > best:
+                    cached, best = level, len(prefix)
+            self._cache[name] = cached
+        return cached
+
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+        level = _LEVEL_NUMBER.get(_METHOD_LEVEL.get(method_name, "info"), logging.INFO)
+        if level < self.threshold(str(getattr(logger, "name", ""))):
+            raise DropEvent
+        return event_dict
+
+
+def _is_terminal(stream: TextIO | None) -> bool:
+    target = stream if stream is not None else sys.stdout
+    isatty = getattr(target, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # closed stream
+        return False
+
+
+def configure_logging(
+    settings: Settings | None = None,
+    *,
+    level: str | int | None = None,
+    format: Format | None = None,
+    levels: Mapping[str, str | int] | None = None,
+    stream: TextIO | None = None,
+    traceback_locals: bool | None = None,
+) -> None:
+    """Make every log line of the process structured, contextual and redacted.
+
+    Reads ``LOG_LEVEL``, ``LOG_FORMAT``, ``LOG_LEVELS`` and ``LOG_TRACEBACK_LOCALS``
+    from *settings* (default: the active settings); the keyword arguments override
+    them. *stream* defaults to ``sys.stdout`` as it is when each line is written.
+    Standard-library loggers are routed through the same pipeline (the root logger gets
+    one handler; previous root handlers are set aside until `reset_logging()`).
+    Safe to call again: the last call wins, for loggers created before it too.
+
+    Raises `ValueError` for an unknown level or format.
+
+    >>> import io
+    >>> configure_logging(level="INFO", format="json", stream=io.StringIO())
+    >>> get_logger("billing").debug("not written")  # costs almost nothing
+    """
+    global _handler, _configured, _stdlib_state
+    settings = settings if settings is not None else get_settings()
+    root_level = _level_number(level if level is not None else settings.log_level, "level")
+    chosen_format = format if format is not None else settings.log_format
+    if chosen_format not in ("json", "console", "auto"):
+        raise ValueError(f"unknown log format {chosen_format!r}; use 'json', 'console' or 'auto'")
+    per_logger = {
+        name: _level_number(value, f"level of logger {name!r}")
+        for name, value in (levels if levels is not None else settings.log_levels).items()
+    }
+    show_locals = (
+        traceback_locals
+        if traceback_locals is not None
+        else bool(getattr(settings, "log_traceback_locals", False))
+    )
+    structured = chosen_format == "json" or (chosen_format == "auto" and not _is_terminal(stream))
+
+    redactor = Redactor.from_settings(settings)
+    finisher = _Finisher(settings, redactor)
+    renderer: Processor = (
+        _JSONRenderer(finisher.redactor)
+        if structured
+        else structlog.dev.ConsoleRenderer(colors=_is_terminal(stream), sort_keys=False)
+    )
+    tail: list[Processor] = [
+        _report,
+        _ExceptionFormatter(structured=structured, show_locals=show_locals),
+        finisher,
+        renderer,
+    ]
+    min_level = min([root_level, *per_logger.values()])
+    native: list[Processor] = [_merge_request_context]
+    if per_logger:
+        native.append(_LevelByLogger(per_logger, root_level))
+
+    with _lock:
+        _sink.stream = stream
+        _processors[:] = [*native, *tail]
+        _set_min_level(min_level)
+        structlog.configure(
+            processors=_processors,
+            wrapper_class=_LevelledLogger,
+            context_class=dict,
+            logger_factory=_logger_factory,
+            cache_logger_on_first_use=True,
+        )
+        formatter = structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[_merge_request_context, structlog.stdlib.ExtraAdder()],
+            processors=tail,
+        )
+        root = logging.getLogger()
+        if _stdlib_state is None:
+            _stdlib_state = _StdlibState(root_handlers=list(root.handlers), root_level=root.level)
+        if _handler is None:
+            _handler = _BridgeHandler()
+        _handler.setFormatter(formatter)
+        root.handlers = [_handler]
+        root.setLevel(root_level)
+        for name, previous in _stdlib_state.levels.items():
+            if name not in per_logger:
+                logging.getLogger(name).setLevel(previous)
+        for name, number in per_logger.items():
+            target = logging.getLogger(name)
+            _stdlib_state.levels.setdefault(name, target.level)
+            target.setLevel(number)
+        for name in _ADOPTED_LOGGERS:
+            target = logging.getLogger(name)
+            if target.handlers or not target.propagate:
+                _stdlib_state.adopted.setdefault(name, (list(target.handlers), target.propagate))
+                target.handlers = []
+                target.propagate = True
+        _configured = True
+
+
+def _level_number(value: str | int, what: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    number = _LEVELS.get(str(value).strip().upper())
+    if number is None:
+        raise ValueError(
+            f"unknown log {what}: {value!r}; use one of DEBUG, INFO, WARNING, ERROR, CRITICAL"
+        )
+    return number
+
+
+def is_logging_configured() -> bool:
+    """True between `configure_logging()` and `reset_logging()`."""
+    return _configured
+
+
+def reset_logging() -> None:
+    """Undo `configure_logging()`: structlog back to its defaults, the root logger's
+    previous handlers and level restored, per-logger levels and adopted loggers restored.
+    """
+    global _configured, _stdlib_state
+    with _lock:
+        if _stdlib_state is not None:
+            root = logging.getLogger()
+            root.handlers = list(_stdlib_state.root_handlers)
+            root.setLevel(_stdlib_state.root_level)
+            for name, previous in _stdlib_state.levels.items():
+                logging.getLogger(name).setLevel(previous)
+            for name, (handlers, propagate) in _stdlib_state.adopted.items():
+                target = logging.getLogger(name)
+                target.handlers = handlers
+                target.propagate = propagate
+            _stdlib_state = None
+        structlog.reset_defaults()
+        # Loggers cached while configured keep our objects: make them behave like
+        # structlog's defaults (everything printed to stdout, console renderer).
+        _processors[:] = list(structlog.get_config()["processors"])
+        _set_min_level(logging.NOTSET)
+        _sink.stream = None
+        _captures.clear()
+        _configured = False
+
+
+@contextmanager
+def capture_events() -> Iterator[list[EventDict]]:
+    """Collect the final event dicts (after redaction and layout) instead of writing them.
+
+    Configures logging from the active settings for the block when it is not configured.
+    """
+    configured_here = not _configured
+    if configured_here:
+        configure_logging()
+    captured: list[EventDict] = []
+    with _lock:
+        _captures.append(captured)
+    try:
+        yield captured
+    finally:
+        with _lock:
+            if any(c is captured for c in _captures):
+                _captures[:] = [c for c in _captures if c is not captured]
+        if configured_here:
+            reset_logging()
