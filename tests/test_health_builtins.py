@@ -353,7 +353,7 @@ def test_settings_imply_database_and_cache_checks(tmp_path: Any) -> None:
     )
     assert [c.key for c in checks_from_settings(settings)] == [
         "postgresql:responseTime",
-        "redis:responseTime",
+        "cache:responseTime",  # through backend_kit's own Redis cache backend
     ]
     sqlite_path = tmp_path / "app.db"
     settings = load_settings(database_url=f"sqlite:///{sqlite_path}")
@@ -364,7 +364,23 @@ def test_settings_imply_database_and_cache_checks(tmp_path: Any) -> None:
 
 def test_settings_checks_use_the_active_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CACHE_URL", "redis://127.0.0.1:6379/0")
-    assert [c.key for c in checks_from_settings()] == ["redis:responseTime"]
+    assert [c.key for c in checks_from_settings()] == ["cache:responseTime"]
+
+
+def test_settings_cache_check_reports_the_real_redis_error() -> None:
+    """backend_kit's cache turns Redis errors into misses on purpose; its health check
+    must not: it reports the outage, and recovery."""
+    with redis_server() as server:
+        settings = load_settings(cache_url=server.url, cache_timeout=0.5)
+        runner = HealthRunner(checks_from_settings(settings), settings=settings, cache_seconds=0)
+        assert runner.ready().status == "pass"
+        server.stop()
+        report = runner.ready()
+        assert report.status == "fail"
+        assert report.checks[0].status == "fail"
+        assert "Error" in (report.checks[0].output or "")
+        server.start()
+        assert runner.ready().status == "pass"
 
 
 def test_importing_health_does_not_import_clients() -> None:

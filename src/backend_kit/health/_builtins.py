@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
+from backend_kit._cache import CacheBackend
+
 from ._checks import CheckFunction, ComponentType, HealthCheck, HealthRegistry, Observation
 
 if TYPE_CHECKING:
@@ -220,7 +222,7 @@ def redis_check(
 
 
 def cache_check(
-    backend: CacheLike,
+    backend: CacheLike | CacheBackend,
     *,
     name: str = "cache",
     timeout: float | None = None,
@@ -235,9 +237,13 @@ def cache_check(
     """
 
     def run() -> Observation:
+        started = time.perf_counter()
+        if isinstance(backend, CacheBackend):
+            # Its get/set fall back to misses by design; check() reports the real error.
+            backend.check()
+            return _elapsed_ms(started)
         key = f"backend_kit:health:{uuid.uuid4().hex}"
         value = uuid.uuid4().hex
-        started = time.perf_counter()
         try:
             backend.set(key, value)
             read = backend.get(key)
@@ -425,20 +431,20 @@ def _sqlite_path(url: str) -> str:
     return path or ":memory:"
 
 
-def _cache_backend_from_settings(settings: Settings) -> CacheLike | None:
-    """The backend_kit cache backend that ``CACHE_URL`` implies, or None.
+def _cache_backend_from_settings(settings: Settings) -> CacheBackend | None:
+    """The shared cache backend ``CACHE_URL`` names; ``None`` for ``memory://`` (an
+    in-process cache cannot be unreachable)."""
+    if settings.cache_url.scheme == "memory":
+        return None
+    from backend_kit._cache import default_cache
 
-    Wiring point for backend_kit's cache module: when it can build the backend named by
-    ``CACHE_URL``, return it here and the settings-implied checks run a set/get round
-    trip through it instead of a bare Redis ``PING``.
-    """
-    return None
+    return default_cache(settings)
 
 
 def checks_from_settings(
     settings: Settings | None = None,
     *,
-    cache_backend: CacheLike | None = None,
+    cache_backend: CacheLike | CacheBackend | None = None,
 ) -> HealthRegistry:
     """A registry with the checks the settings imply; the one place the CLI and the
     Flask and Django integrations get them from.
