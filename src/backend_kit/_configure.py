@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from ._logging import configure_logging, reset_logging
 from ._redact import reset_redactor
 from ._sentry import configure_sentry, reset_sentry
@@ -10,7 +13,9 @@ from ._settings import Settings, get_settings, set_active_settings
 __all__ = ["configure", "reset"]
 
 
-def configure(settings: Settings | None = None) -> Settings:
+def configure(
+    settings: Settings | None = None, *, sentry_integrations: Iterable[Any] = ()
+) -> Settings:
     """Make *settings* the active settings of every backend_kit module.
 
     With no argument, the settings are loaded from the environment (see
@@ -18,14 +23,16 @@ def configure(settings: Settings | None = None) -> Settings:
     Returns the settings now active.
 
     Then configures, in this order, structured logging (`configure_logging`) and
-    Sentry (`configure_sentry`, a no-op without ``SENTRY_DSN``).
+    Sentry (`configure_sentry`, a no-op without ``SENTRY_DSN``), with
+    *sentry_integrations* added to sentry-sdk's defaults (the framework adapters pass
+    their framework's integration).
 
     Raises `backend_kit.ConfigError` when the settings must be loaded and are invalid.
     """
     active = settings if settings is not None else get_settings()
     set_active_settings(active)
     configure_logging(active)
-    configure_sentry(active)
+    configure_sentry(active, integrations=sentry_integrations)
     return active
 
 
