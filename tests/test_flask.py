@@ -61,7 +61,7 @@ def test_init_app_returns_the_same_app_and_stores_its_state() -> None:
     assert app.extensions["backend_kit"] is state
     assert init_app(app) is app  # a second call changes nothing
     assert extension(app) is state
-    with pytest.raises(RuntimeError, match="call backend_kit.flask.init_app"):
+    with pytest.raises(RuntimeError, match=r"call backend_kit\.flask\.init_app"):
         extension(Flask("other"))
 
 
