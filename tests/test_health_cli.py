@@ -127,7 +127,7 @@ def test_settings_imply_the_checks(
     monkeypatch.setenv("CACHE_URL", redis_url)
     exit_code, output = invoke("report", "--json")
     assert exit_code == 0, output
-    assert set(json.loads(output)["checks"]) == {"postgresql:responseTime", "redis:responseTime"}
+    assert set(json.loads(output)["checks"]) == {"postgresql:responseTime", "cache:responseTime"}
 
 
 def test_settings_checks_fail_against_a_dead_database(monkeypatch: pytest.MonkeyPatch) -> None:

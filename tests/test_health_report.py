@@ -200,7 +200,7 @@ def test_respond_builds_the_http_answer_for_an_adapter() -> None:
 def test_runner_from_settings() -> None:
     settings = load_settings(cache_url="redis://127.0.0.1:6379/0", environment="development")
     runner = HealthRunner.from_settings(settings)
-    assert [c.key for c in runner.registry] == ["redis:responseTime"]
+    assert [c.key for c in runner.registry] == ["cache:responseTime"]
 
 
 def test_report_probe_challenges_a_caller_without_credentials() -> None:

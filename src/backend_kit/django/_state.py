@@ -1,0 +1,134 @@
+"""The process-wide state of the Django integration, built once in ``ready()``."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from backend_kit._cache import default_cache
+from backend_kit._configure import configure
+from backend_kit._requests import RequestLogger
+from backend_kit._settings import Settings, active_settings_or_none, import_settings_class
+from backend_kit.health import (
+    HealthCheck,
+    HealthRegistry,
+    HealthRunner,
+    cache_check,
+    health_paths,
+)
+
+__all__ = ["DjangoState", "Probe", "setup", "state"]
+
+Probe = Literal["live", "ready", "report", "startup"]
+
+
+@dataclass(frozen=True)
+class DjangoState:
+    settings: Settings
+    health: HealthRegistry
+    health_runner: HealthRunner
+    request_logger: RequestLogger
+    #: Health path -> probe, looked up on every request by the middleware.
+    health_probes: dict[str, Probe]
+
+
+_lock = threading.Lock()
+_state: DjangoState | None = None
+
+
+def state() -> DjangoState:
+    """The integration's state; set up on first use if Django's ``ready()`` has not run."""
+    return _state if _state is not None else setup()
+
+
+def setup(settings: Settings | None = None) -> DjangoState:
+    """Configure logging and Sentry from *settings* and register every ``DATABASES`` and
+    ``CACHES`` alias as a readiness check.
+
+    Without *settings*: the active settings when they are of the class named by the
+    Django setting ``BACKEND_KIT_SETTINGS``, else that class loaded from the
+    environment. Safe to call again (tests do): the last call wins.
+    """
+    global _state
+    from django.conf import settings as django_settings
+
+    if settings is None:
+        path = getattr(django_settings, "BACKEND_KIT_SETTINGS", "backend_kit.Settings")
+        cls = import_settings_class(path)
+        active = active_settings_or_none()
+        settings = active if isinstance(active, cls) else cls()
+    configure(settings, sentry_integrations=_sentry_integrations(settings))
+    registry = HealthRegistry(django_checks(settings))
+    with _lock:
+        _state = DjangoState(
+            settings=settings,
+            health=registry,
+            health_runner=HealthRunner(registry, settings=settings),
+            request_logger=RequestLogger(settings),
+            health_probes=_health_probes(settings),
+        )
+        return _state
+
+
+def _health_probes(settings: Settings) -> dict[str, Probe]:
+    paths = health_paths(settings)
+    return {
+        paths.live: "live",
+        paths.ready: "ready",
+        paths.report: "report",
+        paths.startup: "startup",
+    }
+
+
+def _sentry_integrations(settings: Settings) -> list[Any]:
+    if settings.sentry_dsn is None:
+        return []  # sentry_sdk is not even imported
+    from sentry_sdk.integrations.django import DjangoIntegration
+
+    return [DjangoIntegration()]
+
+
+def django_checks(settings: Settings) -> list[HealthCheck]:
+    """A datastore check per ``DATABASES`` alias and a cache check per ``CACHES`` alias,
+    plus backend_kit's own cache when it is shared (``CACHE_URL=redis://…``)."""
+    from django.conf import settings as django_settings
+
+    checks = [_database_check(alias) for alias in django_settings.DATABASES]
+    checks += [_django_cache_check(alias) for alias in django_settings.CACHES]
+    if settings.cache_url.scheme != "memory":
+        checks.append(cache_check(default_cache(), name="backend_kit-cache"))
+    return checks
+
+
+def _database_check(alias: str) -> HealthCheck:
+    def run() -> tuple[float, str]:
+        from django.db import connections
+
+        connection = connections[alias]
+        started = time.perf_counter()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+                cursor.fetchone()
+        finally:
+            # Checks run on the health runner's threads: a connection left open there
+            # would never be reused or closed.
+            connection.close()
+        return round((time.perf_counter() - started) * 1000.0, 3), "ms"
+
+    return HealthCheck(
+        name=f"database-{alias}", run=run, component_type="datastore", measurement="responseTime"
+    )
+
+
+def _django_cache_check(alias: str) -> HealthCheck:
+    def run() -> Any:
+        from django.core.cache import caches
+
+        return cache_check(caches[alias]).run()
+
+    return HealthCheck(
+        name=f"cache-{alias}", run=run, component_type="cache", measurement="responseTime"
+    )

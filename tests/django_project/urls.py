@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from django.urls import include, path
+
+from . import views
+
+urlpatterns = [
+    path("hello/<str:name>", views.hello),
+    path("whoami", views.whoami),
+    path("whoami-async", views.whoami_async),
+    path("boom", views.boom),
+    path("form", views.form),
+    path("", include("backend_kit.django.urls")),
+]
