@@ -9,8 +9,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from backend_kit._configure import reset
-from backend_kit.health import reset_lifecycle
+from backend_kit.testing import reset
 
 # Variables a developer may have exported that would leak into the settings tests.
 _SETTINGS_PREFIXES = (
@@ -44,10 +43,8 @@ def _isolated_backend_kit(
     secrets_dir.mkdir()
     monkeypatch.setenv("BACKEND_KIT_SECRETS_DIR", str(secrets_dir))
     reset()
-    reset_lifecycle()
     yield
     reset()
-    reset_lifecycle()
 
 
 # Real services on loopback. Read once, before the fixture above hides DATABASE_URL.

@@ -25,8 +25,20 @@ __all__ = [
     "capture_sentry_events",
     "memory_cache",
     "override_settings",
+    "reset",
     "retries",
 ]
+
+
+def reset() -> None:
+    """Forget everything backend_kit was configured with: the active settings, logging,
+    Sentry, the redaction policy built from them, and the health lifecycle (draining,
+    startup). For an autouse fixture, so no test sees another's configuration."""
+    from ._configure import reset as reset_configuration
+    from .health import reset_lifecycle
+
+    reset_configuration()
+    reset_lifecycle()
 
 
 @contextmanager

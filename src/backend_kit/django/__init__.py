@@ -11,6 +11,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError('backend_kit.django needs Django: pip install "backend-kit[django]"') from exc
 
+from ._state import health_registry
 from .config import cache_from_url, database_from_url
 
-__all__ = ["cache_from_url", "database_from_url"]
+__all__ = ["cache_from_url", "database_from_url", "health_registry"]

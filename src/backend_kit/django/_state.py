@@ -19,7 +19,7 @@ from backend_kit.health import (
     health_paths,
 )
 
-__all__ = ["DjangoState", "Probe", "setup", "state"]
+__all__ = ["DjangoState", "Probe", "health_registry", "setup", "state"]
 
 Probe = Literal["live", "ready", "report", "startup"]
 
@@ -41,6 +41,12 @@ _state: DjangoState | None = None
 def state() -> DjangoState:
     """The integration's state; set up on first use if Django's ``ready()`` has not run."""
     return _state if _state is not None else setup()
+
+
+def health_registry() -> HealthRegistry:
+    """The registry the readiness probe runs: add a service's own checks to it, for
+    example from its ``AppConfig.ready()``."""
+    return state().health
 
 
 def setup(settings: Settings | None = None) -> DjangoState:
