@@ -1,0 +1,361 @@
+"""The example services in ``examples/``, run under gunicorn and used over real HTTP.
+
+Each example gets its own throwaway Redis (so it can be stopped), an SQLite file, and a
+loopback exchange-rate service that fails on demand. Everything stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from .conftest import _SETTINGS_PREFIXES
+from .servers import GunicornServer, RedisServer, gunicorn_server, redis_server
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+TIMEOUT = 10.0  # seconds, for every HTTP call to the examples
+
+
+# A loopback stand-in for the exchange-rate service the examples call.
+
+RATES = {"USD": 1.0, "EUR": 0.5, "GBP": 0.25}
+
+
+class RatesService:
+    """Answers ``GET /rates`` with fixed rates, after failing the next *n* calls with 503."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self._failures_left = 0
+        self._lock = threading.Lock()
+        self.url = ""
+
+    def fail_next(self, count: int) -> None:
+        with self._lock:
+            self._failures_left = count
+
+    def answer(self) -> tuple[int, bytes]:
+        with self._lock:
+            self.calls += 1
+            if self._failures_left > 0:
+                self._failures_left -= 1
+                return 503, b'{"error": "overloaded"}'
+        return 200, orjson.dumps({"base": "USD", "rates": RATES})
+
+
+@pytest.fixture(scope="module")
+def rates_service() -> Iterator[RatesService]:
+    service = RatesService()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status, body = service.answer()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # keep the test output quiet
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    service.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, name="rates-service", daemon=True)
+    thread.start()
+    try:
+        yield service
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+# The examples under gunicorn.
+
+
+@dataclass
+class RunningExample:
+    name: str
+    gunicorn: GunicornServer
+    redis: RedisServer
+    rates: RatesService
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], Any]:
+        """Status, headers (lower-case names) and the decoded JSON body (or None)."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.gunicorn.port, timeout=TIMEOUT)
+        try:
+            payload = None if body is None else orjson.dumps(body)
+            all_headers = {"Content-Type": "application/json"} if body is not None else {}
+            all_headers.update(headers or {})
+            connection.request(method, path, body=payload, headers=all_headers)
+            response = connection.getresponse()
+            raw = response.read()
+            answer_headers = {name.lower(): value for name, value in response.getheaders()}
+        finally:
+            connection.close()
+        try:
+            decoded = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            decoded = None
+        return response.status, answer_headers, decoded
+
+    def events(self) -> list[dict[str, Any]]:
+        """The JSON log lines the service printed so far (other lines are skipped)."""
+        events = []
+        for line in self.gunicorn.output().splitlines():
+            if not line.startswith("{"):
+                continue
+            try:
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+        return events
+
+    def wait_for_events(
+        self, accept: Callable[[dict[str, Any]], bool], count: int
+    ) -> list[dict[str, Any]]:
+        """The accepted events once at least *count* were printed (lines can trail the
+        response by a moment); fails after a generous deadline."""
+        deadline = time.monotonic() + 10
+        while True:
+            found = [event for event in self.events() if accept(event)]
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
+
+
+def _example_env(
+    tmp: Path, redis: RedisServer, rates: RatesService, extra: dict[str, str]
+) -> dict[str, str]:
+    # Start from the test process's environment without any backend_kit variable a
+    # developer (or CI, with DATABASE_URL) may have exported.
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.upper().startswith(_SETTINGS_PREFIXES)
+    }
+    env.update(
+        {
+            "PYTHONUNBUFFERED": "1",
+            "ENVIRONMENT": "test",
+            "LOG_FORMAT": "json",
+            "CACHE_URL": redis.url,
+            "CACHE_TIMEOUT": "0.5",
+            "DATABASE_URL": f"sqlite:///{tmp / 'example.sqlite3'}",
+            "HEALTH_CACHE_SECONDS": "0",
+            "RATES_URL": rates.url,
+            "RATES_TIMEOUT": "2",
+            "BACKEND_KIT_SECRETS_DIR": str(tmp / "secrets"),
+            **extra,
+        }
+    )
+    (tmp / "secrets").mkdir(exist_ok=True)
+    return env
+
+
+@dataclass(frozen=True)
+class Example:
+    folder: str
+    wsgi: str
+    env: dict[str, str]
+    prepare: tuple[str, ...] = ()  # a command run once before gunicorn starts
+
+
+FLASK = Example("flask_app", "app:app", {"SERVICE_NAME": "catalog-flask"})
+DJANGO = Example(
+    "django_project",
+    "shop.wsgi:application",
+    {"SERVICE_NAME": "catalog-django", "DJANGO_SECRET_KEY": "example-tests-only-0123456789"},
+    prepare=("manage.py", "migrate", "--noinput"),
+)
+
+
+@pytest.fixture(scope="module", params=[FLASK, DJANGO], ids=["flask", "django"])
+def example(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    rates_service: RatesService,
+) -> Iterator[RunningExample]:
+    spec: Example = request.param
+    tmp = tmp_path_factory.mktemp(spec.folder)
+    cwd = EXAMPLES / spec.folder
+    with redis_server() as redis:
+        env = _example_env(tmp, redis, rates_service, spec.env)
+        if spec.prepare:
+            subprocess.run(
+                [sys.executable, *spec.prepare],
+                cwd=cwd,
+                env=env,
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+        with gunicorn_server(spec.wsgi, cwd=cwd, env=env, log_path=tmp / "gunicorn.log") as server:
+            yield RunningExample(spec.folder, server, redis, rates_service)
+
+
+def _finished(request_id: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda event: (
+        event.get("event") == "request_finished" and event.get("request_id") == request_id
+    )
+
+
+# The tests. Each example is started once and shared by the tests below.
+
+
+def test_products_are_stored_and_each_request_is_logged_once(example: RunningExample) -> None:
+    sku = f"tea-{example.name}"
+    product = {"sku": sku, "name": "Green tea", "price": 4.5}
+    calls = [
+        ("POST", "/products", product, 201),
+        ("GET", f"/products/{sku}", None, 200),
+        ("GET", "/products", None, 200),
+        ("POST", "/products", product, 409),
+        ("POST", "/products", {"sku": sku}, 400),
+        ("GET", "/livez", None, 200),
+        ("GET", "/products/missing", None, 404),
+    ]
+    for number, (method, path, body, expected) in enumerate(calls):
+        request_id = f"{example.name}-store-{number}"
+        status, headers, answer = example.request(
+            method, path, body=body, headers={"X-Request-ID": request_id}
+        )
+        assert status == expected, (method, path, answer)
+        assert headers["x-request-id"] == request_id
+    status, _, answer = example.request("GET", f"/products/{sku}")
+    assert answer == {
+        "sku": sku,
+        "name": "Green tea",
+        "price": 4.5,
+        "price_cents": 450,
+        "currency": "USD",
+    }
+    status, _, listing = example.request("GET", "/products")
+    assert sku in [item["sku"] for item in listing["products"]]
+
+    routes = {"flask_app": "/products/<sku>", "django_project": "products/<str:sku>"}
+    levels = {201: "info", 200: "info", 409: "warning", 400: "warning", 404: "warning"}
+    for number, (method, path, _, expected) in enumerate(calls):
+        if path == "/livez":
+            continue  # health probes are logged at debug, below the default level
+        request_id = f"{example.name}-store-{number}"
+        finished = example.wait_for_events(_finished(request_id), 1)
+        assert len(finished) == 1, f"{method} {path}: {finished}"
+        event = finished[0]
+        assert event["method"] == method
+        assert event["path"] == path
+        assert event["status"] == expected
+        assert event["client"] == "127.0.0.1"
+        assert isinstance(event["duration_ms"], float | int)
+        assert event["service"] == f"catalog-{example.name.split('_')[0]}"
+        assert event["level"] == levels[expected]
+        if path == f"/products/{sku}":
+            assert event["route"] == routes[example.name]
+    # The probe's line would have come before the later requests' lines.
+    livez_id = f"{example.name}-store-{[c[1] for c in calls].index('/livez')}"
+    assert [e for e in example.events() if e.get("request_id") == livez_id] == []
+    created = example.wait_for_events(lambda e: e.get("event") == "product_created", 1)
+    assert [e["request_id"] for e in created] == [f"{example.name}-store-0"]
+
+
+@pytest.mark.parametrize(
+    "bad_id", ["x" * 4096, 'quote"d', "sp ace", "semi;colon"], ids=["4KB", "quote", "space", "semi"]
+)
+def test_a_bad_request_id_is_replaced(example: RunningExample, bad_id: str) -> None:
+    status, headers, _ = example.request("GET", "/products", headers={"X-Request-ID": bad_id})
+    request_id = headers["x-request-id"]
+    assert status == 200
+    assert request_id != bad_id
+    assert len(request_id) == 32
+    assert request_id.isalnum()
+    finished = example.wait_for_events(_finished(request_id), 1)
+    assert len(finished) == 1
+    assert bad_id not in example.gunicorn.output()
+
+
+def test_prices_retry_the_flaky_rates_service_then_come_from_the_cache(
+    example: RunningExample,
+) -> None:
+    sku = f"kettle-{example.name}"
+    status, _, _ = example.request(
+        "POST", "/products", body={"sku": sku, "name": "Kettle", "price": 30}
+    )
+    assert status == 201
+    calls_before = example.rates.calls
+    example.rates.fail_next(2)
+
+    first_id, second_id = f"{example.name}-price-1", f"{example.name}-price-2"
+    status, headers, first = example.request(
+        "GET", f"/products/{sku}/price?currency=EUR", headers={"X-Request-ID": first_id}
+    )
+    assert status == 200, first
+    assert headers["x-request-id"] == first_id
+    assert first["price"] == 15.0
+    assert first["rate"] == 0.5
+    assert example.rates.calls - calls_before == 3  # two 503s, then the answer
+
+    retries = example.wait_for_events(lambda e: e.get("event") == "retry_scheduled", 2)
+    assert [e["attempt"] for e in retries] == [1, 2]
+    assert all(e["request_id"] == first_id for e in retries)
+    assert all(e["level"] == "warning" for e in retries)
+    assert all("503" in e["error"] for e in retries)
+
+    status, _, second = example.request(
+        "GET", f"/products/{sku}/price?currency=GBP", headers={"X-Request-ID": second_id}
+    )
+    assert status == 200, second
+    assert second["price"] == 7.5
+    # Served from the cache: the rates service was not called again and the rates are
+    # the ones fetched for the first request.
+    assert example.rates.calls - calls_before == 3
+    assert second["rates_fetched_at"] == first["rates_fetched_at"]
+    fetched = example.wait_for_events(lambda e: e.get("event") == "exchange_rates_fetched", 1)
+    assert [e["request_id"] for e in fetched] == [first_id]
+    assert len(example.wait_for_events(_finished(second_id), 1)) == 1
+
+
+def _poll_ready(example: RunningExample, expected: int) -> tuple[int, int]:
+    """Probe /readyz until it answers *expected*; returns (status, attempts)."""
+    deadline = time.monotonic() + 20
+    attempts = 0
+    while True:
+        attempts += 1
+        status, _, _ = example.request("GET", "/readyz")
+        if status == expected or time.monotonic() > deadline:
+            return status, attempts
+        time.sleep(0.1)
+
+
+def test_readiness_follows_its_redis(example: RunningExample) -> None:
+    assert _poll_ready(example, 200)[0] == 200
+    example.redis.stop()
+    try:
+        status, attempts = _poll_ready(example, 503)
+        assert status == 503, f"still {status} after {attempts} probes with Redis stopped"
+        assert example.request("GET", "/livez")[0] == 200  # liveness runs no check
+    finally:
+        example.redis.start()
+    status, attempts = _poll_ready(example, 200)
+    assert status == 200, f"still {status} after {attempts} probes with Redis back"
