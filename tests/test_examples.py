@@ -187,7 +187,12 @@ FLASK = Example("flask_app", "app:app", {"SERVICE_NAME": "catalog-flask"})
 DJANGO = Example(
     "django_project",
     "shop.wsgi:application",
-    {"SERVICE_NAME": "catalog-django", "DJANGO_SECRET_KEY": "example-tests-only-0123456789"},
+    {
+        "SERVICE_NAME": "catalog-django",
+        "DJANGO_SECRET_KEY": "example-tests-only-0123456789",
+        # pytest-django exported the test project's module; the example names its own.
+        "DJANGO_SETTINGS_MODULE": "shop.settings",
+    },
     prepare=("manage.py", "migrate", "--noinput"),
 )
 
@@ -204,14 +209,15 @@ def example(
     with redis_server() as redis:
         env = _example_env(tmp, redis, rates_service, spec.env)
         if spec.prepare:
-            subprocess.run(
+            prepared = subprocess.run(
                 [sys.executable, *spec.prepare],
                 cwd=cwd,
                 env=env,
-                check=True,
                 capture_output=True,
+                text=True,
                 timeout=60,
             )
+            assert prepared.returncode == 0, prepared.stdout + prepared.stderr
         with gunicorn_server(spec.wsgi, cwd=cwd, env=env, log_path=tmp / "gunicorn.log") as server:
             yield RunningExample(spec.folder, server, redis, rates_service)
 

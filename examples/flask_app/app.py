@@ -54,11 +54,9 @@ def create_app(settings: CatalogSettings | None = None) -> Flask:
 
     @app.post("/products")
     def create_product() -> JSON:
-        body = request.get_json(silent=True)
-        problem = _invalid_product(body)
-        if problem:
-            return {"error": problem}, 400
-        product = Product(body["sku"], body["name"], round(body["price"] * 100))
+        product = _parse_product(request.get_json(silent=True))
+        if isinstance(product, str):
+            return {"error": product}, 400
         try:
             store.add(product)
         except DuplicateProductError:
@@ -99,8 +97,8 @@ def create_app(settings: CatalogSettings | None = None) -> Flask:
     return app
 
 
-def _invalid_product(body: Any) -> str | None:
-    """What is wrong with a product in a request body, or ``None``."""
+def _parse_product(body: Any) -> Product | str:
+    """The product a request body describes, or what is wrong with it."""
     if not isinstance(body, dict):
         return 'send a JSON object: {"sku": "tea-1", "name": "Green tea", "price": 4.5}'
     sku, name, price = body.get("sku"), body.get("name"), body.get("price")
@@ -110,7 +108,7 @@ def _invalid_product(body: Any) -> str | None:
         return "name must be a non-empty string"
     if isinstance(price, bool) or not isinstance(price, (int, float)) or price < 0:
         return "price must be a non-negative number (US dollars)"
-    return None
+    return Product(sku=sku, name=name, price_cents=round(price * 100))
 
 
 app = create_app()

@@ -1,0 +1,45 @@
+"""Django settings, derived from one typed read of the environment (`ShopSettings`)."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ImproperlyConfigured
+
+import backend_kit
+from backend_kit.django import cache_from_url, database_from_url
+
+from .service import ShopSettings
+
+SERVICE = backend_kit.load_settings(ShopSettings)
+
+if SERVICE.django_secret_key is not None:
+    SECRET_KEY = SERVICE.django_secret_key.get_secret_value()
+elif SERVICE.environment == "production":
+    raise ImproperlyConfigured("set DJANGO_SECRET_KEY (or ENVIRONMENT=development to try it out)")
+else:
+    SECRET_KEY = "development-only-not-a-secret"  # noqa: S105
+
+DEBUG = SERVICE.debug
+ALLOWED_HOSTS = SERVICE.allowed_hosts
+USE_TZ = True
+
+INSTALLED_APPS = [
+    "backend_kit.django",  # loads ShopSettings, configures logging and Sentry
+    "catalog",
+]
+
+MIDDLEWARE = [
+    "backend_kit.django.middleware.RequestContextMiddleware",  # first: request ids, probes
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+]
+
+ROOT_URLCONF = "shop.urls"
+WSGI_APPLICATION = "shop.wsgi.application"
+
+assert SERVICE.database_url is not None  # it has a default
+DATABASES = {"default": database_from_url(SERVICE.database_url)}
+CACHES = {"default": cache_from_url(SERVICE.cache_url)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+BACKEND_KIT_SETTINGS = "shop.service:ShopSettings"
+LOGGING_CONFIG = None  # backend_kit configures logging
