@@ -87,11 +87,11 @@ def rates_service() -> Iterator[RatesService]:
 
 
 @dataclass
-class RunningExample:
+class Service:
+    """An example under gunicorn, used over HTTP."""
+
     name: str
     gunicorn: GunicornServer
-    redis: RedisServer
-    rates: RatesService
 
     def request(
         self,
@@ -144,6 +144,14 @@ class RunningExample:
             if len(found) >= count or time.monotonic() > deadline:
                 return found
             time.sleep(0.05)
+
+
+@dataclass
+class RunningExample(Service):
+    """An example wired to its own Redis and to the loopback rates service."""
+
+    redis: RedisServer
+    rates: RatesService
 
 
 def _example_env(
@@ -365,3 +373,39 @@ def test_readiness_follows_its_redis(example: RunningExample) -> None:
         example.redis.start()
     status, attempts = _poll_ready(example, 200)
     assert status == 200, f"still {status} after {attempts} probes with Redis back"
+
+
+def test_the_flask_example_runs_on_embedded_defaults(tmp_path: Path) -> None:
+    """What ``make demo`` runs: no Redis, no rates service, no network; only a database file."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.upper().startswith(_SETTINGS_PREFIXES)
+    }
+    env.update(
+        {
+            "PYTHONUNBUFFERED": "1",
+            "ENVIRONMENT": "development",
+            "LOG_FORMAT": "json",
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}",
+            "BACKEND_KIT_SECRETS_DIR": str(tmp_path),
+        }
+    )
+    with gunicorn_server(
+        "app:app", cwd=EXAMPLES / "flask_app", env=env, log_path=tmp_path / "gunicorn.log"
+    ) as server:
+        demo = Service("flask_app", server)
+        assert demo.request("GET", "/")[0] == 200
+        product = {"sku": "tea", "name": "Tea", "price": 2}
+        assert demo.request("POST", "/products", body=product)[0] == 201
+        status, _, first = demo.request("GET", "/products/tea/price?currency=EUR")
+        assert status == 200, first
+        status, _, second = demo.request("GET", "/products/tea/price?currency=GBP")
+        assert status == 200, second
+        assert second["rates_fetched_at"] == first["rates_fetched_at"]  # the memory cache
+        # The offline rates fail once per fetch, so the demo shows a retry.
+        assert len(demo.wait_for_events(lambda e: e.get("event") == "retry_scheduled", 1)) == 1
+        status, _, report = demo.request("GET", "/healthz")  # no token needed in development
+        assert status == 200, report
+        assert report["status"] == "pass"
+        assert "sqlite:responseTime" in report["checks"]
