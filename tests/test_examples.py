@@ -226,7 +226,10 @@ def example(
                 timeout=60,
             )
             assert prepared.returncode == 0, prepared.stdout + prepared.stderr
-        with gunicorn_server(spec.wsgi, cwd=cwd, env=env, log_path=tmp / "gunicorn.log") as server:
+        # Two workers: whichever serves the second price, the rates must come from Redis.
+        with gunicorn_server(
+            spec.wsgi, cwd=cwd, env=env, log_path=tmp / "gunicorn.log", workers=2
+        ) as server:
             yield RunningExample(spec.folder, server, redis, rates_service)
 
 
