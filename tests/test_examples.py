@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -154,53 +154,61 @@ class RunningExample(Service):
     rates: RatesService
 
 
-def _example_env(
-    tmp: Path, redis: RedisServer, rates: RatesService, extra: dict[str, str]
-) -> dict[str, str]:
-    # Start from the test process's environment without any backend_kit variable a
-    # developer (or CI, with DATABASE_URL) may have exported.
-    env = {
+# Each example reads its settings with its own prefix, the standard variables included.
+EXAMPLE_PREFIXES = ("CATALOG_", "SHOP_")
+
+
+def _clean_env() -> dict[str, str]:
+    """The test process's environment without any settings variable a developer (or CI,
+    with DATABASE_URL) may have exported."""
+    return {
         name: value
         for name, value in os.environ.items()
-        if not name.upper().startswith(_SETTINGS_PREFIXES)
+        if not name.upper().startswith((*_SETTINGS_PREFIXES, *EXAMPLE_PREFIXES))
     }
-    env.update(
-        {
-            "PYTHONUNBUFFERED": "1",
-            "ENVIRONMENT": "test",
-            "LOG_FORMAT": "json",
-            "CACHE_URL": redis.url,
-            "CACHE_TIMEOUT": "0.5",
-            "DATABASE_URL": f"sqlite:///{tmp / 'example.sqlite3'}",
-            "HEALTH_CACHE_SECONDS": "0",
-            "RATES_URL": rates.url,
-            "RATES_TIMEOUT": "2",
-            "BACKEND_KIT_SECRETS_DIR": str(tmp / "secrets"),
-            **extra,
-        }
-    )
+
+
+def _example_env(
+    prefix: str, tmp: Path, redis: RedisServer, rates: RatesService, extra: dict[str, str]
+) -> dict[str, str]:
+    settings = {
+        "ENVIRONMENT": "test",
+        "LOG_FORMAT": "json",
+        "CACHE_URL": redis.url,
+        "CACHE_TIMEOUT": "0.5",
+        "DATABASE_URL": f"sqlite:///{tmp / 'example.sqlite3'}",
+        "HEALTH_CACHE_SECONDS": "0",
+        "RATES_URL": rates.url,
+        "RATES_TIMEOUT": "2",
+        **extra,
+    }
     (tmp / "secrets").mkdir(exist_ok=True)
-    return env
+    return {
+        **_clean_env(),
+        "PYTHONUNBUFFERED": "1",
+        "BACKEND_KIT_SECRETS_DIR": str(tmp / "secrets"),
+        **{f"{prefix}{name}": value for name, value in settings.items()},
+    }
 
 
 @dataclass(frozen=True)
 class Example:
     folder: str
     wsgi: str
-    env: dict[str, str]
+    prefix: str
+    settings: dict[str, str]  # without the prefix
+    process_env: dict[str, str] = field(default_factory=dict)
     prepare: tuple[str, ...] = ()  # a command run once before gunicorn starts
 
 
-FLASK = Example("flask_app", "app:app", {"SERVICE_NAME": "catalog-flask"})
+FLASK = Example("flask_app", "app:app", "CATALOG_", {"SERVICE_NAME": "catalog-flask"})
 DJANGO = Example(
     "django_project",
     "shop.wsgi:application",
-    {
-        "SERVICE_NAME": "catalog-django",
-        "DJANGO_SECRET_KEY": "example-tests-only-0123456789",
-        # pytest-django exported the test project's module; the example names its own.
-        "DJANGO_SETTINGS_MODULE": "shop.settings",
-    },
+    "SHOP_",
+    {"SERVICE_NAME": "catalog-django", "SECRET_KEY": "example-tests-only-0123456789"},
+    # pytest-django exported the test project's module; the example names its own.
+    process_env={"DJANGO_SETTINGS_MODULE": "shop.settings"},
     prepare=("manage.py", "migrate", "--noinput"),
 )
 
@@ -215,7 +223,8 @@ def example(
     tmp = tmp_path_factory.mktemp(spec.folder)
     cwd = EXAMPLES / spec.folder
     with redis_server() as redis:
-        env = _example_env(tmp, redis, rates_service, spec.env)
+        env = _example_env(spec.prefix, tmp, redis, rates_service, spec.settings)
+        env.update(spec.process_env)
         if spec.prepare:
             prepared = subprocess.run(
                 [sys.executable, *spec.prepare],
@@ -381,19 +390,13 @@ def test_readiness_follows_its_redis(example: RunningExample) -> None:
 def test_the_flask_example_runs_on_embedded_defaults(tmp_path: Path) -> None:
     """What ``make demo`` runs: no Redis, no rates service, no network; only a database file."""
     env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.upper().startswith(_SETTINGS_PREFIXES)
+        **_clean_env(),
+        "PYTHONUNBUFFERED": "1",
+        "BACKEND_KIT_SECRETS_DIR": str(tmp_path),
+        "CATALOG_ENVIRONMENT": "development",
+        "CATALOG_LOG_FORMAT": "json",
+        "CATALOG_DATABASE_URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}",
     }
-    env.update(
-        {
-            "PYTHONUNBUFFERED": "1",
-            "ENVIRONMENT": "development",
-            "LOG_FORMAT": "json",
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}",
-            "BACKEND_KIT_SECRETS_DIR": str(tmp_path),
-        }
-    )
     with gunicorn_server(
         "app:app", cwd=EXAMPLES / "flask_app", env=env, log_path=tmp_path / "gunicorn.log"
     ) as server:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pydantic import Field, HttpUrl
+from pydantic_settings import SettingsConfigDict
 
 from backend_kit import SecretURL, Settings
 
@@ -10,10 +11,12 @@ from backend_kit import SecretURL, Settings
 class CatalogSettings(Settings):
     """Read from the environment (and ``.env``) like every backend_kit setting.
 
-    No ``env_prefix``: the standard variables keep the names platforms set
-    (``DATABASE_URL``, ``CACHE_URL``, ``LOG_FORMAT``), and the fields of the service's
-    own carry their purpose in their name (``RATES_URL``, ``RATES_TIMEOUT``).
+    Every variable carries the service's prefix, the standard ones included:
+    ``CATALOG_DATABASE_URL``, ``CATALOG_CACHE_URL``, ``CATALOG_LOG_FORMAT``, and the
+    service's own ``CATALOG_RATES_URL``, ``CATALOG_RATES_TIMEOUT``.
     """
+
+    model_config = SettingsConfigDict(env_prefix="CATALOG_")
 
     service_name: str = Field(default="catalog", min_length=1)
     database_url: SecretURL | None = Field(
@@ -23,7 +26,7 @@ class CatalogSettings(Settings):
     )
     rates_url: HttpUrl | None = Field(
         default=None,
-        description="Base URL of the exchange-rate service (GET {RATES_URL}/rates?base=USD); "
+        description="Base URL of the exchange-rate service (GET <url>/rates?base=USD); "
         "unset, the service uses built-in offline rates.",
     )
     rates_timeout: float = Field(

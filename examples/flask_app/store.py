@@ -43,7 +43,7 @@ def sqlite_path(database_url: str) -> Path:
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
     if parts.scheme != "sqlite" or not path or path == ":memory:":
         raise ValueError(
-            "DATABASE_URL must name an SQLite file for this example, for example "
+            "CATALOG_DATABASE_URL must name an SQLite file for this example, for example "
             "sqlite:///catalog.sqlite3 (relative) or sqlite:////tmp/catalog.sqlite3"
         )
     return Path(path)

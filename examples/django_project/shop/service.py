@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pydantic import Field, HttpUrl, SecretStr
+from pydantic_settings import SettingsConfigDict
 
 from backend_kit import SecretURL, Settings
 
@@ -10,9 +11,11 @@ from backend_kit import SecretURL, Settings
 class ShopSettings(Settings):
     """Everything the project reads from the environment, read once, typed.
 
-    No ``env_prefix``: the standard variables keep the names platforms set
-    (``DATABASE_URL``, ``CACHE_URL``, ``LOG_FORMAT``).
+    Every variable carries the project's prefix, the standard ones included:
+    ``SHOP_DATABASE_URL``, ``SHOP_CACHE_URL``, ``SHOP_LOG_FORMAT``, ``SHOP_SECRET_KEY``.
     """
+
+    model_config = SettingsConfigDict(env_prefix="SHOP_")
 
     service_name: str = Field(default="shop", min_length=1)
     database_url: SecretURL | None = Field(
@@ -20,7 +23,7 @@ class ShopSettings(Settings):
         description="Database: sqlite:///relative.sqlite3, sqlite:////absolute.sqlite3 "
         "or postgres://user:password@host:5432/name.",
     )
-    django_secret_key: SecretStr | None = Field(
+    secret_key: SecretStr | None = Field(
         default=None,
         description="Django's SECRET_KEY; required in production, a development key "
         "is used elsewhere.",
@@ -31,7 +34,7 @@ class ShopSettings(Settings):
     )
     rates_url: HttpUrl | None = Field(
         default=None,
-        description="Base URL of the exchange-rate service (GET {RATES_URL}/rates?base=USD); "
+        description="Base URL of the exchange-rate service (GET <url>/rates?base=USD); "
         "unset, the project uses built-in offline rates.",
     )
     rates_timeout: float = Field(

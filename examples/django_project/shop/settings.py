@@ -11,10 +11,12 @@ from .service import ShopSettings
 
 SERVICE = backend_kit.load_settings(ShopSettings)
 
-if SERVICE.django_secret_key is not None:
-    SECRET_KEY = SERVICE.django_secret_key.get_secret_value()
+if SERVICE.secret_key is not None:
+    SECRET_KEY = SERVICE.secret_key.get_secret_value()
 elif SERVICE.environment == "production":
-    raise ImproperlyConfigured("set DJANGO_SECRET_KEY (or ENVIRONMENT=development to try it out)")
+    raise ImproperlyConfigured(
+        "set SHOP_SECRET_KEY (or SHOP_ENVIRONMENT=development to try the project out)"
+    )
 else:
     SECRET_KEY = "development-only-not-a-secret"  # noqa: S105
 
