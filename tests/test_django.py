@@ -108,6 +108,15 @@ def test_levels_by_status_and_errors_keep_the_header() -> None:
     ]
     with_traceback = [e for e in logs if "exception" in e]
     assert len(with_traceback) == 1  # the unhandled error, logged once
+    assert all("request_id" in e for e in logs)
+    # Django's own "Not Found: /nowhere" line would only repeat request_finished,
+    # outside the request context: what remains is the 500's traceback and the CSRF
+    # refusal's reason, both inside the request.
+    others = [(e["logger"], e["event"]) for e in logs if e["event"] != "request_finished"]
+    assert others == [
+        ("django.request", "Internal Server Error: /boom"),
+        ("django.security.csrf", "Forbidden (CSRF cookie not set.): /form"),
+    ]
     assert with_traceback[0]["request_id"] == "r500"
     assert SECRET_TOKEN not in orjson.dumps(logs).decode()
 

@@ -64,6 +64,10 @@ class RequestContextMiddleware:
     @staticmethod
     def _finish(request: Any, response: Any, request_id: str, started: float) -> Any:
         response[REQUEST_ID_HEADER] = request_id
+        # `request_finished` says it all: Django's own "Not Found: /x" line would repeat
+        # it after the request context is gone, without the request id. (An unhandled
+        # exception was already logged, with its traceback, inside the context.)
+        response._has_been_logged = True
         current = state()
         match = getattr(request, "resolver_match", None)
         current.request_logger.finished(
