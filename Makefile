@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint typecheck check clean
+.PHONY: install test lint typecheck check clean demo
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,5 +28,35 @@ typecheck: install
 
 check: lint typecheck test
 
+DEMO_VENV ?= .demo/venv
+DEMO_BIN := $(DEMO_VENV)/bin
+
+$(DEMO_BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_BIN)/python -m pip install --quiet --upgrade pip
+	$(DEMO_BIN)/python -m pip install --quiet -e ".[flask]" "gunicorn>=22"
+	touch $@
+
+## Run the example Flask service on 127.0.0.1:8000 on embedded defaults:
+## in-memory cache, a SQLite file under .demo/, no Sentry, no network needed.
+demo: $(DEMO_BIN)/.installed
+	@echo ""
+	@echo "  The example catalog service (examples/flask_app) on http://127.0.0.1:8000"
+	@echo ""
+	@echo "    curl -i http://127.0.0.1:8000/"
+	@echo "    curl -i -X POST http://127.0.0.1:8000/products -H 'Content-Type: application/json' \\"
+	@echo "         -d '{\"sku\": \"tea\", \"name\": \"Green tea\", \"price\": 4.5}'"
+	@echo "    curl -i http://127.0.0.1:8000/products"
+	@echo "    curl -i 'http://127.0.0.1:8000/products/tea/price?currency=EUR'   # retried, then cached"
+	@echo "    curl -i -H 'X-Request-ID: my-request-1' http://127.0.0.1:8000/products"
+	@echo "    curl -i http://127.0.0.1:8000/livez    # also /readyz and /healthz (details in development)"
+	@echo ""
+	@echo "  Each request logs one request_finished line below. Ctrl-C stops the service."
+	@echo ""
+	cd examples/flask_app && \
+	  CATALOG_ENVIRONMENT=development \
+	  CATALOG_DATABASE_URL=sqlite:///$(CURDIR)/.demo/catalog.sqlite3 \
+	  $(abspath $(DEMO_BIN))/python -m gunicorn --bind 127.0.0.1:8000 --threads 4 app:app
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis dist build
+	rm -rf $(VENV) .demo .mypy_cache .ruff_cache .pytest_cache .hypothesis dist build
