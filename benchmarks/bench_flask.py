@@ -24,7 +24,7 @@ from flask.testing import FlaskClient
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from apps.flask_app import bench_settings, create_app
+from apps.flask_app import create_app
 
 from backend_kit import configure_logging
 
@@ -42,7 +42,8 @@ def requests_per_second(client: FlaskClient, count: int) -> float:
 def show_one_line(kit: Flask) -> None:
     """Send one request with the log lines captured, to show they really are written."""
     captured = io.StringIO()
-    configure_logging(bench_settings(), stream=captured)
+    # The app's own (active) settings, only the stream changes.
+    configure_logging(stream=captured)
     response = kit.test_client().get("/hello")
     lines = captured.getvalue().splitlines()
     if response.status_code != 200 or len(lines) != 1:
@@ -62,7 +63,7 @@ def main() -> int:
     kit = create_app(kit=True)
     show_one_line(kit)
     devnull = open(os.devnull, "w")  # noqa: SIM115 - open for the whole run
-    configure_logging(bench_settings(), stream=devnull)
+    configure_logging(stream=devnull)
 
     clients = {"bare Flask": bare.test_client(), "Flask + backend_kit": kit.test_client()}
     for client in clients.values():
