@@ -35,6 +35,8 @@ FlaskT = TypeVar("FlaskT", bound=Flask)
 
 EXTENSION_NAME = "backend_kit"
 
+_REQUEST_ID_ENVIRON_KEY = "HTTP_" + REQUEST_ID_HEADER.upper().replace("-", "_")
+
 
 @dataclass(frozen=True)
 class BackendKit:
@@ -86,15 +88,18 @@ def init_app(
             response.headers[REQUEST_ID_HEADER] = request_id
         started = g.get("_backend_kit_started")
         if started is not None:
-            rule = request.url_rule
+            # Every read through the `request` proxy is a context lookup: resolve it once.
+            current = request._get_current_object()  # type: ignore[attr-defined]
+            rule = current.url_rule
+            environ = current.environ
             state.request_logger.finished(
-                method=request.method,
+                method=current.method,
                 route=rule.rule if rule is not None else None,
-                path=request.path,
+                path=current.path,
                 status=response.status_code,
                 started=started,
                 client=client_address(
-                    request.remote_addr, request.headers.get("X-Forwarded-For"), trusted_proxies
+                    environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"), trusted_proxies
                 ),
             )
         return response
@@ -126,7 +131,8 @@ def _sentry_integrations(settings: Settings) -> list[Any]:
 
 def _enter_request() -> None:
     g._backend_kit_started = time.perf_counter()
-    context = request_context(request.headers.get(REQUEST_ID_HEADER))
+    # The WSGI environ directly: cheaper than `request.headers` on every request.
+    context = request_context(request.environ.get(_REQUEST_ID_ENVIRON_KEY))
     g.request_id = context.__enter__()
     g._backend_kit_context = context
 

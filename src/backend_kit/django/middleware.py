@@ -25,6 +25,10 @@ __all__ = ["RequestContextMiddleware"]
 
 Handler = Callable[[Any], Any]
 
+# Read from META directly: the first access to ``request.headers`` builds a mapping of
+# every header, a cost each request would pay for the one header needed here.
+_REQUEST_ID_META_KEY = "HTTP_" + REQUEST_ID_HEADER.upper().replace("-", "_")
+
 
 class RequestContextMiddleware:
     """Binds each request to its own request context, sync or async."""
@@ -42,7 +46,7 @@ class RequestContextMiddleware:
         if self._async:
             return self._acall(request)
         started = time.perf_counter()
-        with request_context(request.headers.get(REQUEST_ID_HEADER)) as request_id:
+        with request_context(request.META.get(_REQUEST_ID_META_KEY)) as request_id:
             request.request_id = request_id
             health_view = health_view_for_path(request.path_info)
             response = health_view(request) if health_view else self.get_response(request)
@@ -50,7 +54,7 @@ class RequestContextMiddleware:
 
     async def _acall(self, request: Any) -> Any:
         started = time.perf_counter()
-        with request_context(request.headers.get(REQUEST_ID_HEADER)) as request_id:
+        with request_context(request.META.get(_REQUEST_ID_META_KEY)) as request_id:
             request.request_id = request_id
             health_view = health_view_for_path(request.path_info)
             if health_view is not None:

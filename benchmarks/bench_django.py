@@ -1,0 +1,95 @@
+"""A trivial Django view, bare and with backend_kit, side by side in one run.
+
+    python benchmarks/bench_django.py [--requests 3000] [--repeat 7]
+
+One project (``benchmarks/apps/django_app.py``), two test clients: the bare one runs
+with no middleware at all; the other with backend_kit's app installed and its
+``RequestContextMiddleware`` (a request id, the ``X-Request-ID`` header and one
+``request_finished`` JSON line at info per request, written and flushed to
+``/dev/null``). Both answer ``GET /hello`` with a small `JsonResponse`. Each figure is
+the best of ``--repeat`` rounds of ``--requests`` requests, the rounds interleaved.
+Target: backend_kit keeps at least 90% of the bare throughput. Exits with status 1
+when it does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from apps.django_app import KIT_MIDDLEWARE, setup_django
+from django.test import Client
+from django.test.utils import override_settings
+
+from backend_kit import configure_logging
+
+TARGET = 0.90
+
+
+def requests_per_second(client: Client, count: int) -> float:
+    started = time.perf_counter()
+    for _ in range(count):
+        client.get("/hello")
+    return count / (time.perf_counter() - started)
+
+
+def client_with(middleware: list[str]) -> Client:
+    """A test client whose handler loaded *middleware* (it keeps the chain it built)."""
+    client = Client()
+    with override_settings(MIDDLEWARE=middleware):
+        if client.get("/hello").status_code != 200:
+            raise RuntimeError(f"GET /hello failed with MIDDLEWARE={middleware}")
+    return client
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=3_000)
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+
+    # backend_kit's app is installed for both; only the middleware differs per client.
+    setup_django(kit=True)
+    captured = io.StringIO()
+    # The settings backend_kit's app loaded (active), only the stream changes.
+    configure_logging(stream=captured)
+    clients = {
+        "bare Django": client_with([]),
+        "Django + backend_kit": client_with([KIT_MIDDLEWARE]),
+    }
+    captured.seek(0)
+    captured.truncate()
+    clients["bare Django"].get("/hello")
+    response = clients["Django + backend_kit"].get("/hello")
+    lines = captured.getvalue().splitlines()
+    if response.status_code != 200 or len(lines) != 1:
+        raise RuntimeError(
+            f"expected one 200 and one log line, got {response.status_code}, {lines}"
+        )
+    print(f"one request each, backend_kit's only line:\n    {lines[0]}")
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - open for the whole run
+    configure_logging(stream=devnull)
+
+    for client in clients.values():
+        requests_per_second(client, 200)  # warm up
+    best = dict.fromkeys(clients, 0.0)
+    for _ in range(args.repeat):
+        for name, client in clients.items():
+            best[name] = max(best[name], requests_per_second(client, args.requests))
+
+    print(f"\nbest of {args.repeat} rounds x {args.requests} requests (test client):")
+    for name, rate in best.items():
+        print(f"  {rate:10.0f} req/s  {name}")
+    ratio = best["Django + backend_kit"] / best["bare Django"]
+    verdict = "ok" if ratio >= TARGET else "MISSED"
+    print(f"\nratio backend_kit / bare: {ratio:.3f}  (>= {TARGET:.2f})  {verdict}")
+    return 0 if ratio >= TARGET else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""A trivial Flask route, bare and with backend_kit, side by side in one run.
+
+    python benchmarks/bench_flask.py [--requests 3000] [--repeat 7]
+
+Both apps (``benchmarks/apps/flask_app.py``) answer ``GET /hello`` with a small JSON
+body through Flask's test client. The backend_kit app is the same app after
+`backend_kit.flask.init_app`: a request id, the ``X-Request-ID`` header and one
+``request_finished`` JSON line at info per request, written (and flushed) to
+``/dev/null``. Each figure is the best of ``--repeat`` rounds of ``--requests``
+requests, the rounds of both apps interleaved. Target: backend_kit keeps at least 90%
+of the bare throughput. Exits with status 1 when it does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import time
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from apps.flask_app import create_app
+
+from backend_kit import configure_logging
+
+TARGET = 0.90
+
+
+def requests_per_second(client: FlaskClient, count: int) -> float:
+    started = time.perf_counter()
+    for _ in range(count):
+        response = client.get("/hello")
+        response.close()
+    return count / (time.perf_counter() - started)
+
+
+def show_one_line(kit: Flask) -> None:
+    """Send one request with the log lines captured, to show they really are written."""
+    captured = io.StringIO()
+    # The app's own (active) settings, only the stream changes.
+    configure_logging(stream=captured)
+    response = kit.test_client().get("/hello")
+    lines = captured.getvalue().splitlines()
+    if response.status_code != 200 or len(lines) != 1:
+        raise RuntimeError(
+            f"expected one 200 and one log line, got {response.status_code}, {lines}"
+        )
+    print(f"one request, backend_kit's line:\n    {lines[0]}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=3_000)
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+
+    bare = create_app(kit=False)
+    kit = create_app(kit=True)
+    show_one_line(kit)
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - open for the whole run
+    configure_logging(stream=devnull)
+
+    clients = {"bare Flask": bare.test_client(), "Flask + backend_kit": kit.test_client()}
+    for client in clients.values():
+        requests_per_second(client, 200)  # warm up
+    best = dict.fromkeys(clients, 0.0)
+    for _ in range(args.repeat):
+        for name, client in clients.items():
+            best[name] = max(best[name], requests_per_second(client, args.requests))
+
+    print(f"\nbest of {args.repeat} rounds x {args.requests} requests (test client):")
+    for name, rate in best.items():
+        print(f"  {rate:10.0f} req/s  {name}")
+    ratio = best["Flask + backend_kit"] / best["bare Flask"]
+    verdict = "ok" if ratio >= TARGET else "MISSED"
+    print(f"\nratio backend_kit / bare: {ratio:.3f}  (>= {TARGET:.2f})  {verdict}")
+    return 0 if ratio >= TARGET else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""The trivial Flask and Django apps under gunicorn, bare and with backend_kit.
+
+    python benchmarks/bench_gunicorn.py [--duration 3] [--repeat 5] [--connections 4]
+
+Needs ``wrk`` (Debian/Ubuntu: ``apt-get install wrk``; macOS: ``brew install wrk``).
+
+For each framework, two gunicorn servers run side by side on 127.0.0.1, same settings
+(one ``gthread`` worker, ``--threads`` threads (2), keep-alive, no access log, stdout to
+``/dev/null``): the bare app and the same app with backend_kit, whose one
+``request_finished`` JSON line per request at info goes to gunicorn's stdout, i.e.
+``/dev/null``. The apps are in ``benchmarks/apps/``. ``wrk`` (one thread,
+``--connections`` keep-alive connections) loads each server for ``--duration`` seconds
+per round, the rounds of the two servers interleaved; each figure is the best of
+``--repeat`` rounds. Target: backend_kit keeps at least 90% of the bare throughput.
+Exits with status 1 when a ratio misses it (2 when wrk is missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+
+BENCHMARKS = os.path.dirname(os.path.abspath(__file__))
+TARGET = 0.90
+HOST = "127.0.0.1"  # loopback only
+
+APPS = {
+    "Flask": {
+        "bare": "apps.flask_app:create_app(kit=False)",
+        "backend_kit": "apps.flask_app:create_app(kit=True)",
+    },
+    "Django": {
+        "bare": "apps.django_app:create_application(kit=False)",
+        "backend_kit": "apps.django_app:create_application(kit=True)",
+    },
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def get_hello(port: int) -> http.client.HTTPResponse:
+    connection = http.client.HTTPConnection(HOST, port, timeout=2)
+    try:
+        connection.request("GET", "/hello")
+        response = connection.getresponse()
+        response.read()
+        return response
+    finally:
+        connection.close()
+
+
+@contextmanager
+def gunicorn(app: str, port: int, errors: str, threads: int) -> Iterator[None]:
+    """Serve *app* on *port* until the block exits; gunicorn's stderr goes to *errors*."""
+    with open(os.devnull, "w") as stdout, open(errors, "w") as stderr:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--bind",
+                f"{HOST}:{port}",
+                "--workers",
+                "1",
+                "--worker-class",
+                "gthread",
+                "--threads",
+                str(threads),
+                "--keep-alive",
+                "30",
+                "--log-level",
+                "warning",
+                "--pythonpath",
+                BENCHMARKS,
+                app,
+            ],
+            stdout=stdout,
+            stderr=stderr,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                get_hello(port)
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    with open(errors) as log:
+                        raise RuntimeError(f"gunicorn {app} did not start:\n{log.read()}") from None
+                time.sleep(0.1)
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wrk(port: int, duration: float, connections: int) -> float:
+    """Requests per second of one ``wrk`` run against ``/hello``."""
+    result = subprocess.run(
+        [
+            "wrk",
+            "--threads",
+            "1",
+            "--connections",
+            str(connections),
+            "--duration",
+            f"{duration:g}s",
+            "--timeout",
+            "5s",
+            f"http://{HOST}:{port}/hello",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration + 30,
+        check=True,
+    )
+    if "Non-2xx" in result.stdout or "Socket errors" in result.stdout:
+        raise RuntimeError(f"wrk saw errors:\n{result.stdout}")
+    match = re.search(r"Requests/sec:\s+([\d.]+)", result.stdout)
+    if match is None:
+        raise RuntimeError(f"unexpected wrk output:\n{result.stdout}")
+    return float(match.group(1))
+
+
+def bench_framework(framework: str, args: argparse.Namespace, logs: str) -> float:
+    ports = {variant: free_port() for variant in APPS[framework]}
+    with ExitStack() as servers:
+        for variant, app in APPS[framework].items():
+            errors = os.path.join(logs, f"{framework}-{variant}.stderr")
+            servers.enter_context(gunicorn(app, ports[variant], errors, args.threads))
+        kit_id = get_hello(ports["backend_kit"]).getheader("X-Request-ID")
+        bare_id = get_hello(ports["bare"]).getheader("X-Request-ID")
+        if not kit_id or bare_id is not None:
+            raise RuntimeError(f"backend_kit not (only) on the kit server: {kit_id=} {bare_id=}")
+        for port in ports.values():
+            wrk(port, 1, args.connections)  # warm up
+        best = dict.fromkeys(ports, 0.0)
+        for _ in range(args.repeat):
+            for variant, port in ports.items():
+                best[variant] = max(best[variant], wrk(port, args.duration, args.connections))
+    print(f"\n{framework}, best of {args.repeat} rounds x {args.duration:g} s:")
+    for variant, rate in best.items():
+        print(f"  {rate:10.0f} req/s  {framework} {variant}")
+    ratio = best["backend_kit"] / best["bare"]
+    verdict = "ok" if ratio >= TARGET else "MISSED"
+    print(f"  ratio backend_kit / bare: {ratio:.3f}  (>= {TARGET:.2f})  {verdict}")
+    return ratio
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per round")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2, help="gunicorn threads per worker")
+    parser.add_argument("--framework", choices=[*APPS, "all"], default="all")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print(
+            "wrk is needed: apt-get install wrk (Debian/Ubuntu) or brew install wrk (macOS)",
+            file=sys.stderr,
+        )
+        return 2
+    frameworks = list(APPS) if args.framework == "all" else [args.framework]
+    with tempfile.TemporaryDirectory(prefix="bench-gunicorn-") as logs:
+        ratios = [bench_framework(framework, args, logs) for framework in frameworks]
+    return 0 if all(ratio >= TARGET for ratio in ratios) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
