@@ -6,7 +6,14 @@ gunicorn "benchmarks.apps.flask_app:create_app(kit=True)"
 
 from __future__ import annotations
 
-from flask import Flask
+import logging
+import time
+import uuid
+from typing import TextIO
+
+import orjson
+import structlog
+from flask import Flask, Response, g, request
 
 from backend_kit import Settings, load_settings
 
@@ -34,3 +41,46 @@ def bench_settings() -> Settings:
     return load_settings(
         service_name="bench", environment="production", log_level="INFO", log_format="json"
     )
+
+
+def create_hand_logged_app(stream: TextIO) -> Flask:
+    """The same route with request logging written by hand on plain structlog: a request
+    id, the ``X-Request-ID`` header and one JSON line per request with the same fields,
+    without redaction. What a service does without backend_kit; the raw-library
+    reference for the adapter's cost."""
+    app = Flask("bench_hand")
+    log = structlog.wrap_logger(
+        structlog.PrintLogger(stream),
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(serializer=lambda d, **_: orjson.dumps(d).decode()),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+    )
+
+    @app.get("/hello")
+    def hello() -> dict[str, object]:
+        return BODY
+
+    @app.before_request
+    def start() -> None:
+        g.started = time.perf_counter()
+        g.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+
+    @app.after_request
+    def finish(response: Response) -> Response:
+        response.headers["X-Request-ID"] = g.request_id
+        log.info(
+            "request_finished",
+            method=request.method,
+            route=request.url_rule.rule if request.url_rule else None,
+            path=request.path,
+            status=response.status_code,
+            duration_ms=round((time.perf_counter() - g.started) * 1000, 3),
+            client=request.remote_addr,
+            request_id=g.request_id,
+        )
+        return response
+
+    return app
