@@ -227,6 +227,7 @@ class Settings(BaseSettings):
 
     def __init__(
         self,
+        *,
         _env_file: str | Path | None = None,
         _secrets_dir: str | Path | None = None,
         **values: Any,
