@@ -273,3 +273,22 @@ def test_without_a_dsn_flask_setup_does_not_import_sentry() -> None:
         "assert 'sentry_sdk' not in sys.modules, 'sentry_sdk imported'\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+
+
+def test_the_logged_path_is_decoded(app: ServiceApp) -> None:
+    with capture_logs() as logs:
+        app.test_client().get("/hello/caf%C3%A9")
+    (event,) = finished(logs)
+    assert event["path"] == "/hello/caf\u00e9"
+    assert event["route"] == "/hello/<name>"
+
+
+def test_a_propagated_exception_is_still_one_500_event_and_leaves_no_context(
+    app: ServiceApp,
+) -> None:
+    app.testing = True  # Flask re-raises instead of answering 500
+    with capture_logs() as logs, pytest.raises(RuntimeError, match="upstream refused"):
+        app.test_client().get("/boom", headers={"X-Request-ID": "propagated"})
+    (event,) = finished(logs)
+    assert (event["status"], event["level"], event["request_id"]) == (500, "error", "propagated")
+    assert current_request_id() is None

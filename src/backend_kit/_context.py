@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
-from contextvars import ContextVar
-from types import MappingProxyType
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, suppress
+from contextvars import ContextVar, Token
+from types import MappingProxyType, TracebackType
 from typing import Any
 
 __all__ = [
@@ -54,39 +54,68 @@ def is_safe_request_id(value: object) -> bool:
     return isinstance(value, str) and _SAFE_REQUEST_ID.fullmatch(value) is not None
 
 
-@contextmanager
-def request_context(request_id: str | None = None, **values: Any) -> Iterator[str]:
+class _RequestContext:
+    """What `request_context` returns. A class rather than a generator: it is entered
+    and left on every request's path, where a generator's machinery is measurable."""
+
+    __slots__ = ("_request_id", "_token", "_values")
+
+    def __init__(self, request_id: str | None, values: dict[str, Any]) -> None:
+        self._request_id = request_id
+        self._values = values
+        self._token: Token[Mapping[str, Any]] | None = None
+
+    def __enter__(self) -> str:
+        parent = _context.get()
+        request_id = self._request_id
+        if request_id is None:
+            inherited = parent.get(REQUEST_ID_KEY)
+            request_id = inherited if isinstance(inherited, str) else new_request_id()
+        elif not is_safe_request_id(request_id):
+            request_id = new_request_id()
+        self._request_id = request_id
+        token = _context.set(
+            MappingProxyType({**parent, **self._values, REQUEST_ID_KEY: request_id})
+        )
+        self._token = token
+        if enter_hooks:
+            try:
+                for hook in enter_hooks:
+                    hook(request_id)
+            except BaseException:
+                _context.reset(token)
+                raise
+        return request_id
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is not None and enter_hooks and not hasattr(exc, EXCEPTION_REQUEST_ID_ATTRIBUTE):
+            with suppress(AttributeError, TypeError):  # exotic exception types refuse it
+                setattr(exc, EXCEPTION_REQUEST_ID_ATTRIBUTE, self._request_id)
+        if self._token is not None:
+            _context.reset(self._token)
+            self._token = None
+
+
+def request_context(request_id: str | None = None, **values: Any) -> AbstractContextManager[str]:
     """Bind a request id and *values* to every log line and Sentry event inside the block.
 
     *request_id* is usually the inbound ``X-Request-ID`` header: it is kept when it is at
     most 128 characters of ``A-Za-z0-9._:-`` and replaced by a fresh id otherwise (too
     long, empty, newlines, quotes, control characters). With ``None``, the id of an
     enclosing context is kept, else a fresh one is made. Values of an enclosing context
-    are inherited; *values* win. Yields the request id in force. On exit the previous
-    context is restored exactly.
+    are inherited; *values* win. Gives the request id in force. On exit the previous
+    context is restored exactly. Each returned object is entered once.
 
     >>> with request_context("abc-123", user_id=42) as request_id:
     ...     request_id, current_context()["user_id"]
     ('abc-123', 42)
     """
-    parent = _context.get()
-    if request_id is None:
-        inherited = parent.get(REQUEST_ID_KEY)
-        request_id = inherited if isinstance(inherited, str) else new_request_id()
-    elif not is_safe_request_id(request_id):
-        request_id = new_request_id()
-    token = _context.set(MappingProxyType({**parent, **values, REQUEST_ID_KEY: request_id}))
-    try:
-        for hook in enter_hooks:
-            hook(request_id)
-        yield request_id
-    except BaseException as exc:
-        if enter_hooks and not hasattr(exc, EXCEPTION_REQUEST_ID_ATTRIBUTE):
-            with suppress(AttributeError, TypeError):  # exotic exception types refuse it
-                setattr(exc, EXCEPTION_REQUEST_ID_ATTRIBUTE, request_id)
-        raise
-    finally:
-        _context.reset(token)
+    return _RequestContext(request_id, values)
 
 
 def bind_context(**values: Any) -> None:

@@ -12,10 +12,11 @@ included, and one ``request_finished`` event. The health endpoints ``/livez``,
 
 from __future__ import annotations
 
+import sys
 import time
-from contextlib import AbstractContextManager
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 try:
     from flask import Blueprint, Flask, Response, g, request
@@ -24,10 +25,13 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from ._cache import CacheBackend, default_cache
 from ._configure import configure
-from ._context import request_context
+from ._context import current_request_id, request_context
 from ._requests import REQUEST_ID_HEADER, RequestLogger, client_address
 from ._settings import Settings, get_settings
 from .health import HealthRegistry, HealthRunner, checks_from_settings, health_paths
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 __all__ = ["BackendKit", "init_app"]
 
@@ -36,6 +40,7 @@ FlaskT = TypeVar("FlaskT", bound=Flask)
 EXTENSION_NAME = "backend_kit"
 
 _REQUEST_ID_ENVIRON_KEY = "HTTP_" + REQUEST_ID_HEADER.upper().replace("-", "_")
+_ROUTE_ENVIRON_KEY = "backend_kit.route"
 
 
 @dataclass(frozen=True)
@@ -76,37 +81,61 @@ def init_app(
         request_logger=RequestLogger(settings),
     )
     app.extensions[EXTENSION_NAME] = state
-    trusted_proxies = settings.trusted_proxies
-
-    # Registered first, so the request id exists before any other hook of the app runs.
-    app.before_request_funcs.setdefault(None, []).insert(0, _enter_request)
-
-    @app.after_request
-    def _finish_request(response: Response) -> Response:
-        request_id = g.get("request_id")
-        if request_id is not None:
-            response.headers[REQUEST_ID_HEADER] = request_id
-        started = g.get("_backend_kit_started")
-        if started is not None:
-            # Every read through the `request` proxy is a context lookup: resolve it once.
-            current = request._get_current_object()  # type: ignore[attr-defined]
-            rule = current.url_rule
-            environ = current.environ
-            state.request_logger.finished(
-                method=current.method,
-                route=rule.rule if rule is not None else None,
-                path=current.path,
-                status=response.status_code,
-                started=started,
-                client=client_address(
-                    environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"), trusted_proxies
-                ),
-            )
-        return response
-
-    app.teardown_request(_leave_request)
+    # Around Flask's own request handling, so the request id exists before any hook of
+    # the app runs and is still there when Flask logs an unhandled exception.
+    app.wsgi_app = _RequestObserver(app.wsgi_app, state)  # type: ignore[method-assign]
+    app.before_request_funcs.setdefault(None, []).insert(0, _expose_request_id)
     app.register_blueprint(_health_blueprint(state))
     return app
+
+
+class _RequestObserver:
+    """The WSGI layer of `init_app`: request context, ``X-Request-ID`` on every
+    response and one ``request_finished`` event.
+
+    It reads the WSGI environ rather than Flask's request proxy: every proxy read is a
+    context lookup, and this runs on every request. The event is emitted when Flask
+    returns the response; a streamed body is not waited for.
+    """
+
+    __slots__ = ("_app", "_logger", "_trusted_proxies")
+
+    def __init__(self, app: WSGIApplication, state: BackendKit) -> None:
+        self._app = app
+        self._logger = state.request_logger
+        self._trusted_proxies = state.settings.trusted_proxies
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        started = time.perf_counter()
+        context = request_context(environ.get(_REQUEST_ID_ENVIRON_KEY))
+        request_id = context.__enter__()
+        status = 500  # when the app raises instead of answering (PROPAGATE_EXCEPTIONS)
+
+        def start_with_request_id(
+            status_line: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
+            nonlocal status
+            status = int(status_line[:3])
+            return start_response(
+                status_line, [*headers, (REQUEST_ID_HEADER, request_id)], exc_info
+            )
+
+        try:
+            return self._app(environ, start_with_request_id)
+        finally:
+            self._logger.finished(
+                method=environ.get("REQUEST_METHOD", ""),
+                route=environ.get(_ROUTE_ENVIRON_KEY),
+                path=_path(environ),
+                status=status,
+                started=started,
+                client=client_address(
+                    environ.get("REMOTE_ADDR"),
+                    environ.get("HTTP_X_FORWARDED_FOR"),
+                    self._trusted_proxies,
+                ),
+            )
+            context.__exit__(*sys.exc_info())
 
 
 def extension(app: Flask) -> BackendKit:
@@ -129,18 +158,20 @@ def _sentry_integrations(settings: Settings) -> list[Any]:
     return [FlaskIntegration()]
 
 
-def _enter_request() -> None:
-    g._backend_kit_started = time.perf_counter()
-    # The WSGI environ directly: cheaper than `request.headers` on every request.
-    context = request_context(request.environ.get(_REQUEST_ID_ENVIRON_KEY))
-    g.request_id = context.__enter__()
-    g._backend_kit_context = context
+def _expose_request_id() -> None:
+    """Put the request id on ``flask.g``, and hand the matched route to the WSGI layer
+    (Flask drops its request object before that layer logs)."""
+    g.request_id = current_request_id()
+    current = request._get_current_object()  # type: ignore[attr-defined]
+    rule = current.url_rule
+    if rule is not None:
+        current.environ[_ROUTE_ENVIRON_KEY] = rule.rule
 
 
-def _leave_request(_: BaseException | None) -> None:
-    context: AbstractContextManager[str] | None = g.pop("_backend_kit_context", None)
-    if context is not None:
-        context.__exit__(None, None, None)
+def _path(environ: WSGIEnvironment) -> str:
+    # WSGI carries the path as latin-1 code points of its UTF-8 bytes.
+    raw: str = environ.get("PATH_INFO", "")
+    return raw.encode("latin-1", "replace").decode("utf-8", "replace")
 
 
 def _health_blueprint(state: BackendKit) -> Blueprint:
