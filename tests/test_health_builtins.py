@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -27,18 +26,10 @@ from backend_kit.health import (
     memory_check,
     postgres_check,
     redis_check,
-    reset_lifecycle,
     sqlite_check,
 )
 from tests.health_support import assert_report_valid, http_status_server
 from tests.servers import free_port, redis_server, silent_tcp_server
-
-
-@pytest.fixture(autouse=True)
-def _clean_lifecycle() -> Iterator[None]:
-    reset_lifecycle()
-    yield
-    reset_lifecycle()
 
 
 def run_one(check: HealthCheck) -> CheckResult:

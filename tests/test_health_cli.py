@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from backend_kit.health import reset_lifecycle
 from backend_kit.health._cli import health
 from tests.health_support import http_status_server
 from tests.servers import free_port, silent_tcp_server
-
-
-@pytest.fixture(autouse=True)
-def _clean_lifecycle() -> Iterator[None]:
-    reset_lifecycle()
-    yield
-    reset_lifecycle()
 
 
 def write_registry(body: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 from rich.console import Console
@@ -18,19 +17,11 @@ from backend_kit.health import (
     Observation,
     details_allowed,
     render_table,
-    reset_lifecycle,
 )
 from backend_kit.testing import override_settings
 from tests.health_support import Spy, assert_valid_health_json
 
 DSN = "postgresql://billing:hunter2-pg-password@db-7.internal.example:5432/billing"
-
-
-@pytest.fixture(autouse=True)
-def _clean_lifecycle() -> Iterator[None]:
-    reset_lifecycle()
-    yield
-    reset_lifecycle()
 
 
 def leaky_registry() -> HealthRegistry:
