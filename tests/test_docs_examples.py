@@ -1,7 +1,9 @@
-"""Every Python example in docs/ runs, page by page, each page as one session."""
+"""Every Python example in docs/ runs, page by page, each page as one session; a test
+function an example defines without arguments is run too."""
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 
@@ -17,3 +19,7 @@ def test_page_examples_run(page: Path) -> None:
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
     for source in blocks:
         exec(compile(source, str(page), "exec", dont_inherit=True), namespace)  # noqa: S102
+    for name, value in list(namespace.items()):
+        # Examples of pytest tests that take fixtures (Django's `client`) only show usage.
+        if name.startswith("test_") and callable(value) and not inspect.signature(value).parameters:
+            value()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import re
 import subprocess
 import sys
 import time
@@ -684,16 +683,6 @@ def test_retry_typing() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def _doc_examples() -> list[str]:
-    text = (Path(__file__).parent.parent / "docs" / "retries.md").read_text(encoding="utf-8")
-    return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
-
-
-@pytest.mark.parametrize("example", _doc_examples())
-def test_documentation_examples_run(example: str) -> None:
-    exec(compile(example, "docs/retries.md", "exec"), {"__name__": "docs_example"})  # noqa: S102
 
 
 def test_a_policy_cannot_be_changed() -> None:
