@@ -58,9 +58,6 @@ class RequestLogger:
         self._health_paths = health_paths(settings).all()
         self._log = get_logger("backend_kit.request")
 
-    def is_health_path(self, path: str) -> bool:
-        return path in self._health_paths
-
     def finished(
         self,
         *,
