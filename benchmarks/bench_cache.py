@@ -139,7 +139,7 @@ def bench_stampede() -> None:
         "stampede, 32 threads on a 50 ms loader: wall time", wall, "ms", target=100, better="lower"
     )
     results.absolute(
-        "stampede, 32 threads on a 50 ms loader: loads", loads, "loads", target=1, better="lower"
+        "stampede, 32 threads on a 50 ms loader: loads", loads, "load(s)", target=1, better="lower"
     )
 
 
@@ -178,7 +178,7 @@ def bench_processes(url: str, prefix: str) -> None:
         f"{wall:.0f} ms until all exited (target 1 load)"
     )
     results.absolute(
-        "4 processes x 8 threads on Redis: loads", loads, "loads", target=1, better="lower"
+        "4 processes x 8 threads on Redis: loads", loads, "load(s)", target=1, better="lower"
     )
     results.absolute(
         "4 processes x 8 threads on Redis: until all exited", wall, "ms", better="lower"
