@@ -323,13 +323,16 @@ def render_plot(report: Report, path: Path) -> None:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    groups = [
-        (run["title"], [r for r in report["records"] if r["benchmark"] == run["benchmark"]])
-        for run in report["runs"]
-    ]
-    groups = [(title, [r for r in records if r["kind"] == "ratio"]) for title, records in groups]
+    groups: list[tuple[str, list[Record]]] = []
+    for run in report["runs"]:
+        ratios = [
+            r
+            for r in report["records"]
+            if r["benchmark"] == run["benchmark"] and r["kind"] == "ratio"
+        ]
+        if ratios:
+            groups.append((run["title"], ratios))
     missing = [run["title"] for run in report["runs"] if run["status"] != "ran"]
-    groups = [(title, ratios) for title, ratios in groups if ratios]
 
     figure = plt.figure(figsize=(11, 13), dpi=100, layout="constrained")
     environment = report["environment"]
