@@ -28,6 +28,17 @@ typecheck: install
 
 check: lint typecheck test
 
+.PHONY: bench-report
+
+$(BIN)/.bench-installed: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	touch $@
+
+## Run every benchmark (a few minutes; BENCH_ARGS=--quick for a rough look) and write
+## their figures to docs/performance.md, docs/assets/performance.json and .png.
+bench-report: $(BIN)/.bench-installed
+	$(BIN)/python benchmarks/report.py $(BENCH_ARGS)
+
 DEMO_VENV ?= .demo/venv
 DEMO_BIN := $(DEMO_VENV)/bin
 

@@ -1,6 +1,6 @@
 """Cache benchmarks: backend_kit side by side with the raw libraries, in one run.
 
-    python benchmarks/bench_cache.py [--redis-url redis://127.0.0.1:6379/0]
+    python benchmarks/bench_cache.py [--redis-url redis://127.0.0.1:6379/0] [--json PATH]
 
 Prints per-call times and ratios for a memory hit (vs ``cachetools.cached`` with the
 same cache type and a lock), a Redis hit (vs redis-py ``GET`` plus ``orjson.loads``),
@@ -24,10 +24,13 @@ from typing import Any
 import cachetools
 import orjson
 import redis
+from _report import Results, add_json_option
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from backend_kit import MemoryCache, RedisCache, cached
+
+results = Results("bench_cache")
 
 
 def side_by_side(
@@ -62,6 +65,14 @@ def bench_memory_hit() -> None:
         f"memory hit     cachetools.cached+lock {t_raw:7.2f} us   "
         f"backend_kit {t_ours:7.2f} us   ratio {t_ours / t_raw:.2f}x (target <= 1.5x)"
     )
+    results.absolute("memory hit: cachetools.cached + lock", t_raw, "µs/call", better="lower")
+    results.absolute("memory hit: backend_kit", t_ours, "µs/call", better="lower")
+    results.ratio(
+        "memory hit: backend_kit / cachetools.cached + lock",
+        t_ours / t_raw,
+        target=1.5,
+        better="lower",
+    )
 
 
 def bench_redis_hit(url: str, prefix: str) -> None:
@@ -86,6 +97,14 @@ def bench_redis_hit(url: str, prefix: str) -> None:
     print(
         f"redis hit      redis-py GET+orjson    {t_raw:7.2f} us   "
         f"backend_kit {t_ours:7.2f} us   ratio {t_ours / t_raw:.2f}x (target <= 1.2x)"
+    )
+    results.absolute("Redis hit: redis-py GET + orjson", t_raw, "µs/call", better="lower")
+    results.absolute("Redis hit: backend_kit", t_ours, "µs/call", better="lower")
+    results.ratio(
+        "Redis hit: backend_kit / redis-py GET + orjson",
+        t_ours / t_raw,
+        target=1.2,
+        better="lower",
     )
     cache.clear()
     client.delete(prefix + "raw")
@@ -115,6 +134,12 @@ def bench_stampede() -> None:
     print(
         f"stampede       32 threads, 50 ms loader: {wall:6.1f} ms wall, "
         f"{loads} load(s) (target < 100 ms, 1 load)"
+    )
+    results.absolute(
+        "stampede, 32 threads on a 50 ms loader: wall time", wall, "ms", target=100, better="lower"
+    )
+    results.absolute(
+        "stampede, 32 threads on a 50 ms loader: loads", loads, "load(s)", target=1, better="lower"
     )
 
 
@@ -152,6 +177,12 @@ def bench_processes(url: str, prefix: str) -> None:
         f"processes      4 processes x 8 threads on Redis: {loads} load(s), "
         f"{wall:.0f} ms until all exited (target 1 load)"
     )
+    results.absolute(
+        "4 processes x 8 threads on Redis: loads", loads, "load(s)", target=1, better="lower"
+    )
+    results.absolute(
+        "4 processes x 8 threads on Redis: until all exited", wall, "ms", better="lower"
+    )
     RedisCache(url, prefix=prefix).clear()
     client.close()
 
@@ -159,12 +190,14 @@ def bench_processes(url: str, prefix: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    add_json_option(parser)
     args = parser.parse_args()
     prefix = f"bk-bench-{uuid.uuid4().hex[:8]}:"
     bench_memory_hit()
     bench_redis_hit(args.redis_url, prefix)
     bench_stampede()
     bench_processes(args.redis_url, prefix + "p:")
+    results.write(args.json)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """A trivial Django view, bare and with backend_kit, side by side in one run.
 
-    python benchmarks/bench_django.py [--requests 3000] [--repeat 7]
+    python benchmarks/bench_django.py [--requests 3000] [--repeat 7] [--json PATH]
 
 One project (``benchmarks/apps/django_app.py``), two test clients: the bare one runs
 with no middleware at all; the other with backend_kit's app installed and its
@@ -22,6 +22,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from _report import Results, add_json_option
 from apps.django_app import KIT_MIDDLEWARE, setup_django
 from django.test import Client
 from django.test.utils import override_settings
@@ -51,7 +52,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=3_000)
     parser.add_argument("--repeat", type=int, default=7)
+    add_json_option(parser)
     args = parser.parse_args()
+    results = Results("bench_django")
 
     # backend_kit's app is installed for both; only the middleware differs per client.
     setup_django(kit=True)
@@ -85,9 +88,15 @@ def main() -> int:
     print(f"\nbest of {args.repeat} rounds x {args.requests} requests (test client):")
     for name, rate in best.items():
         print(f"  {rate:10.0f} req/s  {name}")
+        results.absolute(name, rate, "req/s", better="higher")
     ratio = best["Django + backend_kit"] / best["bare Django"]
     verdict = "ok" if ratio >= TARGET else "MISSED"
     print(f"\nratio backend_kit / bare: {ratio:.3f}  (>= {TARGET:.2f})  {verdict}")
+    results.ratio("backend_kit / bare", ratio, target=TARGET, better="higher")
+    added = 1e6 / best["Django + backend_kit"] - 1e6 / best["bare Django"]
+    print(f"(info) time backend_kit adds to a request: {added:.0f} µs")
+    results.absolute("time backend_kit adds to a request", added, "µs", better="lower")
+    results.write(args.json)
     return 0 if ratio >= TARGET else 1
 
 

@@ -1,6 +1,6 @@
 """A trivial Flask route, bare and with backend_kit, side by side in one run.
 
-    python benchmarks/bench_flask.py [--requests 3000] [--repeat 7]
+    python benchmarks/bench_flask.py [--requests 3000] [--repeat 7] [--json PATH]
 
 The apps (``benchmarks/apps/flask_app.py``) answer ``GET /hello`` with a small JSON
 body through Flask's test client. The backend_kit app is the same app after
@@ -26,6 +26,7 @@ from flask.testing import FlaskClient
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from _report import Results, add_json_option
 from apps.flask_app import create_app, create_hand_logged_app
 
 from backend_kit import configure_logging
@@ -59,7 +60,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=3_000)
     parser.add_argument("--repeat", type=int, default=7)
+    add_json_option(parser)
     args = parser.parse_args()
+    results = Results("bench_flask")
 
     bare = create_app(kit=False)
     kit = create_app(kit=True)
@@ -83,13 +86,23 @@ def main() -> int:
     print(f"\nbest of {args.repeat} rounds x {args.requests} requests (test client):")
     for name, rate in best.items():
         print(f"  {rate:10.0f} req/s  {name}")
+        results.absolute(name, rate, "req/s", better="higher")
     ratio = best["Flask + backend_kit"] / best["bare Flask"]
     verdict = "ok" if ratio >= TARGET else "MISSED"
     print(f"\nratio backend_kit / bare: {ratio:.3f}  (>= {TARGET:.2f})  {verdict}")
+    results.ratio("backend_kit / bare", ratio, target=TARGET, better="higher")
     reference = best["Flask + backend_kit"] / best["Flask + hand-written structlog request logging"]
     print(f"(info) backend_kit / hand-written structlog request logging: {reference:.3f}")
+    results.ratio(
+        "backend_kit / hand-written structlog request logging", reference, better="higher"
+    )
     logging_only = best["Flask + hand-written structlog request logging"] / best["bare Flask"]
     print(f"(info) hand-written request logging / bare: {logging_only:.3f}")
+    results.ratio("hand-written request logging / bare", logging_only, better="higher")
+    added = 1e6 / best["Flask + backend_kit"] - 1e6 / best["bare Flask"]
+    print(f"(info) time backend_kit adds to a request: {added:.0f} µs")
+    results.absolute("time backend_kit adds to a request", added, "µs", better="lower")
+    results.write(args.json)
     return 0 if ratio >= TARGET else 1
 
 

@@ -1,6 +1,6 @@
 """The trivial Flask and Django apps under gunicorn, bare and with backend_kit.
 
-    python benchmarks/bench_gunicorn.py [--duration 3] [--repeat 5] [--connections 4]
+    python benchmarks/bench_gunicorn.py [--duration 3] [--repeat 5] [--connections 4] [--json PATH]
 
 Needs ``wrk`` (Debian/Ubuntu: ``apt-get install wrk``; macOS: ``brew install wrk``).
 
@@ -29,6 +29,8 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+
+from _report import Results, add_json_option
 
 BENCHMARKS = os.path.dirname(os.path.abspath(__file__))
 TARGET = 0.90
@@ -141,7 +143,7 @@ def wrk(port: int, duration: float, connections: int) -> float:
     return float(match.group(1))
 
 
-def bench_framework(framework: str, args: argparse.Namespace, logs: str) -> float:
+def bench_framework(framework: str, args: argparse.Namespace, logs: str, results: Results) -> float:
     ports = {variant: free_port() for variant in APPS[framework]}
     with ExitStack() as servers:
         for variant, app in APPS[framework].items():
@@ -160,10 +162,16 @@ def bench_framework(framework: str, args: argparse.Namespace, logs: str) -> floa
     print(f"\n{framework}, best of {args.repeat} rounds x {args.duration:g} s:")
     for variant, rate in best.items():
         print(f"  {rate:10.0f} req/s  {framework} {variant}")
+        results.absolute(f"{framework} {variant}", rate, "req/s", better="higher")
     ratio = best["backend_kit"] / best["bare"]
     verdict = "ok" if ratio >= TARGET else "MISSED"
     print(f"  ratio backend_kit / bare: {ratio:.3f}  (>= {TARGET:.2f})  {verdict}")
-    return ratio
+    added = 1e6 / best["backend_kit"] - 1e6 / best["bare"]
+    print(f"  (info) time backend_kit adds to a request: {added:.0f} µs")
+    results.absolute(
+        f"{framework}: time backend_kit adds to a request", added, "µs", better="lower"
+    )
+    return results.ratio(f"{framework}: backend_kit / bare", ratio, target=TARGET, better="higher")
 
 
 def main() -> int:
@@ -173,6 +181,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2, help="gunicorn threads per worker")
     parser.add_argument("--framework", choices=[*APPS, "all"], default="all")
+    add_json_option(parser)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print(
@@ -181,8 +190,10 @@ def main() -> int:
         )
         return 2
     frameworks = list(APPS) if args.framework == "all" else [args.framework]
+    results = Results("bench_gunicorn")
     with tempfile.TemporaryDirectory(prefix="bench-gunicorn-") as logs:
-        ratios = [bench_framework(framework, args, logs) for framework in frameworks]
+        ratios = [bench_framework(framework, args, logs, results) for framework in frameworks]
+    results.write(args.json)
     return 0 if all(ratio >= TARGET for ratio in ratios) else 1
 
 

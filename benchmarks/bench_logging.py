@@ -1,6 +1,6 @@
 """backend_kit logging side by side with the raw libraries, in one run.
 
-    python benchmarks/bench_logging.py [--calls 20000] [--repeat 7]
+    python benchmarks/bench_logging.py [--calls 20000] [--repeat 7] [--json PATH]
 
 Every contender writes one JSON line per call to its own in-memory ``io.StringIO`` sink
 (flushed after every line, as a stream handler does). Each figure is the best of
@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 import orjson
 import structlog
+from _report import Results, add_json_option
 from pythonjsonlogger.json import JsonFormatter
 from pythonjsonlogger.orjson import OrjsonFormatter
 
@@ -87,7 +88,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=7)
+    add_json_option(parser)
     args = parser.parse_args()
+    results = Results("bench_logging")
 
     sinks = {name: io.StringIO() for name in ("kit", "structlog", "pjl", "pjl_orjson")}
     kit = backend_kit_logger(sinks["kit"])
@@ -131,6 +134,7 @@ def main() -> None:
     print(f"\nbest of {args.repeat} rounds x {args.calls} calls, microseconds per call:")
     for name, seconds in best.items():
         print(f"  {seconds * 1e6:8.3f}  {name}")
+        results.absolute(name, seconds * 1e6, "µs/call", better="lower")
 
     kit_info = best["backend_kit info (JSON, 3 bound fields, redaction)"]
     ratios = [
@@ -154,10 +158,16 @@ def main() -> None:
     for label, ratio, target in ratios:
         verdict = "ok" if ratio <= target else "MISSED"
         print(f"  {ratio:6.3f}  (<= {target:.3f})  {verdict}  {label}")
-    print(
-        "  (info only) backend_kit info / stdlib + python-json-logger (orjson): "
-        f"{kit_info / best['stdlib logging + python-json-logger (orjson)']:.3f}"
+        results.ratio(label, ratio, target=target, better="lower")
+    orjson_ratio = results.ratio(
+        "backend_kit info / stdlib + python-json-logger (orjson)",
+        kit_info / best["stdlib logging + python-json-logger (orjson)"],
+        better="lower",
     )
+    print(
+        f"  (info only) backend_kit info / stdlib + python-json-logger (orjson): {orjson_ratio:.3f}"
+    )
+    results.write(args.json)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ with the same stop (10 attempts or 45 s) and wait (exponential backoff with jitt
 for plain and ``async`` functions. Goal: backend_kit's overhead is at most 1/4 of
 tenacity's.
 
-Run: ``python benchmarks/bench_retry.py`` (``--number`` and ``--repeat`` to tune).
+Run: ``python benchmarks/bench_retry.py`` (``--number`` and ``--repeat`` to tune,
+``--json PATH`` to also write the figures as JSON records).
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ from importlib.metadata import version
 from typing import Any
 
 import tenacity
+from _report import Results, add_json_option
 
 import backend_kit
 
 ATTEMPTS, TIMEOUT = 10, 45.0
 WAIT_INITIAL, WAIT_MAX, WAIT_JITTER = 0.1, 5.0, 1.0
+TARGET = 0.25  # backend_kit's overhead at most a quarter of tenacity's
+results = Results("bench_retry")
 
 
 def tenacity_retry() -> Any:
@@ -58,25 +62,31 @@ def best_per_call(fn: Callable[[], object], number: int, repeat: int) -> float:
     return min(timeit.repeat(fn, number=number, repeat=repeat)) / number
 
 
-def report(title: str, bare: float, ours: float, theirs: float) -> float:
+def report(title: str, short: str, bare: float, ours: float, theirs: float) -> float:
+    """Print one comparison and record it under *short* (the kind of call)."""
     ours_overhead, theirs_overhead = ours - bare, theirs - bare
     ratio = ours_overhead / theirs_overhead
     print(f"\n{title}")
     print(f"  bare call    {bare * 1e9:8.0f} ns/call")
+    results.absolute(f"{short}: bare call", bare * 1e9, "ns/call", better="lower")
     for name, per_call, overhead in (
         ("backend_kit", ours, ours_overhead),
         ("tenacity", theirs, theirs_overhead),
     ):
         print(f"  {name:<12} {per_call * 1e9:8.0f} ns/call   overhead {overhead * 1e9:8.0f} ns")
-    verdict = "OK" if ratio <= 0.25 else "ABOVE TARGET"
-    print(f"  overhead ratio backend_kit / tenacity = {ratio:.3f} (target <= 0.25): {verdict}")
-    return ratio
+        results.absolute(f"{short}: {name} overhead", overhead * 1e9, "ns/call", better="lower")
+    verdict = "OK" if ratio <= TARGET else "ABOVE TARGET"
+    print(f"  overhead ratio backend_kit / tenacity = {ratio:.3f} (target <= {TARGET}): {verdict}")
+    return results.ratio(
+        f"{short}: overhead backend_kit / tenacity", ratio, target=TARGET, better="lower"
+    )
 
 
 def bench_sync(number: int, repeat: int) -> float:
     ours, theirs = backend_kit_retry()(work), tenacity_retry()(work)
     return report(
         "plain function, first attempt succeeds",
+        "plain function",
         best_per_call(lambda: work(1), number, repeat),
         best_per_call(lambda: ours(1), number, repeat),
         best_per_call(lambda: theirs(1), number, repeat),
@@ -110,6 +120,7 @@ def bench_block(number: int, repeat: int) -> float:
 
     return report(
         "block (retry_context / tenacity.Retrying), first attempt succeeds",
+        "block",
         best_per_call(bare, number, repeat),
         best_per_call(ours_block, number, repeat),
         best_per_call(theirs_block, number, repeat),
@@ -137,13 +148,14 @@ def bench_async(number: int, repeat: int) -> float:
         ]
     finally:
         loop.close()
-    return report("async function, first attempt succeeds", *timings)
+    return report("async function, first attempt succeeds", "async function", *timings)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--number", type=int, default=20_000, help="calls per timing")
     parser.add_argument("--repeat", type=int, default=7, help="timings; the best one counts")
+    add_json_option(parser)
     args = parser.parse_args()
     print(f"backend_kit {version('backend-kit')}, tenacity {version('tenacity')}")
     ratios = [
@@ -151,7 +163,8 @@ def main() -> None:
         bench_block(args.number, args.repeat),
         bench_async(args.number, args.repeat),
     ]
-    raise SystemExit(0 if all(r <= 0.25 for r in ratios) else 1)
+    results.write(args.json)
+    raise SystemExit(0 if all(r <= TARGET for r in ratios) else 1)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Run against the loopback services:
 
-    .venv/bin/python benchmarks/health_probe.py
+    .venv/bin/python benchmarks/health_probe.py [--json PATH]
 
 Prints, per dependency, the time of one raw check (a fresh connection with timeouts, a
 round trip, close), of one uncached probe through `HealthRunner` (the same work plus a
@@ -12,12 +12,14 @@ ratios to the raw call.
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 from collections.abc import Callable
 
 import psycopg
 import redis
+from _report import Results, add_json_option
 
 from backend_kit.health import HealthRegistry, HealthRunner, postgres_check, redis_check
 
@@ -51,6 +53,10 @@ def raw_postgres() -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_json_option(parser)
+    args = parser.parse_args()
+    results = Results("health_probe")
     rows = []
     for label, raw, check, count in (
         ("redis PING", raw_redis, redis_check(REDIS_URL, timeout=2), 500),
@@ -71,6 +77,15 @@ def main() -> None:
             f"{uncached_time / raw_time:>7.2f}x{cached_time * 1e6:>10.1f}us"
             f"{cached_time / raw_time:>7.3f}x"
         )
+        for name, seconds in (
+            ("raw check", raw_time),
+            ("probe", uncached_time),
+            ("cached probe", cached_time),
+        ):
+            results.absolute(f"{label}: {name}", seconds * 1e6, "µs", better="lower")
+        results.ratio(f"{label}: probe / raw check", uncached_time / raw_time, better="lower")
+        results.ratio(f"{label}: cached probe / raw check", cached_time / raw_time, better="lower")
+    results.write(args.json)
 
 
 if __name__ == "__main__":
