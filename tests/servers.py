@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -147,17 +147,24 @@ class GunicornServer:
     """
 
     def __init__(
-        self, app: str, *, cwd: Path, env: dict[str, str], log_path: Path, workers: int = 1
+        self,
+        app: str,
+        *,
+        cwd: Path,
+        env: dict[str, str],
+        log_path: Path,
+        workers: int = 1,
+        options: Sequence[str] | None = None,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
+        if options is None:
+            options = ["--workers", str(workers), "--threads", "4", "--graceful-timeout", "5"]
         self._command = [
             sys.executable, "-m", "gunicorn",
             "--bind", f"127.0.0.1:{self.port}",
-            "--workers", str(workers),
-            "--threads", "4",
-            "--graceful-timeout", "5",
+            *options,
             app,
         ]  # fmt: skip
         self._cwd = cwd
@@ -191,10 +198,22 @@ class GunicornServer:
 
 @contextmanager
 def gunicorn_server(
-    app: str, *, cwd: Path, env: dict[str, str], log_path: Path, workers: int = 1
+    app: str,
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    log_path: Path,
+    workers: int = 1,
+    options: Sequence[str] | None = None,
 ) -> Iterator[GunicornServer]:
-    """Serve *app* (``module:attribute``) under gunicorn on 127.0.0.1; stopped afterwards."""
-    server = GunicornServer(app, cwd=cwd, env=env, log_path=log_path, workers=workers)
+    """Serve *app* (``module:attribute``) under gunicorn on 127.0.0.1; stopped afterwards.
+
+    *options* replace the default command-line options (*workers* and four threads);
+    the address is always a free loopback port.
+    """
+    server = GunicornServer(
+        app, cwd=cwd, env=env, log_path=log_path, workers=workers, options=options
+    )
     server.start()
     try:
         yield server

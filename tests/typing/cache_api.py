@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
+from typing import Any
+
+from typing_extensions import assert_type
+
 from backend_kit import CacheBackend, CacheInfo, MemoryCache, cached, default_cache
 
 
@@ -28,3 +33,21 @@ async def use() -> None:
     backend.set("key", {"a": 1}, ttl=30)
     backend.check()
     del area, user, info, answer
+
+
+# The decorated functions keep their signatures: results, arguments, and the arguments
+# of invalidate(), which names one entry as a call would.
+assert_type(square(3), float)
+
+
+async def results() -> None:
+    assert_type(await fetch_user(1), dict[str, int])
+    coroutine: Coroutine[Any, Any, dict[str, int]] = fetch_user(1)
+    await coroutine
+
+
+square("3")  # type: ignore[arg-type]
+square(3, scal=2.0)  # type: ignore[call-arg]
+square.invalidate(3, 2.0)  # type: ignore[call-arg]  # scale is keyword-only
+fetch_user.invalidate("1")  # type: ignore[arg-type]
+cached(60)  # type: ignore[call-arg]  # ttl is keyword-only

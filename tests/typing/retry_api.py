@@ -71,6 +71,9 @@ with retries(attempts=2):
 
 fetch(1)  # type: ignore[arg-type]
 fetch("u", retries=3)  # type: ignore[call-arg]
+ping(1)  # type: ignore[call-arg]
+Client().get(1)  # type: ignore[arg-type]
+backend_kit.retry(ConnectionError)  # type: ignore[call-arg]  # on is keyword-only
 
 
 async def wrong_argument() -> None:
