@@ -441,3 +441,39 @@ def test_stale_entries_expire_after_ttl_plus_stale_ttl() -> None:
     assert value() == 1
     time.sleep(0.1)
     assert value() == 2  # gone entirely: a plain miss
+
+
+def test_a_miss_seen_before_another_load_stored_does_not_load_again() -> None:
+    """The interleaving behind a stampede's rare second load: one thread reads a miss,
+    another loads and stores the value and finishes its flight, only then does the first
+    thread ask for a flight of its own. It must find the stored value, not load."""
+    late_missed = threading.Event()
+    leader_done = threading.Event()
+
+    class PausingCache(MemoryCache):
+        pause_next_read_of_late = True
+
+        def _read(self, key: str, namespace: str) -> Any:
+            value = super()._read(key, namespace)
+            if threading.current_thread().name == "late" and self.pause_next_read_of_late:
+                self.pause_next_read_of_late = False
+                late_missed.set()
+                leader_done.wait(10)
+            return value
+
+    loads = 0
+
+    @cached(ttl=60, cache=PausingCache())
+    def load() -> int:
+        nonlocal loads
+        loads += 1
+        return loads
+
+    results: list[int] = []
+    late = threading.Thread(target=lambda: results.append(load()), name="late")
+    late.start()
+    assert late_missed.wait(10)
+    results.append(load())  # the leader: loads and stores while "late" holds its miss
+    leader_done.set()
+    late.join(10)
+    assert (loads, sorted(results)) == (1, [1, 1])

@@ -250,12 +250,17 @@ def cached(
                     next(stats.hits)
                     if time.time() < entry[1]:
                         return entry[2]
-                    refreshed = await backend._async_flight.try_run(
-                        (space, cache_key),
-                        lambda: backend._atry_load_shared(
+
+                    async def refresh() -> list[Any]:
+                        # Another task may have refreshed the entry since it was read.
+                        current = _stale_entry(await backend._aread(cache_key, space))
+                        if current is not None and time.time() < current[1]:
+                            return current
+                        return await backend._atry_load_shared(
                             cache_key, space, stamped_load, stored_ttl
-                        ),
-                    )
+                        )
+
+                    refreshed = await backend._async_flight.try_run((space, cache_key), refresh)
                     return entry[2] if refreshed is BUSY else refreshed[2]
                 next(stats.misses)
                 loaded = await backend._async_flight.run(
@@ -322,12 +327,15 @@ def cached(
                     next(stats.hits)
                     if time.time() < entry[1]:
                         return entry[2]
-                    refreshed = backend._flight.try_run(
-                        (space, cache_key),
-                        lambda: backend._try_load_shared(
-                            cache_key, space, stamped_load, stored_ttl
-                        ),
-                    )
+
+                    def refresh() -> list[Any]:
+                        # Another thread may have refreshed the entry since it was read.
+                        current = _stale_entry(backend._read(cache_key, space))
+                        if current is not None and time.time() < current[1]:
+                            return current
+                        return backend._try_load_shared(cache_key, space, stamped_load, stored_ttl)
+
+                    refreshed = backend._flight.try_run((space, cache_key), refresh)
                     return entry[2] if refreshed is BUSY else refreshed[2]
                 next(stats.misses)
                 loaded = backend._flight.run(

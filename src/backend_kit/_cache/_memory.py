@@ -91,12 +91,28 @@ class MemoryCache(CacheBackend):
                 self._write(key, namespace, value, ttl)
 
     def _load_shared(self, key: str, namespace: str, loader: Callable[[], T], ttl: float) -> T:
+        # The caller saw a miss, but another flight may have stored the value since then
+        # and finished: loading again would run the function twice.
+        stored = self._read(key, namespace)
+        if stored is not MISS:
+            return stored  # type: ignore[no-any-return]
+        return self._try_load_shared(key, namespace, loader, ttl)
+
+    def _try_load_shared(self, key: str, namespace: str, loader: Callable[[], T], ttl: float) -> T:
         version = _namespace_versions.get(namespace, 0)
         value = loader()
         self._store_unless_invalidated(key, namespace, value, ttl, version)
         return value
 
     async def _aload_shared(
+        self, key: str, namespace: str, loader: Callable[[], Awaitable[T]], ttl: float
+    ) -> T:
+        stored = self._read(key, namespace)
+        if stored is not MISS:
+            return stored  # type: ignore[no-any-return]
+        return await self._atry_load_shared(key, namespace, loader, ttl)
+
+    async def _atry_load_shared(
         self, key: str, namespace: str, loader: Callable[[], Awaitable[T]], ttl: float
     ) -> T:
         version = _namespace_versions.get(namespace, 0)
