@@ -466,9 +466,10 @@ def load_settings(cls: type[Settings] = Settings, /, **overrides: Any) -> Settin
     Raises `ConfigError` listing every problem at once (the variable to set, what was
     expected, and where the bad value came from), never echoing a value.
 
-    >>> settings = load_settings(service_name="billing")
-    >>> settings.service_name
-    'billing'
+    Examples:
+        >>> settings = load_settings(service_name="billing")
+        >>> settings.service_name
+        'billing'
     """
     if not (isinstance(cls, type) and issubclass(cls, Settings)):
         raise TypeError(f"load_settings() expects a subclass of backend_kit.Settings, got {cls!r}")
