@@ -196,8 +196,8 @@ class Settings(BaseSettings):
     health_path_prefix: str = Field(
         default="",
         pattern=r"^(/[A-Za-z0-9._~\-/]*)?$",
-        description="Path under which /livez, /readyz and /healthz are served, for example "
-        "/ops; empty for the root.",
+        description="Path under which /livez, /readyz, /healthz and /startupz are served, "
+        "for example /ops; empty for the root.",
     )
     health_cache_seconds: float = Field(
         default=2.0,
