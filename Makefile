@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .PHONY: install test lint typecheck check clean demo
+.PHONY: docs docs-build docs-reference
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +40,24 @@ $(BIN)/.bench-installed: $(BIN)/.installed
 bench-report: $(BIN)/.bench-installed
 	$(BIN)/python benchmarks/report.py $(BENCH_ARGS)
 
+# Material for MkDocs prints a banner about its future on every build; the docs
+# targets keep their output to what concerns this project.
+DOCS_ENV := NO_MKDOCS_2_WARNING=1
+
+## Serve the documentation on http://127.0.0.1:8001 (8000 is the demo's), rebuilt on
+## every change.
+docs: install
+	$(DOCS_ENV) $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
+
+## Build the documentation into site/; any warning (a broken link, a docstring
+## mkdocstrings cannot read) fails the build.
+docs-build: install
+	$(DOCS_ENV) $(BIN)/mkdocs build --strict --site-dir site
+
+## Regenerate docs/reference/configuration.md from the settings model.
+docs-reference: install
+	$(BIN)/python docs/gen_config_reference.py
+
 DEMO_VENV ?= .demo/venv
 DEMO_BIN := $(DEMO_VENV)/bin
 
@@ -70,4 +89,4 @@ demo: $(DEMO_BIN)/.installed
 	  $(abspath $(DEMO_BIN))/python -m gunicorn --bind 127.0.0.1:8000 --threads 4 app:app
 
 clean:
-	rm -rf $(VENV) .demo .mypy_cache .ruff_cache .pytest_cache .hypothesis dist build
+	rm -rf $(VENV) .demo .mypy_cache .ruff_cache .pytest_cache .hypothesis dist build site

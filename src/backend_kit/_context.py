@@ -111,9 +111,10 @@ def request_context(request_id: str | None = None, **values: Any) -> AbstractCon
     are inherited; *values* win. Gives the request id in force. On exit the previous
     context is restored exactly. Each returned object is entered once.
 
-    >>> with request_context("abc-123", user_id=42) as request_id:
-    ...     request_id, current_context()["user_id"]
-    ('abc-123', 42)
+    Examples:
+        >>> with request_context("abc-123", user_id=42) as request_id:
+        ...     request_id, current_context()["user_id"]
+        ('abc-123', 42)
     """
     return _RequestContext(request_id, values)
 

@@ -165,8 +165,9 @@ def get_logger(name: str | None = None, **initial_values: Any) -> FilteringBound
     Works before `configure_logging()` too (structlog's defaults apply until then).
     Extra keyword arguments are bound to every line of this logger.
 
-    >>> log = get_logger("billing", component="invoices")
-    >>> log.info("invoice_sent", invoice_id=42)  # doctest: +SKIP
+    Examples:
+        >>> log = get_logger("billing", component="invoices")
+        >>> log.info("invoice_sent", invoice_id=42)  # doctest: +SKIP
     """
     if name is None:
         name = _caller_module(2)
@@ -453,9 +454,10 @@ def configure_logging(
 
     Raises `ValueError` for an unknown level or format.
 
-    >>> import io
-    >>> configure_logging(level="INFO", format="json", stream=io.StringIO())
-    >>> get_logger("billing").debug("not written")  # costs almost nothing
+    Examples:
+        >>> import io
+        >>> configure_logging(level="INFO", format="json", stream=io.StringIO())
+        >>> get_logger("billing").debug("not written")  # costs almost nothing
     """
     global _handler, _configured, _stdlib_state
     settings = settings if settings is not None else get_settings()

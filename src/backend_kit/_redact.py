@@ -88,8 +88,9 @@ def _mask_userinfo(match: re.Match[str]) -> str:
 def mask_url(url: str) -> str:
     """Return *url* with the password (or a bare key in the user part) masked.
 
-    >>> mask_url("postgres://app:s3cret@db:5432/app")
-    'postgres://app:***@db:5432/app'
+    Examples:
+        >>> mask_url("postgres://app:s3cret@db:5432/app")
+        'postgres://app:***@db:5432/app'
     """
     return _URL_USERINFO.sub(_mask_userinfo, url)
 
@@ -172,8 +173,9 @@ class Redactor:
     def redact_text(self, text: str) -> str:
         """Mask every secret that can be recognised inside *text*.
 
-        >>> Redactor().redact_text("GET /export?token=abc123&page=2")
-        'GET /export?token=***&page=2'
+        Examples:
+            >>> Redactor().redact_text("GET /export?token=abc123&page=2")
+            'GET /export?token=***&page=2'
         """
         cache = self._text_cache
         cached = cache.get(text)
@@ -213,8 +215,9 @@ class Redactor:
         """Return a redacted copy of *value*: mappings, lists, tuples and sets are walked
         recursively, strings are searched for secrets, other objects are returned as is.
 
-        >>> Redactor().redact({"user": "ann", "auth": {"password": "hunter2"}})
-        {'user': 'ann', 'auth': {'password': '***'}}
+        Examples:
+            >>> Redactor().redact({"user": "ann", "auth": {"password": "hunter2"}})
+            {'user': 'ann', 'auth': {'password': '***'}}
         """
         if isinstance(value, str):
             return self.redact_text(value)

@@ -32,10 +32,11 @@ def client_address(
     Entries a client wrote itself are never believed: only the last *trusted_proxies*
     hops were added by infrastructure we run.
 
-    >>> client_address("10.0.0.5", "203.0.113.7, 10.0.0.9", 2)
-    '203.0.113.7'
-    >>> client_address("10.0.0.5", "spoofed, 203.0.113.7", 1)
-    '203.0.113.7'
+    Examples:
+        >>> client_address("10.0.0.5", "203.0.113.7, 10.0.0.9", 2)
+        '203.0.113.7'
+        >>> client_address("10.0.0.5", "spoofed, 203.0.113.7", 1)
+        '203.0.113.7'
     """
     if trusted_proxies <= 0 or not forwarded_for:
         return remote_address

@@ -75,14 +75,15 @@ class RetryPolicy:
     A policy is immutable and reusable. Calling it on a function (plain or ``async``)
     returns the function wrapped with retries; `context` retries a block of code.
 
-    >>> policy = RetryPolicy(on=ConnectionError, attempts=3, timeout=10.0)
-    >>> @policy
-    ... def ping() -> str:
-    ...     return "pong"
-    >>> ping()
-    'pong'
-
     Raises `TypeError` or `ValueError` when an argument is invalid.
+
+    Examples:
+        >>> policy = RetryPolicy(on=ConnectionError, attempts=3, timeout=10.0)
+        >>> @policy
+        ... def ping() -> str:
+        ...     return "pong"
+        >>> ping()
+        'pong'
     """
 
     _types: tuple[type[BaseException], ...] | None
@@ -268,14 +269,15 @@ def retry(
     then gets the last exception itself. Each retry is logged once on
     ``backend_kit.retry``.
 
-    >>> import backend_kit
-    >>> @backend_kit.retry(on=ConnectionError, attempts=3)
-    ... def fetch() -> str:
-    ...     return "ok"
-    >>> fetch()
-    'ok'
-
     Raises `TypeError` or `ValueError` when an argument is invalid.
+
+    Examples:
+        >>> import backend_kit
+        >>> @backend_kit.retry(on=ConnectionError, attempts=3)
+        ... def fetch() -> str:
+        ...     return "ok"
+        >>> fetch()
+        'ok'
     """
     return RetryPolicy(
         on=on,
@@ -298,15 +300,16 @@ def retry_context(
 ) -> RetryingBlock:
     """Retry a block of code with the same rules as `retry`.
 
-    >>> import backend_kit
-    >>> for attempt in backend_kit.retry_context(on=ConnectionError, attempts=3):
-    ...     with attempt:
-    ...         result = attempt.number
-    >>> result
-    1
-
     In a coroutine, iterate with ``async for``. The block's last exception propagates
     when the attempts or the time run out; other exceptions propagate at once.
+
+    Examples:
+        >>> import backend_kit
+        >>> for attempt in backend_kit.retry_context(on=ConnectionError, attempts=3):
+        ...     with attempt:
+        ...         result = attempt.number
+        >>> result
+        1
     """
     policy = RetryPolicy(
         on=on,

@@ -82,8 +82,9 @@ def configure_sentry(
 
     Raises `ValueError` for a negative *shutdown_timeout*.
 
-    >>> configure_sentry()  # no SENTRY_DSN in the environment: nothing happens
-    False
+    Examples:
+        >>> configure_sentry()  # no SENTRY_DSN in the environment: nothing happens
+        False
     """
     global _state
     from ._settings import get_settings

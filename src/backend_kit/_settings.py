@@ -196,8 +196,8 @@ class Settings(BaseSettings):
     health_path_prefix: str = Field(
         default="",
         pattern=r"^(/[A-Za-z0-9._~\-/]*)?$",
-        description="Path under which /livez, /readyz and /healthz are served, for example "
-        "/ops; empty for the root.",
+        description="Path under which /livez, /readyz, /healthz and /startupz are served, "
+        "for example /ops; empty for the root.",
     )
     health_cache_seconds: float = Field(
         default=2.0,
@@ -466,9 +466,10 @@ def load_settings(cls: type[Settings] = Settings, /, **overrides: Any) -> Settin
     Raises `ConfigError` listing every problem at once (the variable to set, what was
     expected, and where the bad value came from), never echoing a value.
 
-    >>> settings = load_settings(service_name="billing")
-    >>> settings.service_name
-    'billing'
+    Examples:
+        >>> settings = load_settings(service_name="billing")
+        >>> settings.service_name
+        'billing'
     """
     if not (isinstance(cls, type) and issubclass(cls, Settings)):
         raise TypeError(f"load_settings() expects a subclass of backend_kit.Settings, got {cls!r}")

@@ -1,13 +1,14 @@
 """Flask integration: ``init_app(app)``.
 
->>> from flask import Flask
->>> from backend_kit.flask import init_app
->>> app = init_app(Flask("billing"))  # doctest: +SKIP
-
 Each request gets a request context (the inbound ``X-Request-ID`` when it is safe,
 else a new id), echoed in the ``X-Request-ID`` response header, errors and 404s
 included, and one ``request_finished`` event. The health endpoints ``/livez``,
-``/readyz`` and ``/healthz`` are served from a blueprint.
+``/readyz``, ``/healthz`` and ``/startupz`` are served from a blueprint.
+
+Examples:
+    >>> from flask import Flask
+    >>> from backend_kit.flask import init_app
+    >>> app = init_app(Flask("billing"))  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """pytest plugin shipped with backend_kit (registered through the ``pytest11`` entry point).
 
-Fixtures:
-
-``backend_kit_retries``
-    For the duration of one test, retries never sleep and make at most one attempt
-    (see `backend_kit.testing.retries`). Mark a test with
-    ``@pytest.mark.backend_kit_retries(attempts=3)`` to allow more attempts.
+It provides one fixture, ``backend_kit_retries``: for the duration of one test, retries
+never sleep and make at most one attempt (see `backend_kit.testing.retries`). Mark a
+test with ``@pytest.mark.backend_kit_retries(attempts=3)`` to allow more attempts.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Helpers for testing code that uses backend_kit. Public API.
 
->>> from backend_kit.testing import override_settings
->>> with override_settings(service_name="billing") as settings:
-...     settings.service_name
-'billing'
+Examples:
+    >>> from backend_kit.testing import override_settings
+    >>> with override_settings(service_name="billing") as settings:
+    ...     settings.service_name
+    'billing'
 """
 
 from __future__ import annotations
@@ -63,22 +64,23 @@ def retries(attempts: int = 1) -> Iterator[None]:
     """Inside the block, retries never sleep and make at most *attempts* attempts, so a
     test suite exercising retried code runs at full speed.
 
-    >>> import backend_kit
-    >>> from backend_kit.testing import retries
-    >>> calls = []
-    >>> @backend_kit.retry(on=ConnectionError)
-    ... def flaky() -> None:
-    ...     calls.append(1)
-    ...     raise ConnectionError("down")
-    >>> with retries(attempts=2):
-    ...     flaky()
-    Traceback (most recent call last):
-    ConnectionError: down
-    >>> len(calls)
-    2
-
     Under pytest, the ``backend_kit_retries`` fixture does the same for one test.
     Raises `ValueError` when *attempts* is less than 1.
+
+    Examples:
+        >>> import backend_kit
+        >>> from backend_kit.testing import retries
+        >>> calls = []
+        >>> @backend_kit.retry(on=ConnectionError)
+        ... def flaky() -> None:
+        ...     calls.append(1)
+        ...     raise ConnectionError("down")
+        >>> with retries(attempts=2):
+        ...     flaky()
+        Traceback (most recent call last):
+        ConnectionError: down
+        >>> len(calls)
+        2
     """
     from ._retry import override_retries
 
@@ -93,14 +95,15 @@ def memory_cache() -> Iterator[None]:
     whatever ``CACHE_URL`` says. Nothing cached inside the block is seen after it: the
     in-memory caches start empty again, and a Redis cache is used again if configured.
 
-    >>> from backend_kit import cached
-    >>> from backend_kit.testing import memory_cache
-    >>> @cached(ttl=60)
-    ... def answer() -> int:
-    ...     return 42
-    >>> with memory_cache():
-    ...     answer(), answer.cache_info().loads
-    (42, 1)
+    Examples:
+        >>> from backend_kit import cached
+        >>> from backend_kit.testing import memory_cache
+        >>> @cached(ttl=60)
+        ... def answer() -> int:
+        ...     return 42
+        >>> with memory_cache():
+        ...     answer(), answer.cache_info().loads
+        (42, 1)
     """
     from ._cache import use_memory_only
 
@@ -120,11 +123,12 @@ def capture_logs() -> Iterator[list[dict[str, Any]]]:
     structlog and standard-library loggers alike. Logging is configured from the active
     settings for the block when it was not configured already.
 
-    >>> from backend_kit import get_logger
-    >>> with capture_logs() as logs:
-    ...     get_logger("billing").warning("card_declined", password="hunter2")
-    >>> logs[0]["event"], logs[0]["password"]
-    ('card_declined', '***')
+    Examples:
+        >>> from backend_kit import get_logger
+        >>> with capture_logs() as logs:
+        ...     get_logger("billing").warning("card_declined", password="hunter2")
+        >>> logs[0]["event"], logs[0]["password"]
+        ('card_declined', '***')
     """
     from ._logging import capture_events
 
@@ -172,11 +176,12 @@ def capture_sentry_events(settings: Settings | None = None) -> Iterator[SentryCa
     tags, log forwarding. On exit, the previous Sentry configuration (or none) is
     restored.
 
-    >>> from backend_kit import get_logger
-    >>> with capture_sentry_events() as sentry, capture_logs():
-    ...     get_logger("billing").error("payment_failed", order=7)
-    >>> sentry.events[0]["logentry"]["message"], sentry.events[0]["extra"]["order"]
-    ('payment_failed', 7)
+    Examples:
+        >>> from backend_kit import get_logger
+        >>> with capture_sentry_events() as sentry, capture_logs():
+        ...     get_logger("billing").error("payment_failed", order=7)
+        >>> sentry.events[0]["logentry"]["message"], sentry.events[0]["extra"]["order"]
+        ('payment_failed', 7)
     """
     from sentry_sdk.transport import Transport
 

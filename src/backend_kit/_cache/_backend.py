@@ -154,9 +154,10 @@ class CacheBackend(ABC):
         Raises what *loader* raises (to every caller that waited for it; nothing is
         cached), and `ReentrantCacheCallError` when *loader* asks for the same key.
 
-        >>> from backend_kit import MemoryCache
-        >>> MemoryCache().get_or_set("answer", lambda: 42, ttl=60)
-        42
+        Examples:
+            >>> from backend_kit import MemoryCache
+            >>> MemoryCache().get_or_set("answer", lambda: 42, ttl=60)
+            42
         """
         ttl = check_ttl(ttl)
         value = self._read(key, namespace)

@@ -168,12 +168,13 @@ def cached(
     `UnencodableArgumentError` when an argument cannot be part of a key, and
     `ReentrantCacheCallError` when the function asks for its own key while loading it.
 
-    >>> from backend_kit import cached
-    >>> @cached(ttl=60)
-    ... def square(n: int) -> int:
-    ...     return n * n
-    >>> square(4), square(4), square.cache_info().loads
-    (16, 16, 1)
+    Examples:
+        >>> from backend_kit import cached
+        >>> @cached(ttl=60)
+        ... def square(n: int) -> int:
+        ...     return n * n
+        >>> square(4), square(4), square.cache_info().loads
+        (16, 16, 1)
     """
     ttl = check_ttl(ttl)
     if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:

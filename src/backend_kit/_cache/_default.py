@@ -42,9 +42,10 @@ def default_cache(settings: Settings | None = None) -> CacheBackend:
     Raises `ImportError` with an install hint when Redis is configured but redis-py is
     missing.
 
-    >>> from backend_kit import default_cache
-    >>> default_cache().get_or_set("greeting", lambda: "hello", ttl=60)
-    'hello'
+    Examples:
+        >>> from backend_kit import default_cache
+        >>> default_cache().get_or_set("greeting", lambda: "hello", ttl=60)
+        'hello'
     """
     global _shared_memory
     settings = settings if settings is not None else current_settings()

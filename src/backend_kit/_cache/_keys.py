@@ -27,8 +27,9 @@ def encode_arguments(qualname: str, args: tuple[Any, ...], kwargs: Mapping[str, 
     Raises `UnencodableArgumentError` when an argument is not JSON-like (str, int, float,
     bool, None, list, tuple, dict with string keys, datetime, UUID, enum, dataclass).
 
-    >>> encode_arguments("f", (1, "a"), {"b": 2}) == encode_arguments("f", (1, "a"), {"b": 2})
-    True
+    Examples:
+        >>> encode_arguments("f", (1, "a"), {"b": 2}) == encode_arguments("f", (1, "a"), {"b": 2})
+        True
     """
     try:
         # With keywords the top level is an object, without it is an array: f(1, a=2)

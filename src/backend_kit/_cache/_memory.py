@@ -33,10 +33,11 @@ class MemoryCache(CacheBackend):
 
     Values are stored as they are (not copied): do not mutate a cached value.
 
-    >>> cache = MemoryCache(maxsize=100)
-    >>> cache.set("user:1", {"name": "Ada"}, ttl=30)
-    >>> cache.get("user:1")
-    {'name': 'Ada'}
+    Examples:
+        >>> cache = MemoryCache(maxsize=100)
+        >>> cache.set("user:1", {"name": "Ada"}, ttl=30)
+        >>> cache.get("user:1")
+        {'name': 'Ada'}
     """
 
     def __init__(self, maxsize: int = 1024) -> None:

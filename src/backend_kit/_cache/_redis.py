@@ -68,9 +68,10 @@ class RedisCache(CacheBackend):
     consecutive failures Redis is not contacted for *cooldown* seconds, and one warning
     is logged per *warn_interval* seconds.
 
-    >>> cache = RedisCache("redis://127.0.0.1:6379/0", prefix="doc:")  # doctest: +SKIP
-    >>> cache.get_or_set("greeting", lambda: "hello", ttl=60)  # doctest: +SKIP
-    'hello'
+    Examples:
+        >>> cache = RedisCache("redis://127.0.0.1:6379/0", prefix="doc:")  # doctest: +SKIP
+        >>> cache.get_or_set("greeting", lambda: "hello", ttl=60)  # doctest: +SKIP
+        'hello'
     """
 
     def __init__(

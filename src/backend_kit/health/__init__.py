@@ -3,13 +3,14 @@
 Framework-free: the Flask and Django integrations and the ``backend-kit health``
 command serve what this package computes.
 
->>> from backend_kit.health import HealthRegistry, HealthRunner
->>> registry = HealthRegistry()
->>> @registry.check(component_type="http", critical=False)
-... def payments() -> None:
-...     pass
->>> HealthRunner(registry).ready().status
-'pass'
+Examples:
+    >>> from backend_kit.health import HealthRegistry, HealthRunner
+    >>> registry = HealthRegistry()
+    >>> @registry.check(component_type="http", critical=False)
+    ... def payments() -> None:
+    ...     pass
+    >>> HealthRunner(registry).ready().status
+    'pass'
 """
 
 from __future__ import annotations

@@ -92,9 +92,10 @@ def postgres_check(
     derived from *timeout*, and is closed after every run. Observes the response time
     in ms. Needs ``backend-kit[postgres]``.
 
-    >>> check = postgres_check("postgresql://app:secret@127.0.0.1:5432/app")
-    >>> check.key
-    'postgresql:responseTime'
+    Examples:
+        >>> check = postgres_check("postgresql://app:secret@127.0.0.1:5432/app")
+        >>> check.key
+        'postgresql:responseTime'
     """
     dsn = _plain(url)
 
@@ -142,8 +143,9 @@ def sqlite_check(
     """Open the SQLite database at *path* read-write (never creating it) and run
     ``SELECT 1``. Fails when the file is missing, unreadable or locked past *timeout*.
 
-    >>> sqlite_check("db.sqlite3").key
-    'sqlite:responseTime'
+    Examples:
+        >>> sqlite_check("db.sqlite3").key
+        'sqlite:responseTime'
     """
     text = os.fspath(path)
 
@@ -181,8 +183,9 @@ def redis_check(
     *timeout*, without retries, and closes it. A client you pass is used as it is
     (give it timeouts). Observes the response time in ms. Needs ``backend-kit[redis]``.
 
-    >>> redis_check("redis://127.0.0.1:6379/0").key
-    'redis:responseTime'
+    Examples:
+        >>> redis_check("redis://127.0.0.1:6379/0").key
+        'redis:responseTime'
     """
     url = None if hasattr(target, "ping") else _plain(target)
 
@@ -280,8 +283,9 @@ def disk_space_check(
     Observes free percent when *min_free_percent* is given, free bytes otherwise; fails
     below either threshold.
 
-    >>> disk_space_check("/", min_free_percent=5).key
-    'disk:free'
+    Examples:
+        >>> disk_space_check("/", min_free_percent=5).key
+        'disk:free'
     """
     if min_free_percent is not None and not 0 <= min_free_percent <= 100:
         raise ValueError("min_free_percent must be between 0 and 100")
@@ -332,8 +336,9 @@ def memory_check(
     """Observe the resident memory of this process in bytes; fail above
     *max_rss_bytes* when it is given.
 
-    >>> memory_check(max_rss_bytes=2 * 1024**3).key
-    'memory:rss'
+    Examples:
+        >>> memory_check(max_rss_bytes=2 * 1024**3).key
+        'memory:rss'
     """
 
     def run() -> Observation:
@@ -367,8 +372,9 @@ def http_check(
     The request (stdlib urllib) has *timeout* on connect and every read; the response
     is closed. The name defaults to the host name. Observes the response time in ms.
 
-    >>> http_check("https://payments.internal/health", expected_status=(200, 204)).key
-    'payments.internal:responseTime'
+    Examples:
+        >>> http_check("https://payments.internal/health", expected_status=(200, 204)).key
+        'payments.internal:responseTime'
     """
     import urllib.error
     import urllib.request

@@ -32,8 +32,9 @@ _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 class Observation:
     """What a passing check measured, reported as ``observedValue`` and ``observedUnit``.
 
-    >>> Observation(12.5, "ms")
-    Observation(value=12.5, unit='ms')
+    Examples:
+        >>> Observation(12.5, "ms")
+        Observation(value=12.5, unit='ms')
     """
 
     value: Any
@@ -59,9 +60,10 @@ class HealthCheck:
 
     Raises `ValueError` for an invalid name, component type or timeout.
 
-    >>> check = HealthCheck("payments", run=lambda: None, component_type="http")
-    >>> check.key
-    'payments:status'
+    Examples:
+        >>> check = HealthCheck("payments", run=lambda: None, component_type="http")
+        >>> check.key
+        'payments:status'
     """
 
     name: str
@@ -127,12 +129,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 class HealthRegistry:
     """The health checks of a service.
 
-    >>> registry = HealthRegistry()
-    >>> @registry.check(name="payments", component_type="http", critical=False)
-    ... def payments() -> None:
-    ...     pass
-    >>> [check.key for check in registry]
-    ['payments:status']
+    Examples:
+        >>> registry = HealthRegistry()
+        >>> @registry.check(name="payments", component_type="http", critical=False)
+        ... def payments() -> None:
+        ...     pass
+        >>> [check.key for check in registry]
+        ['payments:status']
     """
 
     def __init__(self, checks: list[HealthCheck] | tuple[HealthCheck, ...] = ()) -> None:

@@ -27,9 +27,10 @@ def health_paths(settings: Settings) -> HealthPaths:
     """``/livez``, ``/readyz``, ``/healthz`` (the detailed report) and ``/startupz``
     under ``HEALTH_PATH_PREFIX``.
 
-    >>> from backend_kit import load_settings
-    >>> health_paths(load_settings(health_path_prefix="/ops")).ready
-    '/ops/readyz'
+    Examples:
+        >>> from backend_kit import load_settings
+        >>> health_paths(load_settings(health_path_prefix="/ops")).ready
+        '/ops/readyz'
     """
     prefix = settings.health_path_prefix.rstrip("/")
     return HealthPaths(

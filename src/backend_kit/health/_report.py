@@ -30,8 +30,9 @@ class HealthReport:
     ``to_dict(detailed=True)`` adds the service, release and every check, with failure
     reasons already passed through the redaction policy.
 
-    >>> HealthReport(status="warn", probe="ready").http_status
-    200
+    Examples:
+        >>> HealthReport(status="warn", probe="ready").http_status
+        200
     """
 
     status: CheckStatus
@@ -113,10 +114,11 @@ def details_allowed(authorization: str | None, settings: Settings | None = None)
     constant time). Without a token, details are shown only when ``ENVIRONMENT`` is
     ``development``. *settings* defaults to the active settings.
 
-    >>> from backend_kit import load_settings
-    >>> settings = load_settings(health_token="s3cret-token", environment="production")
-    >>> details_allowed("Bearer s3cret-token", settings), details_allowed("Bearer x", settings)
-    (True, False)
+    Examples:
+        >>> from backend_kit import load_settings
+        >>> settings = load_settings(health_token="s3cret-token", environment="production")
+        >>> details_allowed("Bearer s3cret-token", settings), details_allowed("Bearer x", settings)
+        (True, False)
     """
     if settings is None:
         from backend_kit._settings import get_settings

@@ -70,10 +70,11 @@ class HealthRunner:
     ``HEALTH_CHECK_TIMEOUT`` and ``HEALTH_DEADLINE`` settings. *settings* defaults to
     the active settings (`backend_kit.get_settings`), read at every probe.
 
-    >>> from backend_kit.health import HealthCheck, HealthRegistry
-    >>> runner = HealthRunner(HealthRegistry([HealthCheck("answer", run=lambda: 42)]))
-    >>> runner.ready().status
-    'pass'
+    Examples:
+        >>> from backend_kit.health import HealthCheck, HealthRegistry
+        >>> runner = HealthRunner(HealthRegistry([HealthCheck("answer", run=lambda: 42)]))
+        >>> runner.ready().status
+        'pass'
     """
 
     def __init__(
