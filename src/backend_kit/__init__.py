@@ -23,6 +23,7 @@ from ._configure import configure
 from ._context import bind_context, current_context, current_request_id, request_context
 from ._errors import ConfigError, ConfigProblem
 from ._logging import configure_logging, get_logger
+from ._redact import Redactor, get_redactor
 from ._retry import Attempt, RetryingBlock, RetryPolicy, retry, retry_context
 from ._sentry import configure_sentry
 from ._settings import SecretURL, Settings, get_settings, load_settings
@@ -40,6 +41,7 @@ __all__ = [
     "ConfigError",
     "ConfigProblem",
     "MemoryCache",
+    "Redactor",
     "RedisCache",
     "ReentrantCacheCallError",
     "RetryPolicy",
@@ -57,6 +59,7 @@ __all__ = [
     "current_request_id",
     "default_cache",
     "get_logger",
+    "get_redactor",
     "get_settings",
     "load_settings",
     "request_context",

@@ -34,7 +34,7 @@ from .health import HealthRegistry, HealthRunner, checks_from_settings, health_p
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["BackendKit", "init_app"]
+__all__ = ["BackendKit", "extension", "init_app"]
 
 FlaskT = TypeVar("FlaskT", bound=Flask)
 
