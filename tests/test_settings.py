@@ -92,6 +92,28 @@ def test_lists_accept_commas(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings().redact_keys == ("ssn", "card_number")
 
 
+def test_lists_accept_json_for_items_with_commas(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDACT_PATTERNS", r'["\\d{4,}", "iban"]')
+    monkeypatch.setenv("SENTRY_TRACES_EXCLUDE_PATHS", '["/a,b"]')
+    settings = load_settings()
+    assert settings.redact_patterns == (r"\d{4,}", "iban")
+    assert settings.sentry_traces_exclude_paths == ("/a,b",)
+    assert backend_kit.Redactor.from_settings(settings).redact_text("card 12345678") == "card ***"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("[ssn", "is not a JSON list"), ("[1]", "REDACT_KEYS[0]: Input should be a valid string")],
+)
+def test_lists_given_as_bad_json_say_so(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: str
+) -> None:
+    monkeypatch.setenv("REDACT_KEYS", value)
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    assert expected in str(raised.value)
+
+
 # --- every source and their precedence -----------------------------------------------
 
 SOURCES = ["keyword", "environment", "dotenv_env", "dotenv", "secrets_dir", "file_ref"]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, overload
 from urllib.parse import urlsplit
 
+import orjson
 from pydantic import (
     BaseModel,
     Field,
@@ -68,7 +69,15 @@ def _split_list(value: Any) -> Any:
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
-            return text  # let pydantic parse the JSON
+            # The JSON form, for items that contain a comma (a regular expression).
+            try:
+                parsed = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                raise ValueError(
+                    "starts with '[' but is not a JSON list; write a JSON list of strings "
+                    'such as ["a", "b,c"], or comma-separated items'
+                ) from None
+            return parsed
         return [item.strip() for item in text.split(",") if item.strip()]
     return value
 
@@ -142,7 +151,8 @@ class Settings(BaseSettings):
     )
     redact_patterns: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
-        description="Extra regular expressions whose matches are masked, comma-separated.",
+        description="Extra regular expressions whose matches are masked, comma-separated "
+        "or a JSON list (for a pattern that contains a comma).",
     )
     sentry_dsn: SecretURL | None = Field(
         default=None, description="Sentry DSN. Without it, nothing is sent to Sentry."
