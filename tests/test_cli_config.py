@@ -144,6 +144,19 @@ def test_settings_class_from_option_and_variable(monkeypatch: pytest.MonkeyPatch
     assert "MYSVC_API_TOKEN: required, but not set" in err
 
 
+def test_settings_option_after_the_subcommand_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    write_settings_module(Path.cwd())
+    # A variable naming a module that does not exist: never imported, since the
+    # subcommand's option replaces it.
+    monkeypatch.setenv("BACKEND_KIT_SETTINGS", "missing_module:Nothing")
+    code, out, err = run("config", "env", "--settings", "myservice:ServiceSettings")
+    assert code == 0, err
+    assert "MYSVC_API_TOKEN" in out
+    code, _, err = run("health", "live", "--settings", "myservice:ServiceSettings")
+    assert code == 2
+    assert "MYSVC_API_TOKEN: required, but not set" in err
+
+
 def test_example_is_a_commented_env_file() -> None:
     write_settings_module(Path.cwd())
     code, out, _ = run("config", "--settings", "myservice:ServiceSettings", "example")

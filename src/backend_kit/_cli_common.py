@@ -10,7 +10,14 @@ import click
 from ._errors import ConfigError
 from ._settings import Settings, import_settings_class
 
-__all__ = ["DEFAULT_SETTINGS", "SETTINGS_VARIABLE", "settings_class", "settings_option"]
+__all__ = [
+    "DEFAULT_SETTINGS",
+    "SETTINGS_VARIABLE",
+    "chosen_settings_class",
+    "settings_class",
+    "settings_option",
+    "subcommand_settings_option",
+]
 
 SETTINGS_VARIABLE = "BACKEND_KIT_SETTINGS"
 DEFAULT_SETTINGS = "backend_kit.Settings"
@@ -19,18 +26,45 @@ USAGE_ERROR = 2
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _remember_path(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
+    # The class is imported only when a subcommand runs, so a --settings given after
+    # the subcommand replaces this one before anything was imported.
+    if value is not None:
+        ctx.obj = value
+
+
 def settings_option(function: F) -> F:
-    """``--settings MODULE:CLASS`` (also ``BACKEND_KIT_SETTINGS``)."""
+    """``--settings MODULE:CLASS`` on a command group (also ``BACKEND_KIT_SETTINGS``)."""
     option = click.option(
         "--settings",
-        "settings_path",
         envvar=SETTINGS_VARIABLE,
         default=DEFAULT_SETTINGS,
         show_default=True,
         metavar="MODULE:CLASS",
+        expose_value=False,
+        callback=_remember_path,
         help=f"Settings class to use (also {SETTINGS_VARIABLE}).",
     )
     return option(function)
+
+
+def subcommand_settings_option(function: F) -> F:
+    """The same option after the subcommand (``backend-kit config env --settings ...``),
+    where users also write it; it wins over the group's."""
+    option = click.option(
+        "--settings",
+        metavar="MODULE:CLASS",
+        expose_value=False,
+        callback=_remember_path,
+        help=f"Settings class to use (also {SETTINGS_VARIABLE}, or before the subcommand).",
+    )
+    return option(function)
+
+
+def chosen_settings_class() -> type[Settings]:
+    """The class chosen by ``--settings`` (or ``BACKEND_KIT_SETTINGS``, or the default)."""
+    path = click.get_current_context().obj
+    return settings_class(path if isinstance(path, str) else DEFAULT_SETTINGS)
 
 
 def settings_class(path: str) -> type[Settings]:

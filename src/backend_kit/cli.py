@@ -5,12 +5,18 @@ Exit codes: 0 when all is well, 2 when the configuration (or the command line) i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
 
-from ._cli_common import USAGE_ERROR, settings_class, settings_option
+from ._cli_common import (
+    USAGE_ERROR,
+    chosen_settings_class,
+    settings_option,
+    subcommand_settings_option,
+)
 from ._errors import ConfigError
 from ._settings import Settings
 from ._sources import VariableInfo, describe_variables
@@ -30,10 +36,18 @@ main.add_command(health)
 
 @main.group()
 @settings_option
-@click.pass_context
-def config(ctx: click.Context, settings_path: str) -> None:
+def config() -> None:
     """Check, show and document the service's settings."""
-    ctx.obj = settings_class(settings_path)
+
+
+def _pass_settings_class(function: Callable[..., None]) -> Callable[..., None]:
+    """Give a ``config`` subcommand the chosen settings class as its first argument."""
+
+    @functools.wraps(function)
+    def with_class(*args: Any, **kwargs: Any) -> None:
+        function(chosen_settings_class(), *args, **kwargs)
+
+    return subcommand_settings_option(with_class)
 
 
 def _load(cls: type[Settings]) -> Settings:
@@ -50,7 +64,7 @@ def _settings_name(cls: type[Settings]) -> str:
 
 
 @config.command()
-@click.pass_obj
+@_pass_settings_class
 def check(cls: type[Settings]) -> None:
     """Exit 0 when the settings load; exit 2 and list every problem when they don't."""
     settings = _load(cls)
@@ -101,7 +115,7 @@ def _effective_rows(settings: Settings) -> Iterator[dict[str, Any]]:
     default="table",
     show_default=True,
 )
-@click.pass_obj
+@_pass_settings_class
 def show(cls: type[Settings], output_format: str) -> None:
     """Every effective value with where it came from; secrets masked."""
     settings = _load(cls)
@@ -124,7 +138,7 @@ def show(cls: type[Settings], output_format: str) -> None:
     default="table",
     show_default=True,
 )
-@click.pass_obj
+@_pass_settings_class
 def env(cls: type[Settings], output_format: str) -> None:
     """Every variable the settings read: type, default, required, secret."""
     variables = describe_variables(cls)
@@ -183,7 +197,7 @@ def reference_markdown(variables: list[VariableInfo]) -> str:
 
 
 @config.command()
-@click.pass_obj
+@_pass_settings_class
 def example(cls: type[Settings]) -> None:
     """A commented .env.example on standard output."""
     lines = [

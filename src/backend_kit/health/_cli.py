@@ -15,7 +15,11 @@ from typing import Any
 import click
 import orjson
 
-from backend_kit._cli_common import settings_class, settings_option
+from backend_kit._cli_common import (
+    chosen_settings_class,
+    settings_option,
+    subcommand_settings_option,
+)
 from backend_kit._errors import ConfigError
 from backend_kit._settings import set_active_settings
 
@@ -191,8 +195,12 @@ def _probe_command(probe: str, help_text: str) -> click.Command:
         help="Seconds to wait for the service with --url.",
     )
     @click.option("--json", "as_json", is_flag=True, help="Print the health+json report.")
+    @subcommand_settings_option
     def command(registry: str | None, url: str | None, timeout: float, as_json: bool) -> None:
         try:
+            # Active for the checks, without configuring logging or Sentry for a one-shot
+            # probe.
+            set_active_settings(chosen_settings_class()())
             _run(probe, _Options(registry, url, timeout, as_json))
         except ConfigError as error:
             raise UsageProblem(str(error)) from None
@@ -202,15 +210,8 @@ def _probe_command(probe: str, help_text: str) -> click.Command:
 
 @click.group(name="health")
 @settings_option
-def health(settings_path: str) -> None:
+def health() -> None:
     """Probe the service's health: exit 0 on pass or warn, 1 on fail, 2 on usage errors."""
-    cls = settings_class(settings_path)
-    try:
-        settings = cls()
-    except ConfigError as error:
-        raise UsageProblem(str(error)) from None
-    # Active for the checks, without configuring logging or Sentry for a one-shot probe.
-    set_active_settings(settings)
 
 
 health.add_command(_probe_command("live", "Liveness: passes while the process can answer."))
