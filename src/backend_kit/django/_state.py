@@ -122,6 +122,12 @@ def _database_check(alias: str) -> HealthCheck:
             # Checks run on the health runner's threads: a connection left open there
             # would never be reused or closed.
             connection.close()
+            if connection.connection is not None:
+                # SQLite's close() keeps an in-memory database open (closing would drop
+                # it); this thread's own connection to it would wait for the collector.
+                from django.db.backends.base.base import BaseDatabaseWrapper
+
+                BaseDatabaseWrapper.close(connection)
         return round((time.perf_counter() - started) * 1000.0, 3), "ms"
 
     return HealthCheck(
