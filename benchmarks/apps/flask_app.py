@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 import orjson
 import structlog
@@ -48,7 +49,6 @@ def create_hand_logged_app(stream: TextIO) -> Flask:
     id, the ``X-Request-ID`` header and one JSON line per request with the same fields,
     without redaction. What a service does without backend_kit; the raw-library
     reference for the adapter's cost."""
-    app = Flask("bench_hand")
     log = structlog.wrap_logger(
         structlog.PrintLogger(stream),
         processors=[
@@ -59,38 +59,29 @@ def create_hand_logged_app(stream: TextIO) -> Flask:
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
     )
 
-    @app.get("/hello")
-    def hello() -> dict[str, object]:
-        return BODY
+    def write(fields: dict[str, Any]) -> None:
+        log.info("request_finished", **fields)
 
-    @app.before_request
-    def start() -> None:
-        g.started = time.perf_counter()
-        g.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
-
-    @app.after_request
-    def finish(response: Response) -> Response:
-        response.headers["X-Request-ID"] = g.request_id
-        log.info(
-            "request_finished",
-            method=request.method,
-            route=request.url_rule.rule if request.url_rule else None,
-            path=request.path,
-            status=response.status_code,
-            duration_ms=round((time.perf_counter() - g.started) * 1000, 3),
-            client=request.remote_addr,
-            request_id=g.request_id,
-        )
-        return response
-
-    return app
+    return _app_logging_requests_with("bench_hand", write)
 
 
 def create_orjson_logged_app(stream: TextIO) -> Flask:
     """The same route with the cheapest request log line we know how to write: one dict
     of the same fields, ``orjson.dumps``, one write and flush per request. No structlog,
     no redaction, no level check: the floor under any JSON request logging."""
-    app = Flask("bench_orjson")
+
+    def write(fields: dict[str, Any]) -> None:
+        line = {"timestamp": time.time(), "level": "info", "event": "request_finished"}
+        stream.write(orjson.dumps({**line, **fields}).decode() + "\n")
+        stream.flush()
+
+    return _app_logging_requests_with("bench_orjson", write)
+
+
+def _app_logging_requests_with(name: str, write: Callable[[dict[str, Any]], None]) -> Flask:
+    """The route, a request id, the ``X-Request-ID`` header, and *write* called with the
+    fields of each request's line."""
+    app = Flask(name)
 
     @app.get("/hello")
     def hello() -> dict[str, object]:
@@ -104,20 +95,17 @@ def create_orjson_logged_app(stream: TextIO) -> Flask:
     @app.after_request
     def finish(response: Response) -> Response:
         response.headers["X-Request-ID"] = g.request_id
-        line = {
-            "timestamp": time.time(),
-            "level": "info",
-            "event": "request_finished",
-            "method": request.method,
-            "route": request.url_rule.rule if request.url_rule else None,
-            "path": request.path,
-            "status": response.status_code,
-            "duration_ms": round((time.perf_counter() - g.started) * 1000, 3),
-            "client": request.remote_addr,
-            "request_id": g.request_id,
-        }
-        stream.write(orjson.dumps(line).decode() + "\n")
-        stream.flush()
+        write(
+            {
+                "method": request.method,
+                "route": request.url_rule.rule if request.url_rule else None,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - g.started) * 1000, 3),
+                "client": request.remote_addr,
+                "request_id": g.request_id,
+            }
+        )
         return response
 
     return app
