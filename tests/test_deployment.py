@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from .servers import GunicornServer, RedisServer, free_port, gunicorn_server, redis_server
-from .test_examples import EXAMPLES, _clean_env
+from .test_examples import EXAMPLES, _clean_env, prepare
 
 IMAGE_PORT = "8000"
 IMAGE_URL = f"http://127.0.0.1:{IMAGE_PORT}"
@@ -230,16 +230,7 @@ def served(
             **{f"{image.prefix}{name}": value for name, value in run_settings.items()},
             "BACKEND_KIT_SECRETS_DIR": str(tmp / "secrets"),  # /run/secrets in the image
         }
-        if image.prepare:
-            prepared = subprocess.run(
-                [sys.executable, *image.prepare],
-                cwd=cwd,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            assert prepared.returncode == 0, prepared.stdout + prepared.stderr
+        prepare(image.prepare, cwd=cwd, env=env)
         cmd = dockerfile.cmd
         bind = cmd.index("--bind")
         options = cmd[1:bind] + cmd[bind + 2 : -1]  # the loopback port replaces 0.0.0.0:8000

@@ -158,6 +158,16 @@ class RunningExample(Service):
 EXAMPLE_PREFIXES = ("CATALOG_", "SHOP_")
 
 
+def prepare(command: tuple[str, ...], *, cwd: Path, env: dict[str, str]) -> None:
+    """Run what an example needs before it serves (Django's migrations), if anything."""
+    if not command:
+        return
+    prepared = subprocess.run(
+        [sys.executable, *command], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert prepared.returncode == 0, prepared.stdout + prepared.stderr
+
+
 def _clean_env() -> dict[str, str]:
     """The test process's environment without any settings variable a developer (or CI,
     with DATABASE_URL) may have exported."""
@@ -225,16 +235,7 @@ def example(
     with redis_server() as redis:
         env = _example_env(spec.prefix, tmp, redis, rates_service, spec.settings)
         env.update(spec.process_env)
-        if spec.prepare:
-            prepared = subprocess.run(
-                [sys.executable, *spec.prepare],
-                cwd=cwd,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            assert prepared.returncode == 0, prepared.stdout + prepared.stderr
+        prepare(spec.prepare, cwd=cwd, env=env)
         # Two workers: whichever serves the second price, the rates must come from Redis.
         with gunicorn_server(
             spec.wsgi, cwd=cwd, env=env, log_path=tmp / "gunicorn.log", workers=2
