@@ -8,6 +8,7 @@ from this source tree when ``build`` and ``hatchling`` are installed, and skip o
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -64,6 +65,9 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return Path(given).resolve()
     pytest.importorskip("build", reason=f"set {DIST_VARIABLE} or install build to check it")
     pytest.importorskip("hatchling", reason=f"set {DIST_VARIABLE} or install hatchling")
+    pytest.importorskip(
+        "hatch_fancy_pypi_readme", reason=f"set {DIST_VARIABLE} or install hatch-fancy-pypi-readme"
+    )
     out = tmp_path_factory.mktemp("dist")
     # No isolation: the installed hatchling builds, so nothing is downloaded.
     built = subprocess.run(
@@ -181,3 +185,22 @@ def test_both_files_carry_the_installed_version(dist: Path) -> None:
         pkg_info = archive.extractfile(f"backend_kit-{installed}/PKG-INFO")
         assert pkg_info is not None
         assert _metadata_version(pkg_info.read().decode()) == installed
+
+
+def test_the_description_on_pypi_has_no_link_that_leads_nowhere(dist: Path) -> None:
+    """README.md's links are relative to the repository; PyPI shows it without one."""
+    with zipfile.ZipFile(_one(dist, "backend_kit-*.whl")) as archive:
+        (metadata,) = (n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        message = HeaderParser().parsestr(archive.read(metadata).decode())
+    assert message["Description-Content-Type"] == "text/markdown"
+    description = message.get_payload()
+    assert "## Development" in description  # the whole README, not a fragment
+    targets = re.findall(r"\]\(([^)]+)\)", description)
+    assert targets
+    assert [target for target in targets if not target.startswith("https://")] == []
+    # Each documentation link names a page the site builds from docs/.
+    site = "https://backend-kit.github.io/backend-kit/"
+    for target in targets:
+        if target.startswith(site):
+            page = target.removeprefix(site).partition("#")[0].rstrip("/") or "index"
+            assert (ROOT / "docs" / f"{page}.md").is_file(), target
