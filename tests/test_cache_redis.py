@@ -198,10 +198,10 @@ def test_pickle_is_signed_and_a_bad_signature_is_a_logged_miss(
     impostor.close()
 
 
-def test_outage_fallback_warning_cooldown_and_recovery(tmp_path: Path) -> None:
+def test_outage_falls_back_to_memory_and_probing_resumes_redis() -> None:
     with redis_server() as server:
         backend = RedisCache(
-            server.url, prefix="bk-outage:", failure_threshold=3, cooldown=0.5, timeout=0.5
+            server.url, prefix="bk-outage:", failure_threshold=3, probe_interval=0.3, timeout=0.5
         )
         loads: list[int] = []
 
@@ -213,38 +213,55 @@ def test_outage_fallback_warning_cooldown_and_recovery(tmp_path: Path) -> None:
         assert value(1) == 10
         assert value(1) == 10
         assert loads == [1]
+        assert value.cache_info().fallbacks == 0
 
         server.stop()
         with capture_logs() as logs:
-            results = [value(1) for _ in range(20)]
-        assert results == [10] * 20  # no Redis error reaches the caller
-        assert len(loads) == 21
+            results = [value(1) for _ in range(20)] + [value(2) for _ in range(20)]
+        assert results == [10] * 20 + [20] * 20  # no Redis error reaches the caller
+        # The memory tier: one load per key for the whole outage, not one per call.
+        assert loads == [1, 1, 2]
+        assert value.cache_info().fallbacks == 40
+        assert value.cache_info().hits == 1 + 38
         warnings = [log for log in logs if log["event"] == "cache_unavailable"]
         assert len(warnings) == 1  # one per interval, not one per call
         assert warnings[0]["log_level"] == "warning"
         assert warnings[0]["error"] == "ConnectionError"
         assert backend.breaker.is_open
+        assert backend.fallbacks >= 40
 
-        # During the cool-down Redis is not contacted even though it is back.
+        # Between probes Redis is not contacted even though it is back.
         server.start()
-        value(1)
+        assert value(1) == 10
         assert backend.breaker.is_open
-        assert len(loads) == 22
+        assert len(loads) == 3
 
-        time.sleep(0.6)
+        # The next probe reaches Redis: back to Redis, and the memory tier is dropped.
+        deadline = time.monotonic() + 5.0
         with capture_logs() as logs:
-            assert value(1) == 10  # the probe reaches Redis: a miss, loaded and stored
-            assert value(1) == 10  # and now a hit again
-        assert len(loads) == 23
+            while backend.breaker.failing and time.monotonic() < deadline:
+                value(1)
+                time.sleep(0.02)
+        assert not backend.breaker.failing
         assert [log["event"] for log in logs] == ["cache_recovered"]
-        assert not backend.breaker.is_open
+        assert loads == [1, 1, 2, 1]  # Redis came back empty: loaded once more, stored
+        fallbacks = value.cache_info().fallbacks
+        assert value(1) == 10  # and now a hit in Redis
+        assert value.cache_info().fallbacks == fallbacks
+        assert len(loads) == 4
+        assert backend.client.exists("bk-outage:default:" + _key_of(value, 1)) == 1
+        backend.clear()
         backend.close()
+
+
+def _key_of(function: object, n: int) -> str:
+    return f"{function.__module__}.{function.__qualname__}:[{n}]"  # type: ignore[attr-defined]
 
 
 def test_hung_server_is_skipped_after_repeated_timeouts() -> None:
     with silent_tcp_server() as port:
         backend = RedisCache(
-            f"redis://127.0.0.1:{port}/0", timeout=0.2, failure_threshold=2, cooldown=30
+            f"redis://127.0.0.1:{port}/0", timeout=0.2, failure_threshold=2, probe_interval=30
         )
         calls = 0
 
@@ -256,12 +273,12 @@ def test_hung_server_is_skipped_after_repeated_timeouts() -> None:
 
         started = time.monotonic()
         with capture_logs() as logs:
-            for _ in range(20):
-                value()
+            results = [value() for _ in range(20)]
         elapsed = time.monotonic() - started
-        # Without the breaker: 20 reads and 20 writes, each waiting 0.2 s (8 s).
-        assert elapsed < 3.0
-        assert calls == 20
+        # Without the breaker: 20 reads, each waiting 0.2 s (4 s). With it: two timeouts.
+        assert elapsed < 2.0
+        assert results == [1] * 20  # loaded once, then answered from the memory tier
+        assert value.cache_info().fallbacks == 20
         assert len([log for log in logs if log["event"] == "cache_unavailable"]) == 1
         backend.close()
 
