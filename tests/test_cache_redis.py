@@ -10,7 +10,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -292,6 +291,33 @@ def test_redis_errors_are_redis_py_errors_not_ours() -> None:
     assert isinstance(backend.client, redis.Redis)
     assert backend.get("anything") is None
     backend.close()
+
+
+def test_the_client_is_the_only_retry_layer_whatever_the_url_says() -> None:
+    # A query string asking for long timeouts and retries is overridden: the outage
+    # handling of RedisCache is the one retry layer, and every call is bounded.
+    with silent_tcp_server() as port:
+        backend = RedisCache(
+            f"redis://127.0.0.1:{port}/0?socket_timeout=30&retry_on_timeout=true",
+            timeout=0.2,
+        )
+        connection = backend.client.connection_pool.make_connection()
+        assert connection.retry.get_retries() == 0
+        assert connection.socket_timeout == connection.socket_connect_timeout == 0.2
+
+        async def async_connection() -> tuple[int, float | None]:
+            client = await backend._aclient()
+            made = client.connection_pool.make_connection()
+            return made.retry.get_retries(), made.socket_timeout
+
+        assert asyncio.run(async_connection()) == (0, 0.2)
+
+        started = time.monotonic()
+        assert backend.get("anything") is None
+        elapsed = time.monotonic() - started
+        # One read timeout; redis-py's own defaults would retry 10 times with backoff.
+        assert 0.15 < elapsed < 1.0
+        backend.close()
 
 
 def test_a_load_running_during_invalidation_is_not_stored_in_redis(cache: RedisCache) -> None:
