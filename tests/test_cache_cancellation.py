@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -132,22 +132,8 @@ def test_cancelling_at_each_redis_await_leaves_no_lock_held(
         async def value() -> str:
             return "loaded"
 
-        async def cancel_when_stalled() -> bool:
-            task = asyncio.create_task(value())
-            deadline = time.monotonic() + 5.0
-            while not proxy.stalled.is_set() and not task.done():
-                assert time.monotonic() < deadline, "neither stalled nor finished"
-                await asyncio.sleep(0.002)
-            if task.done():
-                assert task.result() == "loaded"
-                return False
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await asyncio.wait_for(task, 5.0)
-            return True
-
         try:
-            was_cancelled = asyncio.run(cancel_when_stalled())
+            was_cancelled = asyncio.run(_cancel_when_stalled(proxy, value))
         finally:
             cache.close()
             proxy.close()
@@ -163,6 +149,23 @@ def test_cancelling_at_each_redis_await_leaves_no_lock_held(
         other.close()
     # The handshake, the read, the lock claim and the store were each interrupted.
     assert len(cancelled_at) >= 3, cancelled_at
+
+
+async def _cancel_when_stalled(proxy: StallingProxy, value: Callable[[], Awaitable[str]]) -> bool:
+    """Start *value()*; cancel it once the proxy holds a reply back. False when the call
+    finished without reaching the held reply."""
+    task = asyncio.ensure_future(value())
+    deadline = time.monotonic() + 5.0
+    while not proxy.stalled.is_set() and not task.done():
+        assert time.monotonic() < deadline, "neither stalled nor finished"
+        await asyncio.sleep(0.002)
+    if task.done():
+        assert task.result() == "loaded"
+        return False
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5.0)
+    return True
 
 
 def test_cancelling_while_the_loader_runs_releases_the_lock(
