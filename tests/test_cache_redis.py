@@ -16,6 +16,7 @@ import redis
 from structlog.testing import capture_logs
 
 from backend_kit import RedisCache, cached
+from backend_kit._cache._breaker import CircuitBreaker
 
 from .servers import redis_server, silent_tcp_server
 
@@ -395,3 +396,76 @@ def test_outage_warning_never_shows_the_password() -> None:
     assert "hunter2-secret" not in str(logs)
     assert "***" in logs[0]["backend"]
     backend.close()
+
+
+def test_half_open_probing_lets_one_call_through_per_interval() -> None:
+    now = [100.0]
+    recovered: list[bool] = []
+    breaker = CircuitBreaker(
+        backend="test",
+        threshold=2,
+        probe_interval=0.5,
+        clock=lambda: now[0],
+        on_recovered=lambda: recovered.append(True),
+    )
+    error = ConnectionError("refused")
+    with capture_logs() as logs:
+        breaker.failure(error)
+        assert breaker.allow()  # below the threshold: still contacted
+        breaker.failure(error)
+        assert breaker.is_open
+        assert not breaker.allow()
+        now[0] += 0.5
+        assert breaker.allow()  # the probe
+        assert not breaker.allow()  # the others skip while it runs
+        # The probe never reports (its caller was cancelled): its slot frees itself.
+        now[0] += 0.5
+        assert breaker.allow()
+        breaker.failure(error)
+        assert not breaker.allow()
+        now[0] += 0.5
+        assert breaker.allow()
+        breaker.success()
+    assert recovered == [True]
+    assert not breaker.failing
+    assert breaker.allow()
+    assert [log["event"] for log in logs] == ["cache_unavailable", "cache_recovered"]
+    assert logs[1]["failures"] == 3
+
+
+def test_async_calls_fall_back_to_memory_during_an_outage() -> None:
+    with redis_server() as server:
+        backend = RedisCache(server.url, prefix="bk-async-outage:", probe_interval=0.2)
+        loads: list[int] = []
+
+        @cached(ttl=60, cache=backend)
+        async def value(n: int) -> int:
+            loads.append(n)
+            await asyncio.sleep(0.01)
+            return n * 10
+
+        async def burst(n: int) -> list[int]:
+            return await asyncio.gather(*(value(n) for _ in range(10)))
+
+        assert asyncio.run(burst(1)) == [10] * 10
+        assert loads == [1]
+        server.stop()
+        assert asyncio.run(burst(1)) == [10] * 10  # one load into the memory tier
+        assert asyncio.run(burst(1)) == [10] * 10  # then memory hits
+        assert loads == [1, 1]
+        assert value.cache_info().fallbacks == 20
+        server.start()
+
+        async def until_recovered() -> None:
+            deadline = time.monotonic() + 5.0
+            while backend.breaker.failing and time.monotonic() < deadline:
+                await value(1)
+                await asyncio.sleep(0.02)
+
+        asyncio.run(until_recovered())
+        assert not backend.breaker.failing
+        assert loads == [1, 1, 1]  # loaded once more into the restarted Redis
+        assert asyncio.run(burst(1)) == [10] * 10
+        assert loads == [1, 1, 1]
+        backend.clear()
+        backend.close()
