@@ -469,3 +469,24 @@ def test_async_calls_fall_back_to_memory_during_an_outage() -> None:
         assert loads == [1, 1, 1]
         backend.clear()
         backend.close()
+
+
+def test_a_forked_child_gets_fresh_cache_state(redis_url: str, prefix: str) -> None:
+    # What os.register_at_fork(after_in_child=...) calls: the child then uses its own
+    # connections, locks and breaker, and the cache works as before.
+    backend = RedisCache(redis_url, prefix=prefix)
+    backend.breaker.failure(ConnectionError("before the fork"))
+    backend.set("k", 1, ttl=60)
+    old_pool_connections = backend.client.connection_pool._created_connections  # type: ignore[attr-defined]
+    backend._reset_after_fork()
+    assert not backend.breaker.failing
+    assert backend.client.connection_pool._created_connections == 0  # type: ignore[attr-defined]
+    assert old_pool_connections >= 1
+    assert backend.get("k") == 1
+    assert asyncio.run(backend.aget_or_set("k", _never, ttl=60)) == 1
+    backend.clear()
+    backend.close()
+
+
+async def _never() -> int:
+    raise AssertionError("the value is cached")

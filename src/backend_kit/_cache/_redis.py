@@ -205,10 +205,11 @@ class RedisCache(CacheBackend):
         await closer.__anext__()
         return client
 
-    def reset_after_fork(self) -> None:
+    def _reset_after_fork(self) -> None:
         """Drop what a child process must not share with its parent: pooled
-        connections, the async clients, locks and breaker state."""
+        connections, the async clients, locks, flights and breaker state."""
         self._client.connection_pool.reset()
+        self._flight.reset()
         self._async_lock = threading.Lock()
         self._async_clients = weakref.WeakKeyDictionary()
         self._closers = weakref.WeakKeyDictionary()
