@@ -162,6 +162,11 @@ async def _cancel_when_stalled(proxy: StallingProxy, value: Callable[[], Awaitab
     if task.done():
         assert task.result() == "loaded"
         return False
+    # Let the request's write finish, so the call is waiting for the held reply. (A
+    # cancellation that lands in redis-py's write can be lost on Python < 3.12, whose
+    # asyncio.wait_for swallows it when the write completes at the same moment; the
+    # call then goes on normally rather than leaving anything held.)
+    await asyncio.sleep(0.05)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 5.0)
@@ -262,3 +267,31 @@ def test_waiting_for_another_load_in_the_process_ends_at_its_deadline() -> None:
         assert await leader_task == "leader"
 
     asyncio.run(scenario())
+
+
+class _Interrupted(BaseException):
+    """Stands for KeyboardInterrupt or SystemExit raised inside a loader."""
+
+
+def test_a_sync_loader_interrupted_or_failing_releases_the_lock(
+    redis_url: str, prefix: str, direct: redis.Redis
+) -> None:
+    cache = RedisCache(redis_url, prefix=prefix)
+    seen_locks: list[int] = []
+
+    def interrupted() -> str:
+        seen_locks.append(len(_locks(direct, prefix)))
+        raise _Interrupted
+
+    def failing() -> str:
+        seen_locks.append(len(_locks(direct, prefix)))
+        raise ValueError("the loader failed")
+
+    with pytest.raises(_Interrupted):
+        cache.get_or_set("a", interrupted, ttl=60)
+    with pytest.raises(ValueError, match="the loader failed"):
+        cache.get_or_set("b", failing, ttl=60)
+    assert seen_locks == [1, 1]  # each loader ran under the lock
+    assert _locks(direct, prefix) == []
+    assert cache.get_or_set("a", lambda: "next", ttl=60) == "next"
+    cache.close()

@@ -305,6 +305,8 @@ def test_the_client_is_the_only_retry_layer_whatever_the_url_says() -> None:
         connection = backend.client.connection_pool.make_connection()
         assert connection.retry.get_retries() == 0
         assert connection.socket_timeout == connection.socket_connect_timeout == 0.2
+        # Maintenance notifications would relax the timeout to 10 s during a maintenance.
+        assert not backend.client.connection_pool.maint_notifications_enabled()
 
         async def async_connection() -> tuple[int, float | None]:
             client = await backend._aclient()

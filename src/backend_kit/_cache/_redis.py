@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import re
 import secrets
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, TypeVar, cast
 
 import structlog
 
@@ -61,6 +62,43 @@ class _Failed(Exception):
     falls back to the memory tier."""
 
 
+class _Commands(NamedTuple):
+    """Step: run the commands *queue* adds to a pipeline, in one round trip; the
+    result is their replies. `_Failed` is thrown in when Redis fails or is skipped."""
+
+    queue: Callable[[Any], object]
+
+
+class _Pause(NamedTuple):
+    """Step: wait *seconds* before polling again."""
+
+    seconds: float
+
+
+class _Unlock(NamedTuple):
+    """Step: release the lock if it still holds *token*; carried out even when the
+    caller is being cancelled, and never fails."""
+
+    full_key: str
+    token: str
+
+
+class _Fallback(NamedTuple):
+    """Step: load through this process's memory tier; the result is the value (or
+    BUSY, with *busy_if_loading*, when another caller is loading it)."""
+
+    key: str
+    namespace: str
+    ttl: float
+    busy_if_loading: bool
+
+
+#: Step: run the loader; the result is its value (its exception is thrown in).
+_LOAD: Final = object()
+
+_Flow = Generator[Any, Any, Any]
+
+
 def _client_options(url: str, timeout: float, max_connections: int) -> dict[str, Any]:
     """Connection options for both clients. Ours override the URL's query string: the
     timeouts bound every call, and the outage handling here is the only retry layer
@@ -69,7 +107,12 @@ def _client_options(url: str, timeout: float, max_connections: int) -> dict[str,
     from redis.asyncio.connection import parse_url
 
     options: dict[str, Any] = dict(parse_url(url))
+    from redis.maint_notifications import MaintNotificationsConfig
+
     options.update(
+        # Maintenance notifications (RESP3) would swap in a 10 s "relaxed" timeout
+        # during a server's maintenance: the bound below must hold then too.
+        maint_notifications_config=MaintNotificationsConfig(enabled=False),
         socket_connect_timeout=timeout,
         socket_timeout=timeout,
         socket_keepalive=True,
@@ -133,6 +176,7 @@ class RedisCache(CacheBackend):
         super().__init__()
         self.prefix = prefix
         self.lock_ttl = lock_ttl
+        self._lock_ms = int(lock_ttl * 1000)
         self.timeout = timeout
         self._codec = ValueCodec(serializer, signing_key)
         self._display_url = mask_url(url)
@@ -305,13 +349,7 @@ class RedisCache(CacheBackend):
         return self._decode(full_key, cast("bytes | None", raw))
 
     def _write(self, key: str, namespace: str, value: Any, ttl: float) -> None:
-        full_key = self._key(namespace, key)
-        data = self._codec.dumps(full_key, value)
-        try:
-            self._call(lambda: self._client.set(full_key, data, px=int(ttl * 1000)))
-        except _Failed:
-            next(self._fallback_count)
-            self._fallback._write(key, namespace, value, ttl)
+        self._run(self._write_flow(key, namespace, value, ttl))
 
     def _remove(self, key: str, namespace: str) -> None:
         self._fallback._remove(key, namespace)
@@ -354,45 +392,118 @@ class RedisCache(CacheBackend):
 
     # -- single flight across processes ----------------------------------------------
     #
-    # The commands are built and their replies read by the helpers below, shared by the
-    # sync and the async paths; only the loops that run them differ.
+    # A load is written once, as a flow: a generator that yields the steps it needs
+    # (Redis commands, a pause, running the loader...) and receives their results, or
+    # has their exceptions thrown in. `_run` carries the steps out for plain loaders,
+    # `_arun` for coroutine loaders; neither knows what a load is.
 
-    def _queue_claim(self, pipe: Any, full_key: str, namespace: str, token: str) -> None:
-        # The lock is taken before the value is read, in one round trip: a holder stores
-        # its value before releasing the lock, so whoever gets the lock next sees it.
-        pipe.set(self._lock_key(full_key), token, nx=True, px=int(self.lock_ttl * 1000))
-        pipe.mget(full_key, self._version_key(namespace))
+    def _load_flow(self, key: str, namespace: str, ttl: float) -> _Flow:
+        full_key = self._key(namespace, key)
+        token = secrets.token_hex(16)
+        poll = _FIRST_POLL
+        waited_since = time.monotonic()
+        holding = False
+        try:
+            while True:
+                # The lock is taken before the value is read, in one round trip: a
+                # holder stores its value before releasing the lock, so whoever gets
+                # the lock next sees it.
+                holding = True  # a claim interrupted midway may still have taken it
+                acquired, (raw, version) = yield _Commands(
+                    lambda pipe: (
+                        pipe.set(self._lock_key(full_key), token, nx=True, px=self._lock_ms),
+                        pipe.mget(full_key, self._version_key(namespace)),
+                    )
+                )
+                holding = bool(acquired)
+                value = self._decode(full_key, raw)
+                if value is not MISS:
+                    return value
+                if acquired:
+                    break
+                if self._lock_wait_over(waited_since):
+                    loaded = yield _LOAD
+                    yield from self._write_flow(key, namespace, loaded, ttl)
+                    return loaded
+                yield _Pause(poll)
+                poll = min(poll * 2, _MAX_POLL)
+            loaded = yield _LOAD
+            yield from self._store_flow(full_key, namespace, version, loaded, ttl, token)
+            holding = False
+            return loaded
+        except _Failed:
+            # Redis is unavailable: this process's memory tier, under the same flight.
+            # No release: it would wait out another timeout, and the lock expires.
+            holding = False
+            next(self._fallback_count)
+            return (yield _Fallback(key, namespace, ttl, busy_if_loading=False))
+        finally:
+            if holding:
+                yield _Unlock(full_key, token)
 
-    def _claim_reply(self, full_key: str, reply: list[Any]) -> tuple[Any, bytes, bool]:
-        """(value or MISS, namespace version, whether we hold the lock)."""
-        acquired, (raw, version) = reply
-        value = self._decode(full_key, raw)
-        return value, version or b"0", bool(acquired)
+    def _try_load_flow(self, key: str, namespace: str, ttl: float) -> _Flow:
+        """`_load_flow` for a refresh: BUSY at once when another process holds the lock."""
+        full_key = self._key(namespace, key)
+        token = secrets.token_hex(16)
+        holding = True
+        try:
+            acquired, version = yield _Commands(
+                lambda pipe: (
+                    pipe.set(self._lock_key(full_key), token, nx=True, px=self._lock_ms),
+                    pipe.get(self._version_key(namespace)),
+                )
+            )
+            holding = bool(acquired)
+            if not acquired:
+                return BUSY
+            loaded = yield _LOAD
+            yield from self._store_flow(full_key, namespace, version, loaded, ttl, token)
+            holding = False
+            return loaded
+        except _Failed:
+            holding = False
+            next(self._fallback_count)
+            return (yield _Fallback(key, namespace, ttl, busy_if_loading=True))
+        finally:
+            if holding:
+                yield _Unlock(full_key, token)
 
-    def _queue_store_and_release(
+    def _store_flow(
         self,
-        pipe: Any,
         full_key: str,
         namespace: str,
-        version: bytes,
-        data: bytes,
+        version: bytes | None,
+        value: Any,
         ttl: float,
         token: str,
-    ) -> None:
-        pipe.eval(
-            _SET_IF_VERSION,
-            2,
-            full_key,
-            self._version_key(namespace),
-            data,
-            int(ttl * 1000),
-            version,
-        )
-        pipe.eval(_RELEASE, 1, self._lock_key(full_key), token)
+    ) -> _Flow:
+        """Store *value* unless its namespace was invalidated meanwhile, and release the
+        lock, in one round trip. A failure is left to the lock's expiry."""
+        data = self._codec.dumps(full_key, value)
+        with contextlib.suppress(_Failed):
+            yield _Commands(
+                lambda pipe: (
+                    pipe.eval(
+                        _SET_IF_VERSION,
+                        2,
+                        full_key,
+                        self._version_key(namespace),
+                        data,
+                        int(ttl * 1000),
+                        version or b"0",
+                    ),
+                    pipe.eval(_RELEASE, 1, self._lock_key(full_key), token),
+                )
+            )
 
-    def _queue_try_lock(self, pipe: Any, full_key: str, namespace: str, token: str) -> None:
-        pipe.set(self._lock_key(full_key), token, nx=True, px=int(self.lock_ttl * 1000))
-        pipe.get(self._version_key(namespace))
+    def _write_flow(self, key: str, namespace: str, value: Any, ttl: float) -> _Flow:
+        full_key = self._key(namespace, key)
+        data = self._codec.dumps(full_key, value)
+        try:
+            yield _Commands(lambda pipe: pipe.set(full_key, data, px=int(ttl * 1000)))
+        except _Failed:
+            next(self._fallback_count)
+            self._fallback._write(key, namespace, value, ttl)
 
     def _lock_wait_over(self, waited_since: float) -> bool:
         if time.monotonic() - waited_since < self.lock_ttl:
@@ -405,204 +516,110 @@ class RedisCache(CacheBackend):
         )
         return True
 
-    # sync ----------------------------------------------------------------------------
+    def _run(self, flow: _Flow, loader: Callable[[], Any] | None = None) -> Any:
+        """Carry out *flow* with the sync client and a plain *loader*."""
+        reply: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                step = flow.send(reply) if error is None else flow.throw(error)
+            except StopIteration as done:
+                return done.value
+            reply, error = None, None
+            try:
+                if type(step) is _Commands:
+                    reply = self._call(functools.partial(self._execute, step.queue))
+                elif step is _LOAD:
+                    reply = loader()  # type: ignore[misc]
+                elif type(step) is _Unlock:
+                    self._unlock(step)
+                elif type(step) is _Pause:
+                    time.sleep(step.seconds)
+                elif type(step) is _Fallback:
+                    fallback = self._fallback
+                    load = (
+                        fallback._try_load_shared if step.busy_if_loading else fallback._load_shared
+                    )
+                    reply = load(step.key, step.namespace, loader, step.ttl)  # type: ignore[arg-type]
+            except BaseException as exc:  # the flow decides what to do, and re-raises
+                error = exc
 
-    def _claim(self, full_key: str, namespace: str, token: str) -> tuple[Any, bytes, bool]:
-        def claim() -> list[Any]:
-            pipe = self._client.pipeline(transaction=False)
-            self._queue_claim(pipe, full_key, namespace, token)
-            return pipe.execute()
+    async def _arun(self, flow: _Flow, loader: Callable[[], Awaitable[Any]] | None = None) -> Any:
+        """Carry out *flow* with this event loop's client and a coroutine *loader*."""
+        reply: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                step = flow.send(reply) if error is None else flow.throw(error)
+            except StopIteration as done:
+                return done.value
+            reply, error = None, None
+            try:
+                if type(step) is _Commands:
+                    reply = await self._acall(functools.partial(self._aexecute, step.queue))
+                elif step is _LOAD:
+                    reply = await loader()  # type: ignore[misc]
+                elif type(step) is _Unlock:
+                    await self._aunlock_surely(step)
+                elif type(step) is _Pause:
+                    await asyncio.sleep(step.seconds)
+                elif type(step) is _Fallback:
+                    fallback = self._fallback
+                    load = (
+                        fallback._atry_load_shared
+                        if step.busy_if_loading
+                        else fallback._aload_shared
+                    )
+                    reply = await load(step.key, step.namespace, loader, step.ttl)  # type: ignore[arg-type]
+            except BaseException as exc:  # the flow decides what to do, and re-raises
+                error = exc
 
-        return self._claim_reply(full_key, self._call(claim))
+    def _execute(self, queue: Callable[[Any], object]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        queue(pipe)
+        return pipe.execute()
 
-    def _store_and_release(
-        self, full_key: str, namespace: str, version: bytes, value: Any, ttl: float, token: str
-    ) -> None:
-        data = self._codec.dumps(full_key, value)
+    async def _aexecute(self, queue: Callable[[Any], object]) -> list[Any]:
+        pipe = (await self._aclient()).pipeline(transaction=False)
+        queue(pipe)
+        return await pipe.execute()
 
-        def store() -> None:
-            pipe = self._client.pipeline(transaction=False)
-            self._queue_store_and_release(pipe, full_key, namespace, version, data, ttl, token)
-            pipe.execute()
-
+    def _unlock(self, step: _Unlock) -> None:
         with contextlib.suppress(_Failed):
-            self._call(store)
+            self._call(
+                lambda: self._client.eval(_RELEASE, 1, self._lock_key(step.full_key), step.token)
+            )
 
-    def _release_quietly(self, full_key: str, token: str) -> None:
-        with contextlib.suppress(_Failed):
-            self._call(lambda: self._client.eval(_RELEASE, 1, self._lock_key(full_key), token))
-
-    def _load_shared(self, key: str, namespace: str, loader: Callable[[], T], ttl: float) -> T:
-        full_key = self._key(namespace, key)
-        token = secrets.token_hex(16)
-        poll = _FIRST_POLL
-        waited_since = time.monotonic()
-        holding = False
-        try:
-            while True:
-                holding = True  # a claim that fails midway may still have taken the lock
-                value, version, acquired = self._claim(full_key, namespace, token)
-                holding = acquired
-                if value is not MISS:
-                    return cast("T", value)
-                if acquired:
-                    break
-                if self._lock_wait_over(waited_since):
-                    loaded = loader()
-                    self._write(key, namespace, loaded, ttl)
-                    return loaded
-                time.sleep(poll)
-                poll = min(poll * 2, _MAX_POLL)
-            loaded = loader()
-            self._store_and_release(full_key, namespace, version, loaded, ttl, token)
-            holding = False
-            return loaded
-        except _Failed:
-            # Redis is unavailable: this process's memory tier, under the same flight.
-            # No release: it would wait out another timeout, and the lock expires.
-            holding = False
-            next(self._fallback_count)
-            return self._fallback._load_shared(key, namespace, loader, ttl)
-        finally:
-            if holding:
-                self._release_quietly(full_key, token)
-
-    def _try_load_shared(self, key: str, namespace: str, loader: Callable[[], T], ttl: float) -> T:
-        full_key = self._key(namespace, key)
-        token = secrets.token_hex(16)
-        holding = True
-        try:
-
-            def claim() -> list[Any]:
-                pipe = self._client.pipeline(transaction=False)
-                self._queue_try_lock(pipe, full_key, namespace, token)
-                return pipe.execute()
-
-            acquired, version = self._call(claim)
-            holding = bool(acquired)
-            if not acquired:
-                return cast("T", BUSY)
-            value = loader()
-            self._store_and_release(full_key, namespace, version or b"0", value, ttl, token)
-            holding = False
-            return value
-        except _Failed:
-            holding = False
-            next(self._fallback_count)
-            return self._fallback._try_load_shared(key, namespace, loader, ttl)
-        finally:
-            if holding:
-                self._release_quietly(full_key, token)
-
-    # async ---------------------------------------------------------------------------
-
-    async def _aclaim(self, full_key: str, namespace: str, token: str) -> tuple[Any, bytes, bool]:
-        async def claim() -> list[Any]:
-            pipe = (await self._aclient()).pipeline(transaction=False)
-            self._queue_claim(pipe, full_key, namespace, token)
-            return await pipe.execute()
-
-        return self._claim_reply(full_key, await self._acall(claim))
-
-    async def _astore_and_release(
-        self, full_key: str, namespace: str, version: bytes, value: Any, ttl: float, token: str
-    ) -> None:
-        data = self._codec.dumps(full_key, value)
-
-        async def store() -> None:
-            pipe = (await self._aclient()).pipeline(transaction=False)
-            self._queue_store_and_release(pipe, full_key, namespace, version, data, ttl, token)
-            await pipe.execute()
-
-        with contextlib.suppress(_Failed):
-            await self._acall(store)
-
-    async def _arelease(self, full_key: str, token: str) -> None:
+    async def _aunlock(self, step: _Unlock) -> None:
         client = await self._aclient()
         with contextlib.suppress(_Failed):
-            await self._acall(lambda: client.eval(_RELEASE, 1, self._lock_key(full_key), token))
+            await self._acall(
+                lambda: client.eval(_RELEASE, 1, self._lock_key(step.full_key), step.token)
+            )
 
-    async def _arelease_surely(self, full_key: str, token: str) -> None:
-        """Release the lock in a task of its own: a cancellation of the caller (now or
+    async def _aunlock_surely(self, step: _Unlock) -> None:
+        """Release the lock in a task of its own: a cancellation of the caller (now, or
         while this waits) does not stop the release."""
-        task = asyncio.get_running_loop().create_task(self._arelease(full_key, token))
+        task = asyncio.get_running_loop().create_task(self._aunlock(step))
         self._releasing.add(task)
         task.add_done_callback(self._releasing.discard)
         await asyncio.shield(task)
 
-    async def _awrite(self, key: str, namespace: str, value: Any, ttl: float) -> None:
-        full_key = self._key(namespace, key)
-        data = self._codec.dumps(full_key, value)
-        client = await self._aclient()
-        try:
-            await self._acall(lambda: client.set(full_key, data, px=int(ttl * 1000)))
-        except _Failed:
-            next(self._fallback_count)
-            self._fallback._write(key, namespace, value, ttl)
+    def _load_shared(self, key: str, namespace: str, loader: Callable[[], T], ttl: float) -> T:
+        return cast("T", self._run(self._load_flow(key, namespace, ttl), loader))
+
+    def _try_load_shared(self, key: str, namespace: str, loader: Callable[[], T], ttl: float) -> T:
+        return cast("T", self._run(self._try_load_flow(key, namespace, ttl), loader))
 
     async def _aload_shared(
         self, key: str, namespace: str, loader: Callable[[], Awaitable[T]], ttl: float
     ) -> T:
-        full_key = self._key(namespace, key)
-        token = secrets.token_hex(16)
-        poll = _FIRST_POLL
-        waited_since = time.monotonic()
-        holding = False
-        try:
-            while True:
-                holding = True  # a cancelled claim may still have taken the lock
-                value, version, acquired = await self._aclaim(full_key, namespace, token)
-                holding = acquired
-                if value is not MISS:
-                    return cast("T", value)
-                if acquired:
-                    break
-                if self._lock_wait_over(waited_since):
-                    loaded = await loader()
-                    await self._awrite(key, namespace, loaded, ttl)
-                    return loaded
-                await asyncio.sleep(poll)
-                poll = min(poll * 2, _MAX_POLL)
-            loaded = await loader()
-            await self._astore_and_release(full_key, namespace, version, loaded, ttl, token)
-            holding = False
-            return loaded
-        except _Failed:
-            holding = False
-            next(self._fallback_count)
-            return await self._fallback._aload_shared(key, namespace, loader, ttl)
-        finally:
-            if holding:
-                await self._arelease_surely(full_key, token)
+        return cast("T", await self._arun(self._load_flow(key, namespace, ttl), loader))
 
     async def _atry_load_shared(
         self, key: str, namespace: str, loader: Callable[[], Awaitable[T]], ttl: float
     ) -> T:
-        full_key = self._key(namespace, key)
-        token = secrets.token_hex(16)
-        holding = True
-        try:
-
-            async def claim() -> list[Any]:
-                pipe = (await self._aclient()).pipeline(transaction=False)
-                self._queue_try_lock(pipe, full_key, namespace, token)
-                return await pipe.execute()
-
-            acquired, version = await self._acall(claim)
-            holding = bool(acquired)
-            if not acquired:
-                return cast("T", BUSY)
-            value = await loader()
-            await self._astore_and_release(full_key, namespace, version or b"0", value, ttl, token)
-            holding = False
-            return value
-        except _Failed:
-            holding = False
-            next(self._fallback_count)
-            return await self._fallback._atry_load_shared(key, namespace, loader, ttl)
-        finally:
-            if holding:
-                await self._arelease_surely(full_key, token)
+        return cast("T", await self._arun(self._try_load_flow(key, namespace, ttl), loader))
 
     def _check_round_trip(self, key: str, value: Any) -> None:
         # Straight to the client: errors must surface, and an open breaker must not
