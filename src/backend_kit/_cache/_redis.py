@@ -206,7 +206,7 @@ class RedisCache(CacheBackend):
             # meanwhile: from now on Redis is the truth again.
             on_recovered=self._fallback.clear,
         )
-        self._breaker = self.breaker
+        self._breaker = self.breaker  # what cached() reads to count its fallbacks
 
     def __repr__(self) -> str:
         return f"RedisCache({self._display_url!r}, prefix={self.prefix!r})"
