@@ -492,3 +492,33 @@ def test_a_forked_child_gets_fresh_cache_state(redis_url: str, prefix: str) -> N
 
 async def _never() -> int:
     raise AssertionError("the value is cached")
+
+
+def test_async_calls_on_a_hung_server_are_bounded_then_skip_it() -> None:
+    with silent_tcp_server() as port:
+        backend = RedisCache(
+            f"redis://127.0.0.1:{port}/0", timeout=0.2, failure_threshold=2, probe_interval=30
+        )
+        calls = 0
+
+        @cached(ttl=60, cache=backend)
+        async def value() -> int:
+            nonlocal calls
+            calls += 1
+            return calls
+
+        async def sequence() -> tuple[list[int], float, float]:
+            started = time.monotonic()
+            first = await value()  # a read and a lock claim, each waiting out 0.2 s
+            first_took = time.monotonic() - started
+            started = time.monotonic()
+            rest = [await value() for _ in range(20)]  # the breaker is open: no waiting
+            return [first, *rest], first_took, time.monotonic() - started
+
+        with capture_logs():
+            results, first_took, rest_took = asyncio.run(sequence())
+        assert results == [1] * 21
+        assert 0.3 < first_took < 2.0  # two read timeouts, never redis-py's retries
+        assert rest_took < 0.5
+        assert value.cache_info().fallbacks == 21
+        backend.close()
