@@ -10,13 +10,13 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 from structlog.testing import capture_logs
 
 from backend_kit import RedisCache, cached
+from backend_kit._cache._breaker import CircuitBreaker
 
 from .servers import redis_server, silent_tcp_server
 
@@ -198,10 +198,10 @@ def test_pickle_is_signed_and_a_bad_signature_is_a_logged_miss(
     impostor.close()
 
 
-def test_outage_fallback_warning_cooldown_and_recovery(tmp_path: Path) -> None:
+def test_outage_falls_back_to_memory_and_probing_resumes_redis() -> None:
     with redis_server() as server:
         backend = RedisCache(
-            server.url, prefix="bk-outage:", failure_threshold=3, cooldown=0.5, timeout=0.5
+            server.url, prefix="bk-outage:", failure_threshold=3, probe_interval=0.3, timeout=0.5
         )
         loads: list[int] = []
 
@@ -213,38 +213,55 @@ def test_outage_fallback_warning_cooldown_and_recovery(tmp_path: Path) -> None:
         assert value(1) == 10
         assert value(1) == 10
         assert loads == [1]
+        assert value.cache_info().fallbacks == 0
 
         server.stop()
         with capture_logs() as logs:
-            results = [value(1) for _ in range(20)]
-        assert results == [10] * 20  # no Redis error reaches the caller
-        assert len(loads) == 21
+            results = [value(1) for _ in range(20)] + [value(2) for _ in range(20)]
+        assert results == [10] * 20 + [20] * 20  # no Redis error reaches the caller
+        # The memory tier: one load per key for the whole outage, not one per call.
+        assert loads == [1, 1, 2]
+        assert value.cache_info().fallbacks == 40
+        assert value.cache_info().hits == 1 + 38
         warnings = [log for log in logs if log["event"] == "cache_unavailable"]
         assert len(warnings) == 1  # one per interval, not one per call
         assert warnings[0]["log_level"] == "warning"
         assert warnings[0]["error"] == "ConnectionError"
         assert backend.breaker.is_open
+        assert backend.fallbacks >= 40
 
-        # During the cool-down Redis is not contacted even though it is back.
+        # Between probes Redis is not contacted even though it is back.
         server.start()
-        value(1)
+        assert value(1) == 10
         assert backend.breaker.is_open
-        assert len(loads) == 22
+        assert len(loads) == 3
 
-        time.sleep(0.6)
+        # The next probe reaches Redis: back to Redis, and the memory tier is dropped.
+        deadline = time.monotonic() + 5.0
         with capture_logs() as logs:
-            assert value(1) == 10  # the probe reaches Redis: a miss, loaded and stored
-            assert value(1) == 10  # and now a hit again
-        assert len(loads) == 23
+            while backend.breaker.failing and time.monotonic() < deadline:
+                value(1)
+                time.sleep(0.02)
+        assert not backend.breaker.failing
         assert [log["event"] for log in logs] == ["cache_recovered"]
-        assert not backend.breaker.is_open
+        assert loads == [1, 1, 2, 1]  # Redis came back empty: loaded once more, stored
+        fallbacks = value.cache_info().fallbacks
+        assert value(1) == 10  # and now a hit in Redis
+        assert value.cache_info().fallbacks == fallbacks
+        assert len(loads) == 4
+        assert backend.client.exists("bk-outage:default:" + _key_of(value, 1)) == 1
+        backend.clear()
         backend.close()
+
+
+def _key_of(function: object, n: int) -> str:
+    return f"{function.__module__}.{function.__qualname__}:[{n}]"  # type: ignore[attr-defined]
 
 
 def test_hung_server_is_skipped_after_repeated_timeouts() -> None:
     with silent_tcp_server() as port:
         backend = RedisCache(
-            f"redis://127.0.0.1:{port}/0", timeout=0.2, failure_threshold=2, cooldown=30
+            f"redis://127.0.0.1:{port}/0", timeout=0.2, failure_threshold=2, probe_interval=30
         )
         calls = 0
 
@@ -256,12 +273,12 @@ def test_hung_server_is_skipped_after_repeated_timeouts() -> None:
 
         started = time.monotonic()
         with capture_logs() as logs:
-            for _ in range(20):
-                value()
+            results = [value() for _ in range(20)]
         elapsed = time.monotonic() - started
-        # Without the breaker: 20 reads and 20 writes, each waiting 0.2 s (8 s).
-        assert elapsed < 3.0
-        assert calls == 20
+        # Without the breaker: 20 reads, each waiting 0.2 s (4 s). With it: two timeouts.
+        assert elapsed < 2.0
+        assert results == [1] * 20  # loaded once, then answered from the memory tier
+        assert value.cache_info().fallbacks == 20
         assert len([log for log in logs if log["event"] == "cache_unavailable"]) == 1
         backend.close()
 
@@ -275,6 +292,35 @@ def test_redis_errors_are_redis_py_errors_not_ours() -> None:
     assert isinstance(backend.client, redis.Redis)
     assert backend.get("anything") is None
     backend.close()
+
+
+def test_the_client_is_the_only_retry_layer_whatever_the_url_says() -> None:
+    # A query string asking for long timeouts and retries is overridden: the outage
+    # handling of RedisCache is the one retry layer, and every call is bounded.
+    with silent_tcp_server() as port:
+        backend = RedisCache(
+            f"redis://127.0.0.1:{port}/0?socket_timeout=30&retry_on_timeout=true",
+            timeout=0.2,
+        )
+        connection = backend.client.connection_pool.make_connection()
+        assert connection.retry.get_retries() == 0
+        assert connection.socket_timeout == connection.socket_connect_timeout == 0.2
+        # Maintenance notifications would relax the timeout to 10 s during a maintenance.
+        assert not backend.client.connection_pool.maint_notifications_enabled()
+
+        async def async_connection() -> tuple[int, float | None]:
+            client = await backend._aclient()
+            made = client.connection_pool.make_connection()
+            return made.retry.get_retries(), made.socket_timeout
+
+        assert asyncio.run(async_connection()) == (0, 0.2)
+
+        started = time.monotonic()
+        assert backend.get("anything") is None
+        elapsed = time.monotonic() - started
+        # One read timeout; redis-py's own defaults would retry 10 times with backoff.
+        assert 0.15 < elapsed < 1.0
+        backend.close()
 
 
 def test_a_load_running_during_invalidation_is_not_stored_in_redis(cache: RedisCache) -> None:
@@ -352,3 +398,127 @@ def test_outage_warning_never_shows_the_password() -> None:
     assert "hunter2-secret" not in str(logs)
     assert "***" in logs[0]["backend"]
     backend.close()
+
+
+def test_half_open_probing_lets_one_call_through_per_interval() -> None:
+    now = [100.0]
+    recovered: list[bool] = []
+    breaker = CircuitBreaker(
+        backend="test",
+        threshold=2,
+        probe_interval=0.5,
+        clock=lambda: now[0],
+        on_recovered=lambda: recovered.append(True),
+    )
+    error = ConnectionError("refused")
+    with capture_logs() as logs:
+        breaker.failure(error)
+        assert breaker.allow()  # below the threshold: still contacted
+        breaker.failure(error)
+        assert breaker.is_open
+        assert not breaker.allow()
+        now[0] += 0.5
+        assert breaker.allow()  # the probe
+        assert not breaker.allow()  # the others skip while it runs
+        # The probe never reports (its caller was cancelled): its slot frees itself.
+        now[0] += 0.5
+        assert breaker.allow()
+        breaker.failure(error)
+        assert not breaker.allow()
+        now[0] += 0.5
+        assert breaker.allow()
+        breaker.success()
+    assert recovered == [True]
+    assert not breaker.failing
+    assert breaker.allow()
+    assert [log["event"] for log in logs] == ["cache_unavailable", "cache_recovered"]
+    assert logs[1]["failures"] == 3
+
+
+def test_async_calls_fall_back_to_memory_during_an_outage() -> None:
+    with redis_server() as server:
+        backend = RedisCache(server.url, prefix="bk-async-outage:", probe_interval=0.2)
+        loads: list[int] = []
+
+        @cached(ttl=60, cache=backend)
+        async def value(n: int) -> int:
+            loads.append(n)
+            await asyncio.sleep(0.01)
+            return n * 10
+
+        async def burst(n: int) -> list[int]:
+            return await asyncio.gather(*(value(n) for _ in range(10)))
+
+        assert asyncio.run(burst(1)) == [10] * 10
+        assert loads == [1]
+        server.stop()
+        assert asyncio.run(burst(1)) == [10] * 10  # one load into the memory tier
+        assert asyncio.run(burst(1)) == [10] * 10  # then memory hits
+        assert loads == [1, 1]
+        assert value.cache_info().fallbacks == 20
+        server.start()
+
+        async def until_recovered() -> None:
+            deadline = time.monotonic() + 5.0
+            while backend.breaker.failing and time.monotonic() < deadline:
+                await value(1)
+                await asyncio.sleep(0.02)
+
+        asyncio.run(until_recovered())
+        assert not backend.breaker.failing
+        assert loads == [1, 1, 1]  # loaded once more into the restarted Redis
+        assert asyncio.run(burst(1)) == [10] * 10
+        assert loads == [1, 1, 1]
+        backend.clear()
+        backend.close()
+
+
+def test_a_forked_child_gets_fresh_cache_state(redis_url: str, prefix: str) -> None:
+    # What os.register_at_fork(after_in_child=...) calls: the child then uses its own
+    # connections, locks and breaker, and the cache works as before.
+    backend = RedisCache(redis_url, prefix=prefix)
+    backend.breaker.failure(ConnectionError("before the fork"))
+    backend.set("k", 1, ttl=60)
+    old_pool_connections = backend.client.connection_pool._created_connections  # type: ignore[attr-defined]
+    backend._reset_after_fork()
+    assert not backend.breaker.failing
+    assert backend.client.connection_pool._created_connections == 0  # type: ignore[attr-defined]
+    assert old_pool_connections >= 1
+    assert backend.get("k") == 1
+    assert asyncio.run(backend.aget_or_set("k", _never, ttl=60)) == 1
+    backend.clear()
+    backend.close()
+
+
+async def _never() -> int:
+    raise AssertionError("the value is cached")
+
+
+def test_async_calls_on_a_hung_server_are_bounded_then_skip_it() -> None:
+    with silent_tcp_server() as port:
+        backend = RedisCache(
+            f"redis://127.0.0.1:{port}/0", timeout=0.2, failure_threshold=2, probe_interval=30
+        )
+        calls = 0
+
+        @cached(ttl=60, cache=backend)
+        async def value() -> int:
+            nonlocal calls
+            calls += 1
+            return calls
+
+        async def sequence() -> tuple[list[int], float, float]:
+            started = time.monotonic()
+            first = await value()  # a read and a lock claim, each waiting out 0.2 s
+            first_took = time.monotonic() - started
+            started = time.monotonic()
+            rest = [await value() for _ in range(20)]  # the breaker is open: no waiting
+            return [first, *rest], first_took, time.monotonic() - started
+
+        with capture_logs():
+            results, first_took, rest_took = asyncio.run(sequence())
+        assert results == [1] * 21
+        assert 0.3 < first_took < 2.0  # two read timeouts, never redis-py's retries
+        assert rest_took < 0.5
+        assert value.cache_info().fallbacks == 21
+        backend.close()

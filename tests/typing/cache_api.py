@@ -28,11 +28,12 @@ async def use() -> None:
     square.cache_clear()
     fetch_user.invalidate_namespace()
     info: CacheInfo = square.cache_info()
+    fallbacks: int = info.fallbacks
     backend: CacheBackend = default_cache()
     answer: int = MemoryCache(maxsize=10).get_or_set("answer", lambda: 42, ttl=60)
     backend.set("key", {"a": 1}, ttl=30)
     backend.check()
-    del area, user, info, answer
+    del area, user, info, answer, fallbacks
 
 
 # The decorated functions keep their signatures: results, arguments, and the arguments

@@ -5,9 +5,12 @@ from __future__ import annotations
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from ._flight import AsyncSingleFlight, SingleFlight
+
+if TYPE_CHECKING:
+    from ._breaker import CircuitBreaker
 
 __all__ = ["DEFAULT_NAMESPACE", "MISS", "CacheBackend"]
 
@@ -44,11 +47,15 @@ class CacheBackend(ABC):
     """A cache: `get`, `set`, `delete`, `clear`, `get_or_set` and `invalidate_namespace`.
 
     Keys are strings inside a namespace (default ``"default"``). Backends never raise
-    their server's errors to the caller: a read that fails is a miss, a write that fails
-    is skipped, and the failure is logged (see `CircuitBreaker`).
+    their server's errors to the caller: while the server fails, reads, writes and loads
+    use a per-process memory tier instead, and the failure is logged (see
+    `CircuitBreaker`).
     ``get_or_set`` is single-flight: concurrent misses on one key in this process run
     the loader once (and, for `RedisCache`, once across processes).
     """
+
+    #: The breaker of a backend that can be unavailable (None: always available).
+    _breaker: CircuitBreaker | None = None
 
     def __init__(self) -> None:
         self._flight = SingleFlight()

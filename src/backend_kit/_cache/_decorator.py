@@ -38,6 +38,9 @@ class CacheInfo(NamedTuple):
     loads: int
     #: Loads that raised (nothing was cached).
     errors: int
+    #: Calls made while the shared cache server was unavailable, answered from this
+    #: process's memory tier instead (hits and misses alike).
+    fallbacks: int = 0
 
 
 class CachedFunction(Protocol[P, R]):
@@ -57,7 +60,7 @@ class CachedFunction(Protocol[P, R]):
         """Forget every result in this function's namespace, for all its functions."""
 
     def cache_info(self) -> CacheInfo:
-        """Hits, misses, loads and errors counted in this process."""
+        """Hits, misses, loads, errors and fallbacks counted in this process."""
 
 
 # A stale_ttl entry is [_STALE_MARK, fresh_until (epoch seconds), value]: the wall clock,
@@ -73,7 +76,7 @@ def _stale_entry(value: Any) -> list[Any] | None:
 
 class _Stats:
     # Hits and misses use itertools.count, whose next() is atomic: no lock on the hit path.
-    __slots__ = ("errors", "hits", "loads", "lock", "misses")
+    __slots__ = ("errors", "fallbacks", "hits", "loads", "lock", "misses")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -81,11 +84,18 @@ class _Stats:
 
     def reset(self) -> None:
         self.hits, self.misses = itertools.count(), itertools.count()
+        self.fallbacks = itertools.count()
         self.loads = self.errors = 0
 
     def info(self) -> CacheInfo:
         with self.lock:
-            return CacheInfo(_peek(self.hits), _peek(self.misses), self.loads, self.errors)
+            return CacheInfo(
+                _peek(self.hits),
+                _peek(self.misses),
+                self.loads,
+                self.errors,
+                _peek(self.fallbacks),
+            )
 
 
 def _peek(counter: itertools.count[int]) -> int:
@@ -158,7 +168,9 @@ def cached(
 
     Concurrent misses on one key run the function once (across processes with Redis);
     the others wait for its result or its exception. An unavailable cache server never
-    fails the call: the function runs and its result is returned.
+    fails the call: until it answers again, results are cached in this process's memory
+    with the same *ttl*, so the function still runs at most once per key per process per
+    *ttl* (``cache_info().fallbacks`` counts these calls).
 
     With *stale_ttl*, a result older than *ttl* is still served for *stale_ttl* more
     seconds while one caller (one per key, across processes with Redis) refreshes it;
@@ -222,6 +234,9 @@ def cached(
                 backend = binding.get()
                 cache_key = make_key(args, kwargs)
                 value = await backend._aread(cache_key, space)
+                breaker = backend._breaker
+                if breaker is not None and breaker.failing:
+                    next(stats.fallbacks)
                 if value is not MISS and stale_ttl is None:
                     next(stats.hits)
                     return value
@@ -299,6 +314,9 @@ def cached(
                 else:
                     cache_key = make_key(args, kwargs)
                 value = backend._read(cache_key, space)
+                breaker = backend._breaker
+                if breaker is not None and breaker.failing:
+                    next(stats.fallbacks)
                 if value is not MISS and stale_ttl is None:
                     next(stats.hits)
                     return value

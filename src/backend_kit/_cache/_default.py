@@ -74,6 +74,18 @@ def default_cache(settings: Settings | None = None) -> CacheBackend:
         return cache
 
 
+def reset_redis_caches_after_fork() -> None:
+    """For a child process right after fork: each default Redis cache drops its
+    parent's connections, async clients, locks, flights and breaker state."""
+    global _lock
+    _lock = threading.Lock()
+    for cache in list(_redis_caches.values()):
+        from ._redis import RedisCache
+
+        if isinstance(cache, RedisCache):
+            cache._reset_after_fork()
+
+
 def use_memory_only(enabled: bool) -> None:
     """Switch every default backend to fresh in-memory caches (or back)."""
     global _shared_memory

@@ -7,9 +7,16 @@ import threading
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar, cast
 
+import structlog
+
 __all__ = ["BUSY", "AsyncSingleFlight", "ReentrantCacheCallError", "SingleFlight"]
 
 T = TypeVar("T")
+logger = structlog.get_logger("backend_kit.cache")
+
+#: How long a caller waits for another caller's load of the same key before loading
+#: the value itself: a loader that hangs must not hang every caller behind it.
+DEFAULT_WAIT_TIMEOUT = 60.0
 
 # Left in a flight whose leader was interrupted (KeyboardInterrupt, task cancellation):
 # its waiters start a new flight instead of inheriting an interruption not meant for them.
@@ -42,12 +49,27 @@ class _Flight:
         self.error: BaseException | None = None
 
 
-class SingleFlight:
-    """Coalesces concurrent loads of one key across the threads of a process."""
+def _waited_too_long(waited: float) -> None:
+    logger.warning(
+        "cache_load_wait_timeout",
+        waited=waited,
+        effect="the load this call waited for is still running; this call loads the value itself",
+    )
 
-    def __init__(self) -> None:
+
+class SingleFlight:
+    """Coalesces concurrent loads of one key across the threads of a process. A
+    caller waits at most *wait_timeout* seconds for another's load, then loads itself."""
+
+    def __init__(self, wait_timeout: float = DEFAULT_WAIT_TIMEOUT) -> None:
+        self.wait_timeout = wait_timeout
         self._lock = threading.Lock()
         self._flights: dict[Hashable, _Flight] = {}
+
+    def reset(self) -> None:
+        """Forget every flight and recreate the lock (for a child process after fork)."""
+        self._lock = threading.Lock()
+        self._flights = {}
 
     def run(self, key: Hashable, loader: Callable[[], T]) -> T:
         """Run *loader* unless another thread is already loading *key*; then wait for
@@ -61,7 +83,9 @@ class SingleFlight:
                     break
             if flight.owner == me:
                 raise _reentrant(key)
-            flight.done.wait()
+            if not flight.done.wait(self.wait_timeout):
+                _waited_too_long(self.wait_timeout)
+                return loader()
             if flight.error is not None:
                 raise flight.error
             if flight.value is not _INTERRUPTED:
@@ -76,7 +100,8 @@ class SingleFlight:
             return value
         finally:
             with self._lock:
-                del self._flights[key]
+                if self._flights.get(key) is flight:
+                    del self._flights[key]
             flight.done.set()
 
     def try_run(self, key: Hashable, loader: Callable[[], T]) -> T:
@@ -97,9 +122,11 @@ class _AsyncFlight:
 
 
 class AsyncSingleFlight:
-    """Coalesces concurrent loads of one key across the tasks of an event loop."""
+    """Coalesces concurrent loads of one key across the tasks of an event loop. A task
+    waits at most *wait_timeout* seconds for another's load, then loads itself."""
 
-    def __init__(self) -> None:
+    def __init__(self, wait_timeout: float = DEFAULT_WAIT_TIMEOUT) -> None:
+        self.wait_timeout = wait_timeout
         # Keyed by loop too: a future belongs to one loop, and several threads may each
         # run their own.
         self._flights: dict[tuple[asyncio.AbstractEventLoop, Hashable], _AsyncFlight] = {}
@@ -118,7 +145,11 @@ class AsyncSingleFlight:
             if flight.owner is task:
                 raise _reentrant(key)
             # shield: a waiter being cancelled must not cancel the flight of the others.
-            value = await asyncio.shield(flight.future)
+            try:
+                value = await asyncio.wait_for(asyncio.shield(flight.future), self.wait_timeout)
+            except asyncio.TimeoutError:
+                _waited_too_long(self.wait_timeout)
+                return await loader()
             if value is not _INTERRUPTED:
                 return cast("T", value)
         future = flight.future
@@ -135,7 +166,8 @@ class AsyncSingleFlight:
             future.set_result(value)
             return value
         finally:
-            del self._flights[slot]
+            if self._flights.get(slot) is flight:
+                del self._flights[slot]
 
     async def try_run(self, key: Hashable, loader: Callable[[], Awaitable[T]]) -> T:
         """Await *loader* as `run` does, unless *key* is already being loaded: then

@@ -1,14 +1,19 @@
-"""The shared cache: Redis through redis-py, single-flight across processes."""
+"""The shared cache: Redis through redis-py (sync) and redis.asyncio (async), single-flight
+across processes, and a per-process memory tier for when Redis is unavailable."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import itertools
 import re
 import secrets
+import threading
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+import weakref
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, TypeVar, cast
 
 import structlog
 
@@ -17,10 +22,12 @@ from backend_kit._redact import mask_url
 from ._backend import MISS, CacheBackend, check_namespace
 from ._breaker import CircuitBreaker
 from ._flight import BUSY
+from ._memory import MemoryCache
 from ._serialize import SignatureMismatch, ValueCodec
 
 if TYPE_CHECKING:
     import redis
+    import redis.asyncio
 
 __all__ = ["RedisCache"]
 
@@ -51,22 +58,91 @@ def _install_hint() -> ImportError:
 
 
 class _Failed(Exception):
-    """The server failed; the breaker has been told. The caller falls back."""
+    """The server failed or is being skipped; the breaker has been told. The caller
+    falls back to the memory tier."""
+
+
+class _Commands(NamedTuple):
+    """Step: run the commands *queue* adds to a pipeline, in one round trip; the
+    result is their replies. `_Failed` is thrown in when Redis fails or is skipped."""
+
+    queue: Callable[[Any], object]
+
+
+class _Pause(NamedTuple):
+    """Step: wait *seconds* before polling again."""
+
+    seconds: float
+
+
+class _Unlock(NamedTuple):
+    """Step: release the lock if it still holds *token*; carried out even when the
+    caller is being cancelled, and never fails."""
+
+    full_key: str
+    token: str
+
+
+class _Fallback(NamedTuple):
+    """Step: load through this process's memory tier; the result is the value (or
+    BUSY, with *busy_if_loading*, when another caller is loading it)."""
+
+    key: str
+    namespace: str
+    ttl: float
+    busy_if_loading: bool
+
+
+#: Step: run the loader; the result is its value (its exception is thrown in).
+_LOAD: Final = object()
+
+_Flow = Generator[Any, Any, Any]
+
+
+def _client_options(url: str, timeout: float, max_connections: int) -> dict[str, Any]:
+    """Connection options for both clients. Ours override the URL's query string: the
+    timeouts bound every call, and the outage handling here is the only retry layer
+    (redis-py would otherwise retry up to 10 times with backoff)."""
+    # The async module's parse_url is the typed one; both clients read the same keys.
+    from redis.asyncio.connection import parse_url
+
+    options: dict[str, Any] = dict(parse_url(url))
+    from redis.maint_notifications import MaintNotificationsConfig
+
+    options.update(
+        # Maintenance notifications (RESP3) would swap in a 10 s "relaxed" timeout
+        # during a server's maintenance: the bound below must hold then too.
+        maint_notifications_config=MaintNotificationsConfig(enabled=False),
+        socket_connect_timeout=timeout,
+        socket_timeout=timeout,
+        socket_keepalive=True,
+        retry_on_timeout=False,
+        retry_on_error=[],
+        health_check_interval=0,
+        max_connections=max_connections,
+    )
+    return options
 
 
 class RedisCache(CacheBackend):
     """A cache in Redis shared by every process that uses the same *url* and *prefix*.
 
-    The client is pooled (up to *max_connections*) and always has connect and read
-    timeouts (*timeout* seconds), and does not retry by itself. Values are JSON unless
-    *serializer* is ``"pickle"``, which requires a *signing_key*. A miss that several
-    processes hit together is loaded by one of them under a Redis lock (``SET NX PX``);
-    the others poll for the value, and take over if the lock expires after *lock_ttl*
-    seconds because its holder died.
+    The clients are pooled (up to *max_connections* per client) and always have connect
+    and read timeouts (*timeout* seconds); they never retry by themselves, whatever the
+    URL says. Async calls use redis.asyncio directly (one client per event loop).
+    Values are JSON unless *serializer* is ``"pickle"``, which requires a *signing_key*.
+    A miss that several processes hit together is loaded by one of them under a Redis
+    lock (``SET NX PX``); the others poll for the value for up to *lock_ttl* seconds,
+    then load it themselves. A lock whose holder died expires after *lock_ttl*.
 
-    When Redis fails, reads are misses and writes are skipped; after *failure_threshold*
-    consecutive failures Redis is not contacted for *cooldown* seconds, and one warning
-    is logged per *warn_interval* seconds.
+    When Redis fails, calls use a per-process memory cache of *fallback_maxsize*
+    entries instead, with the same ttl and single-flight: during an outage each key
+    is loaded at most once per process per ttl. After *failure_threshold* consecutive
+    failures Redis is skipped, except for one probing call every *probe_interval*
+    seconds; the first probe that succeeds switches back to Redis (and drops the
+    memory tier). One warning is logged per *warn_interval* seconds.
+
+    Raises `ValueError` for a bad *url*, *timeout* or *lock_ttl*.
 
     Examples:
         >>> cache = RedisCache("redis://127.0.0.1:6379/0", prefix="doc:")  # doctest: +SKIP
@@ -85,8 +161,9 @@ class RedisCache(CacheBackend):
         max_connections: int = 64,
         lock_ttl: float = 30.0,
         failure_threshold: int = 3,
-        cooldown: float = 10.0,
+        probe_interval: float = 0.5,
         warn_interval: float = 60.0,
+        fallback_maxsize: int = 1024,
     ) -> None:
         try:
             import redis
@@ -99,34 +176,91 @@ class RedisCache(CacheBackend):
         super().__init__()
         self.prefix = prefix
         self.lock_ttl = lock_ttl
+        self._lock_ms = int(lock_ttl * 1000)
+        self.timeout = timeout
         self._codec = ValueCodec(serializer, signing_key)
         self._display_url = mask_url(url)
-        self._client: redis.Redis = redis.Redis.from_url(
-            url,
-            socket_connect_timeout=timeout,
-            socket_timeout=timeout,
-            max_connections=max_connections,
-            # Our fallback and circuit breaker handle failures; retrying inside the client
-            # would multiply every timeout.
-            retry=Retry(NoBackoff(), 0),
+        self._options = _client_options(url, timeout, max_connections)
+        self._client: redis.Redis = redis.Redis(
+            connection_pool=redis.ConnectionPool(**self._options, retry=Retry(NoBackoff(), 0))
         )
+        self._async_lock = threading.Lock()
+        self._async_clients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, redis.asyncio.Redis
+        ] = weakref.WeakKeyDictionary()
+        self._closers: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, AsyncGenerator[None, None]
+        ] = weakref.WeakKeyDictionary()
+        # Strong references to releases that must finish even if their caller is cancelled.
+        self._releasing: set[asyncio.Task[None]] = set()
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
-        self._release = self._client.register_script(_RELEASE)
-        self._set_if_version = self._client.register_script(_SET_IF_VERSION)
+        self._fallback = MemoryCache(fallback_maxsize)
+        self._fallback_count = itertools.count()
+        self._flight.wait_timeout = self._async_flight.wait_timeout = max(60.0, 2 * lock_ttl)
         self.breaker = CircuitBreaker(
             backend=f"redis {self._display_url}",
             threshold=failure_threshold,
-            cooldown=cooldown,
+            probe_interval=probe_interval,
             warn_interval=warn_interval,
+            # What was cached during the outage may have been invalidated elsewhere
+            # meanwhile: from now on Redis is the truth again.
+            on_recovered=self._fallback.clear,
         )
+        self._breaker = self.breaker  # what cached() reads to count its fallbacks
 
     def __repr__(self) -> str:
         return f"RedisCache({self._display_url!r}, prefix={self.prefix!r})"
 
     @property
     def client(self) -> redis.Redis:
-        """The underlying redis-py client (pooled, with timeouts)."""
+        """The underlying redis-py client (pooled, with timeouts, without retries)."""
         return self._client
+
+    @property
+    def fallbacks(self) -> int:
+        """Operations this process answered from its memory tier because Redis was
+        unavailable (reads, writes and loads), since this cache was created."""
+        return int(repr(self._fallback_count)[len("count(") : -1])
+
+    async def _aclient(self) -> redis.asyncio.Redis:
+        """This event loop's client, created on its first use."""
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            client = await self._open_aclient(loop)
+        return client
+
+    async def _open_aclient(self, loop: asyncio.AbstractEventLoop) -> redis.asyncio.Redis:
+        import redis.asyncio
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        with self._async_lock:
+            client = self._async_clients.get(loop)
+            if client is not None:
+                return client
+            pool = redis.asyncio.ConnectionPool(**self._options, retry=Retry(NoBackoff(), 0))
+            client = redis.asyncio.Redis(connection_pool=pool)
+            self._async_clients[loop] = client
+        # The loop closes its async generators when it shuts down (asyncio.run does):
+        # this one closes the client's connections then, inside the loop.
+        closer = _close_at_shutdown(client)
+        self._closers[loop] = closer
+        await closer.__anext__()
+        return client
+
+    def _reset_after_fork(self) -> None:
+        """Drop what a child process must not share with its parent: pooled
+        connections, the async clients, locks, flights and breaker state."""
+        self._client.connection_pool.reset()
+        self._flight.reset()
+        self._async_lock = threading.Lock()
+        self._async_clients = weakref.WeakKeyDictionary()
+        self._closers = weakref.WeakKeyDictionary()
+        self._releasing = set()
+        self.breaker.reset()
+        self._fallback = MemoryCache(self._fallback.maxsize)
+        self.breaker._on_recovered = self._fallback.clear
 
     # -- keys --------------------------------------------------------------------------
 
@@ -153,6 +287,17 @@ class RedisCache(CacheBackend):
         self.breaker.success()
         return result
 
+    async def _acall(self, operation: Callable[[], Awaitable[T]]) -> T:
+        if not self.breaker.allow():
+            raise _Failed
+        try:
+            result = await operation()
+        except self._errors as exc:
+            self.breaker.failure(exc)
+            raise _Failed from None
+        self.breaker.success()
+        return result
+
     def _decode(self, full_key: str, raw: bytes | None) -> Any:
         if raw is None:
             return MISS
@@ -169,31 +314,45 @@ class RedisCache(CacheBackend):
             )
             return MISS
 
+    def _fallback_read(self, key: str, namespace: str) -> Any:
+        next(self._fallback_count)
+        return self._fallback._read(key, namespace)
+
     def _read(self, key: str, namespace: str) -> Any:
         # A hit is one GET: namespace invalidation deletes keys rather than making every
         # read also fetch the namespace's version.
         if not self.breaker.allow():
-            return MISS
+            return self._fallback_read(key, namespace)
         full_key = f"{self.prefix}{namespace}:{key}"
         try:
             raw = self._client.get(full_key)
         except self._errors as exc:
             self.breaker.failure(exc)
-            return MISS
+            return self._fallback_read(key, namespace)
         self.breaker.success()
-        # The client is created without decode_responses, so replies are bytes.
+        # The clients are created without decode_responses, so replies are bytes.
         return self._decode(full_key, cast("bytes | None", raw))
 
     async def _aread(self, key: str, namespace: str) -> Any:
-        return await asyncio.to_thread(self._read, key, namespace)
+        if not self.breaker.allow():
+            return self._fallback_read(key, namespace)
+        full_key = f"{self.prefix}{namespace}:{key}"
+        try:
+            client = self._async_clients.get(asyncio.get_running_loop())
+            if client is None:
+                client = await self._aclient()
+            raw = await client.get(full_key)
+        except self._errors as exc:
+            self.breaker.failure(exc)
+            return self._fallback_read(key, namespace)
+        self.breaker.success()
+        return self._decode(full_key, cast("bytes | None", raw))
 
     def _write(self, key: str, namespace: str, value: Any, ttl: float) -> None:
-        full_key = self._key(namespace, key)
-        data = self._codec.dumps(full_key, value)
-        with contextlib.suppress(_Failed):
-            self._call(lambda: self._client.set(full_key, data, px=int(ttl * 1000)))
+        self._run(self._write_flow(key, namespace, value, ttl))
 
     def _remove(self, key: str, namespace: str) -> None:
+        self._fallback._remove(key, namespace)
         with contextlib.suppress(_Failed):
             self._call(lambda: self._client.delete(self._key(namespace, key)))
 
@@ -212,10 +371,13 @@ class RedisCache(CacheBackend):
             self._call(remove)
 
     def _remove_prefix(self, key_prefix: str, namespace: str) -> None:
+        self._fallback._remove_prefix(key_prefix, namespace)
         self._remove_matching(_glob_escape(self._key(namespace, key_prefix)) + "*")
 
     def clear(self) -> None:
-        """Delete every key under this cache's prefix (values, versions and locks)."""
+        """Delete every key under this cache's prefix (values, versions and locks), and
+        this process's memory tier."""
+        self._fallback.clear()
         self._remove_matching(_glob_escape(self.prefix) + "*")
 
     def invalidate_namespace(self, namespace: str) -> None:
@@ -223,162 +385,241 @@ class RedisCache(CacheBackend):
         namespace's version is bumped first, so a load that started before this call
         does not store its possibly outdated value afterwards."""
         check_namespace(namespace)
+        self._fallback._remove_where(lambda slot: slot[0] == namespace)
         with contextlib.suppress(_Failed):
             self._call(lambda: self._client.incr(self._version_key(namespace)))
             self._remove_matching(_glob_escape(self._key(namespace, "")) + "*")
 
     # -- single flight across processes ----------------------------------------------
+    #
+    # A load is written once, as a flow: a generator that yields the steps it needs
+    # (Redis commands, a pause, running the loader...) and receives their results, or
+    # has their exceptions thrown in. `_run` carries the steps out for plain loaders,
+    # `_arun` for coroutine loaders; neither knows what a load is.
 
-    def _claim(self, full_key: str, namespace: str, token: str) -> tuple[Any, bytes, bool]:
-        """Either the value (someone loaded it), or whether we now hold the load lock.
-
-        The lock is taken before the value is read, in one round trip: a holder stores
-        its value before releasing the lock, so whoever gets the lock next sees it.
-        """
-
-        def claim() -> list[Any]:
-            pipe = self._client.pipeline(transaction=False)
-            pipe.set(self._lock_key(full_key), token, nx=True, px=int(self.lock_ttl * 1000))
-            pipe.mget(full_key, self._version_key(namespace))
-            return pipe.execute()
-
-        acquired, (raw, version) = self._call(claim)
-        value = self._decode(full_key, raw)
-        if value is not MISS:
-            if acquired:
-                self._release_quietly(full_key, token)
-            return value, b"", False
-        return MISS, version or b"0", bool(acquired)
-
-    def _store_and_release(
-        self, full_key: str, namespace: str, version: bytes, value: Any, ttl: float, token: str
-    ) -> None:
-        data = self._codec.dumps(full_key, value)
-
-        def store() -> None:
-            pipe = self._client.pipeline(transaction=False)
-            self._set_if_version(
-                keys=[full_key, self._version_key(namespace)],
-                args=[data, int(ttl * 1000), version],
-                client=pipe,
-            )
-            self._release(keys=[self._lock_key(full_key)], args=[token], client=pipe)
-            pipe.execute()
-
-        with contextlib.suppress(_Failed):
-            self._call(store)
-
-    def _release_quietly(self, full_key: str, token: str) -> None:
-        with contextlib.suppress(_Failed):
-            self._call(lambda: self._release(keys=[self._lock_key(full_key)], args=[token]))
-
-    def _load_shared(self, key: str, namespace: str, loader: Callable[[], T], ttl: float) -> T:
+    def _load_flow(self, key: str, namespace: str, ttl: float) -> _Flow:
         full_key = self._key(namespace, key)
         token = secrets.token_hex(16)
         poll = _FIRST_POLL
+        waited_since = time.monotonic()
+        holding = False
         try:
             while True:
-                value, version, acquired = self._claim(full_key, namespace, token)
+                # The lock is taken before the value is read, in one round trip: a
+                # holder stores its value before releasing the lock, so whoever gets
+                # the lock next sees it.
+                holding = True  # a claim interrupted midway may still have taken it
+                acquired, (raw, version) = yield _Commands(
+                    lambda pipe: (
+                        pipe.set(self._lock_key(full_key), token, nx=True, px=self._lock_ms),
+                        pipe.mget(full_key, self._version_key(namespace)),
+                    )
+                )
+                holding = bool(acquired)
+                value = self._decode(full_key, raw)
                 if value is not MISS:
-                    return cast("T", value)
+                    return value
                 if acquired:
                     break
-                time.sleep(poll)
+                if self._lock_wait_over(waited_since):
+                    loaded = yield _LOAD
+                    yield from self._write_flow(key, namespace, loaded, ttl)
+                    return loaded
+                yield _Pause(poll)
                 poll = min(poll * 2, _MAX_POLL)
+            loaded = yield _LOAD
+            yield from self._store_flow(full_key, namespace, version, loaded, ttl, token)
+            holding = False
+            return loaded
         except _Failed:
-            return loader()  # Redis is unavailable: serve the caller anyway
+            # Redis is unavailable: this process's memory tier, under the same flight.
+            # No release: it would wait out another timeout, and the lock expires.
+            holding = False
+            next(self._fallback_count)
+            return (yield _Fallback(key, namespace, ttl, busy_if_loading=False))
+        finally:
+            if holding:
+                yield _Unlock(full_key, token)
+
+    def _try_load_flow(self, key: str, namespace: str, ttl: float) -> _Flow:
+        """`_load_flow` for a refresh: BUSY at once when another process holds the lock."""
+        full_key = self._key(namespace, key)
+        token = secrets.token_hex(16)
+        holding = True
         try:
-            value = loader()
-        except BaseException:
-            self._release_quietly(full_key, token)
-            raise
+            acquired, version = yield _Commands(
+                lambda pipe: (
+                    pipe.set(self._lock_key(full_key), token, nx=True, px=self._lock_ms),
+                    pipe.get(self._version_key(namespace)),
+                )
+            )
+            holding = bool(acquired)
+            if not acquired:
+                return BUSY
+            loaded = yield _LOAD
+            yield from self._store_flow(full_key, namespace, version, loaded, ttl, token)
+            holding = False
+            return loaded
+        except _Failed:
+            holding = False
+            next(self._fallback_count)
+            return (yield _Fallback(key, namespace, ttl, busy_if_loading=True))
+        finally:
+            if holding:
+                yield _Unlock(full_key, token)
+
+    def _store_flow(
+        self,
+        full_key: str,
+        namespace: str,
+        version: bytes | None,
+        value: Any,
+        ttl: float,
+        token: str,
+    ) -> _Flow:
+        """Store *value* unless its namespace was invalidated meanwhile, and release the
+        lock, in one round trip. A failure is left to the lock's expiry."""
+        data = self._codec.dumps(full_key, value)
+        with contextlib.suppress(_Failed):
+            yield _Commands(
+                lambda pipe: (
+                    pipe.eval(
+                        _SET_IF_VERSION,
+                        2,
+                        full_key,
+                        self._version_key(namespace),
+                        data,
+                        int(ttl * 1000),
+                        version or b"0",
+                    ),
+                    pipe.eval(_RELEASE, 1, self._lock_key(full_key), token),
+                )
+            )
+
+    def _write_flow(self, key: str, namespace: str, value: Any, ttl: float) -> _Flow:
+        full_key = self._key(namespace, key)
+        data = self._codec.dumps(full_key, value)
         try:
-            self._store_and_release(full_key, namespace, version, value, ttl, token)
-        except BaseException:
-            self._release_quietly(full_key, token)
-            raise
-        return value
+            yield _Commands(lambda pipe: pipe.set(full_key, data, px=int(ttl * 1000)))
+        except _Failed:
+            next(self._fallback_count)
+            self._fallback._write(key, namespace, value, ttl)
+
+    def _lock_wait_over(self, waited_since: float) -> bool:
+        if time.monotonic() - waited_since < self.lock_ttl:
+            return False
+        logger.warning(
+            "cache_lock_wait_timeout",
+            backend=self.breaker.backend,
+            waited=self.lock_ttl,
+            effect="this process loads the value itself instead of waiting longer",
+        )
+        return True
+
+    def _run(self, flow: _Flow, loader: Callable[[], Any] | None = None) -> Any:
+        """Carry out *flow* with the sync client and a plain *loader*."""
+        reply: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                step = flow.send(reply) if error is None else flow.throw(error)
+            except StopIteration as done:
+                return done.value
+            reply, error = None, None
+            try:
+                if type(step) is _Commands:
+                    reply = self._call(functools.partial(self._execute, step.queue))
+                elif step is _LOAD:
+                    reply = loader()  # type: ignore[misc]
+                elif type(step) is _Unlock:
+                    self._unlock(step)
+                elif type(step) is _Pause:
+                    time.sleep(step.seconds)
+                elif type(step) is _Fallback:
+                    fallback = self._fallback
+                    load = (
+                        fallback._try_load_shared if step.busy_if_loading else fallback._load_shared
+                    )
+                    reply = load(step.key, step.namespace, loader, step.ttl)  # type: ignore[arg-type]
+            except BaseException as exc:  # the flow decides what to do, and re-raises
+                error = exc
+
+    async def _arun(self, flow: _Flow, loader: Callable[[], Awaitable[Any]] | None = None) -> Any:
+        """Carry out *flow* with this event loop's client and a coroutine *loader*."""
+        reply: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                step = flow.send(reply) if error is None else flow.throw(error)
+            except StopIteration as done:
+                return done.value
+            reply, error = None, None
+            try:
+                if type(step) is _Commands:
+                    reply = await self._acall(functools.partial(self._aexecute, step.queue))
+                elif step is _LOAD:
+                    reply = await loader()  # type: ignore[misc]
+                elif type(step) is _Unlock:
+                    await self._aunlock_surely(step)
+                elif type(step) is _Pause:
+                    await asyncio.sleep(step.seconds)
+                elif type(step) is _Fallback:
+                    fallback = self._fallback
+                    load = (
+                        fallback._atry_load_shared
+                        if step.busy_if_loading
+                        else fallback._aload_shared
+                    )
+                    reply = await load(step.key, step.namespace, loader, step.ttl)  # type: ignore[arg-type]
+            except BaseException as exc:  # the flow decides what to do, and re-raises
+                error = exc
+
+    def _execute(self, queue: Callable[[Any], object]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        queue(pipe)
+        return pipe.execute()
+
+    async def _aexecute(self, queue: Callable[[Any], object]) -> list[Any]:
+        pipe = (await self._aclient()).pipeline(transaction=False)
+        queue(pipe)
+        return await pipe.execute()
+
+    def _unlock(self, step: _Unlock) -> None:
+        with contextlib.suppress(_Failed):
+            self._call(
+                lambda: self._client.eval(_RELEASE, 1, self._lock_key(step.full_key), step.token)
+            )
+
+    async def _aunlock(self, step: _Unlock) -> None:
+        client = await self._aclient()
+        with contextlib.suppress(_Failed):
+            await self._acall(
+                lambda: client.eval(_RELEASE, 1, self._lock_key(step.full_key), step.token)
+            )
+
+    async def _aunlock_surely(self, step: _Unlock) -> None:
+        """Release the lock in a task of its own: a cancellation of the caller (now, or
+        while this waits) does not stop the release."""
+        task = asyncio.get_running_loop().create_task(self._aunlock(step))
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
+        await asyncio.shield(task)
+
+    def _load_shared(self, key: str, namespace: str, loader: Callable[[], T], ttl: float) -> T:
+        return cast("T", self._run(self._load_flow(key, namespace, ttl), loader))
+
+    def _try_load_shared(self, key: str, namespace: str, loader: Callable[[], T], ttl: float) -> T:
+        return cast("T", self._run(self._try_load_flow(key, namespace, ttl), loader))
 
     async def _aload_shared(
         self, key: str, namespace: str, loader: Callable[[], Awaitable[T]], ttl: float
     ) -> T:
-        full_key = self._key(namespace, key)
-        token = secrets.token_hex(16)
-        poll = _FIRST_POLL
-        try:
-            while True:
-                value, version, acquired = await asyncio.to_thread(
-                    self._claim, full_key, namespace, token
-                )
-                if value is not MISS:
-                    return cast("T", value)
-                if acquired:
-                    break
-                await asyncio.sleep(poll)
-                poll = min(poll * 2, _MAX_POLL)
-        except _Failed:
-            return await loader()
-        try:
-            value = await loader()
-        except BaseException:
-            await asyncio.to_thread(self._release_quietly, full_key, token)
-            raise
-        try:
-            await asyncio.to_thread(
-                self._store_and_release, full_key, namespace, version, value, ttl, token
-            )
-        except BaseException:
-            await asyncio.to_thread(self._release_quietly, full_key, token)
-            raise
-        return value
-
-    def _try_lock(self, full_key: str, namespace: str, token: str) -> tuple[bool, bytes]:
-        def claim() -> list[Any]:
-            pipe = self._client.pipeline(transaction=False)
-            pipe.set(self._lock_key(full_key), token, nx=True, px=int(self.lock_ttl * 1000))
-            pipe.get(self._version_key(namespace))
-            return pipe.execute()
-
-        acquired, version = self._call(claim)
-        return bool(acquired), version or b"0"
-
-    def _try_load_shared(self, key: str, namespace: str, loader: Callable[[], T], ttl: float) -> T:
-        full_key = self._key(namespace, key)
-        token = secrets.token_hex(16)
-        try:
-            acquired, version = self._try_lock(full_key, namespace, token)
-        except _Failed:
-            return loader()
-        if not acquired:
-            return cast("T", BUSY)
-        try:
-            value = loader()
-            self._store_and_release(full_key, namespace, version, value, ttl, token)
-        except BaseException:
-            self._release_quietly(full_key, token)
-            raise
-        return value
+        return cast("T", await self._arun(self._load_flow(key, namespace, ttl), loader))
 
     async def _atry_load_shared(
         self, key: str, namespace: str, loader: Callable[[], Awaitable[T]], ttl: float
     ) -> T:
-        full_key = self._key(namespace, key)
-        token = secrets.token_hex(16)
-        try:
-            acquired, version = await asyncio.to_thread(self._try_lock, full_key, namespace, token)
-        except _Failed:
-            return await loader()
-        if not acquired:
-            return cast("T", BUSY)
-        try:
-            value = await loader()
-            await asyncio.to_thread(
-                self._store_and_release, full_key, namespace, version, value, ttl, token
-            )
-        except BaseException:
-            await asyncio.to_thread(self._release_quietly, full_key, token)
-            raise
-        return value
+        return cast("T", await self._arun(self._try_load_flow(key, namespace, ttl), loader))
 
     def _check_round_trip(self, key: str, value: Any) -> None:
         # Straight to the client: errors must surface, and an open breaker must not
@@ -391,8 +632,17 @@ class RedisCache(CacheBackend):
             raise RuntimeError("Redis did not return the value just written to it")
 
     def close(self) -> None:
-        """Close the pooled connections."""
+        """Close the pooled connections of the sync client (async clients close with
+        their event loop)."""
         self._client.close()
+        self._client.connection_pool.disconnect()
+
+
+async def _close_at_shutdown(client: redis.asyncio.Redis) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        await client.aclose(close_connection_pool=True)
 
 
 def _glob_escape(text: str) -> str:
