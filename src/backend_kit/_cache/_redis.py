@@ -33,11 +33,18 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-# Stores a loaded value only if its namespace was not invalidated while it was loading.
+# Stores a loaded value only if its namespace's version is still the one the load read:
+# not invalidated, and not expired, while it was loading.
 _SET_IF_VERSION = """
-if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[3] then return 0 end
+if redis.call('GET', KEYS[2]) ~= ARGV[3] then return 0 end
 return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 """
+# A namespace's version (<prefix>#version:<namespace>) is a random token, replaced by
+# each invalidation and created by the first load that finds none. Tokens never repeat,
+# so an expired and re-created version can never equal one a running load read, and
+# no outdated value can come back. Every load refreshes the expiry, so only a namespace
+# that no load used for this long is forgotten (its next load starts a new token).
+VERSION_TTL_SECONDS = 24 * 60 * 60
 _ARGUMENTS = re.compile(r":(?=[\[{#])")
 _FIRST_POLL = 0.005
 _MAX_POLL = 0.05
@@ -139,6 +146,14 @@ class RedisCache(CacheBackend):
     def _lock_key(self, full_key: str) -> str:
         return f"{self.prefix}#lock:{full_key}"
 
+    def _queue_version_read(self, pipe: Any, namespace: str) -> None:
+        """Queue on *pipe*: create the namespace's version if missing, refresh its
+        expiry (two replies to skip), then the caller reads it."""
+        version_key = self._version_key(namespace)
+        ttl_ms = VERSION_TTL_SECONDS * 1000
+        pipe.set(version_key, secrets.token_hex(8), nx=True, px=ttl_ms)
+        pipe.pexpire(version_key, ttl_ms)
+
     # -- talking to Redis, never raising its errors -------------------------------------
 
     def _call(self, operation: Callable[[], T]) -> T:
@@ -220,11 +235,17 @@ class RedisCache(CacheBackend):
 
     def invalidate_namespace(self, namespace: str) -> None:
         """Delete every key of *namespace* (a SCAN over this cache's keys). The
-        namespace's version is bumped first, so a load that started before this call
+        namespace's version is replaced first, so a load that started before this call
         does not store its possibly outdated value afterwards."""
         check_namespace(namespace)
         with contextlib.suppress(_Failed):
-            self._call(lambda: self._client.incr(self._version_key(namespace)))
+            self._call(
+                lambda: self._client.set(
+                    self._version_key(namespace),
+                    secrets.token_hex(8),
+                    px=VERSION_TTL_SECONDS * 1000,
+                )
+            )
             self._remove_matching(_glob_escape(self._key(namespace, "")) + "*")
 
     # -- single flight across processes ----------------------------------------------
@@ -239,16 +260,17 @@ class RedisCache(CacheBackend):
         def claim() -> list[Any]:
             pipe = self._client.pipeline(transaction=False)
             pipe.set(self._lock_key(full_key), token, nx=True, px=int(self.lock_ttl * 1000))
+            self._queue_version_read(pipe, namespace)
             pipe.mget(full_key, self._version_key(namespace))
             return pipe.execute()
 
-        acquired, (raw, version) = self._call(claim)
+        acquired, _, _, (raw, version) = self._call(claim)
         value = self._decode(full_key, raw)
         if value is not MISS:
             if acquired:
                 self._release_quietly(full_key, token)
             return value, b"", False
-        return MISS, version or b"0", bool(acquired)
+        return MISS, version or b"", bool(acquired)
 
     def _store_and_release(
         self, full_key: str, namespace: str, version: bytes, value: Any, ttl: float, token: str
@@ -336,11 +358,12 @@ class RedisCache(CacheBackend):
         def claim() -> list[Any]:
             pipe = self._client.pipeline(transaction=False)
             pipe.set(self._lock_key(full_key), token, nx=True, px=int(self.lock_ttl * 1000))
+            self._queue_version_read(pipe, namespace)
             pipe.get(self._version_key(namespace))
             return pipe.execute()
 
-        acquired, version = self._call(claim)
-        return bool(acquired), version or b"0"
+        acquired, _, _, version = self._call(claim)
+        return bool(acquired), version or b""
 
     def _try_load_shared(self, key: str, namespace: str, loader: Callable[[], T], ttl: float) -> T:
         full_key = self._key(namespace, key)
