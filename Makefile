@@ -72,7 +72,7 @@ $(DEMO_BIN)/.installed: pyproject.toml
 	$(DEMO_BIN)/python -m pip install --quiet -e ".[flask]" "gunicorn>=22"
 	touch $@
 
-## Run the example Flask service on 127.0.0.1:$(DEMO_PORT) (DEMO_PORT=8080 make demo to
+## Run the example Flask service on 127.0.0.1:8000 (DEMO_PORT=8080 make demo to
 ## move it) on embedded defaults: in-memory cache, a SQLite file under .demo/, no
 ## Sentry. The first run installs its packages from the package index; after that it
 ## needs no network.
