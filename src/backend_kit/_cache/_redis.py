@@ -40,11 +40,19 @@ if redis.call('GET', KEYS[2]) ~= ARGV[3] then return 0 end
 return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 """
 # A namespace's version (<prefix>#version:<namespace>) is a random token, replaced by
-# each invalidation and created by the first load that finds none. Tokens never repeat,
-# so an expired and re-created version can never equal one a running load read, and
-# no outdated value can come back. Every load refreshes the expiry, so only a namespace
+# each invalidation and created by the first load that finds none. Tokens are 62
+# random bits, so an expired and re-created version does not equal the one a running
+# load read (a chance of 2**-62), and no outdated value comes back. Every load refreshes the expiry, so only a namespace
 # that no load used for this long is forgotten (its next load starts a new token).
 VERSION_TTL_SECONDS = 24 * 60 * 60
+
+
+def _new_version() -> str:
+    # A random integer rather than hex: a process of an earlier release, which INCRs the
+    # version, still can during a rolling upgrade.
+    return str(secrets.randbits(62))
+
+
 _ARGUMENTS = re.compile(r":(?=[\[{#])")
 _FIRST_POLL = 0.005
 _MAX_POLL = 0.05
@@ -151,7 +159,7 @@ class RedisCache(CacheBackend):
         expiry (two replies to skip), then the caller reads it."""
         version_key = self._version_key(namespace)
         ttl_ms = VERSION_TTL_SECONDS * 1000
-        pipe.set(version_key, secrets.token_hex(8), nx=True, px=ttl_ms)
+        pipe.set(version_key, _new_version(), nx=True, px=ttl_ms)
         pipe.pexpire(version_key, ttl_ms)
 
     # -- talking to Redis, never raising its errors -------------------------------------
@@ -242,7 +250,7 @@ class RedisCache(CacheBackend):
             self._call(
                 lambda: self._client.set(
                     self._version_key(namespace),
-                    secrets.token_hex(8),
+                    _new_version(),
                     px=VERSION_TTL_SECONDS * 1000,
                 )
             )
