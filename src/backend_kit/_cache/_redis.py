@@ -42,8 +42,9 @@ return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 # A namespace's version (<prefix>#version:<namespace>) is a random token, replaced by
 # each invalidation and created by the first load that finds none. Tokens are 62
 # random bits, so an expired and re-created version does not equal the one a running
-# load read (a chance of 2**-62), and no outdated value comes back. Every load refreshes the expiry, so only a namespace
-# that no load used for this long is forgotten (its next load starts a new token).
+# load read (a chance of 2**-62), and no outdated value comes back. Every load
+# refreshes the expiry, so only a namespace that no load used for this long is
+# forgotten (its next load starts a new token).
 VERSION_TTL_SECONDS = 24 * 60 * 60
 
 
