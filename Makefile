@@ -44,7 +44,7 @@ bench-report: $(BIN)/.bench-installed
 # targets keep their output to what concerns this project.
 DOCS_ENV := NO_MKDOCS_2_WARNING=1
 
-## Serve the documentation on http://127.0.0.1:8001 (8000 is the demo's), rebuilt on
+## Serve the documentation on http://127.0.0.1:8001 (8000 is the demo's default), rebuilt on
 ## every change.
 docs: install
 	$(DOCS_ENV) $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
@@ -60,33 +60,42 @@ docs-reference: install
 
 DEMO_VENV ?= .demo/venv
 DEMO_BIN := $(DEMO_VENV)/bin
+DEMO_PORT ?= 8000
+DEMO_URL := http://127.0.0.1:$(DEMO_PORT)
 
+# The first run installs the package, Flask and gunicorn into .demo/venv from the
+# package index (pip's usual one, or PIP_INDEX_URL); later runs reuse them.
 $(DEMO_BIN)/.installed: pyproject.toml
+	@echo "make demo: first run, installing backend_kit, Flask and gunicorn into $(DEMO_VENV) from the package index"
 	$(PYTHON) -m venv $(DEMO_VENV)
 	$(DEMO_BIN)/python -m pip install --quiet --upgrade pip
 	$(DEMO_BIN)/python -m pip install --quiet -e ".[flask]" "gunicorn>=22"
 	touch $@
 
-## Run the example Flask service on 127.0.0.1:8000 on embedded defaults:
-## in-memory cache, a SQLite file under .demo/, no Sentry, no network needed.
+## Run the example Flask service on 127.0.0.1:8000 (DEMO_PORT=8080 make demo to
+## move it) on embedded defaults: in-memory cache, a SQLite file under .demo/, no
+## Sentry. The first run installs its packages from the package index; after that it
+## needs no network.
 demo: $(DEMO_BIN)/.installed
 	@echo ""
-	@echo "  The example catalog service (examples/flask_app) on http://127.0.0.1:8000"
+	@echo "  The example catalog service (examples/flask_app) on $(DEMO_URL)"
 	@echo ""
-	@echo "    curl -i http://127.0.0.1:8000/"
-	@echo "    curl -i -X POST http://127.0.0.1:8000/products -H 'Content-Type: application/json' \\"
+	@echo "    curl -i $(DEMO_URL)/"
+	@echo "    curl -i -X POST $(DEMO_URL)/products -H 'Content-Type: application/json' \\"
 	@echo "         -d '{\"sku\": \"tea\", \"name\": \"Green tea\", \"price\": 4.5}'"
-	@echo "    curl -i http://127.0.0.1:8000/products"
-	@echo "    curl -i 'http://127.0.0.1:8000/products/tea/price?currency=EUR'   # retried, then cached"
-	@echo "    curl -i -H 'X-Request-ID: my-request-1' http://127.0.0.1:8000/products"
-	@echo "    curl -i http://127.0.0.1:8000/livez    # also /readyz and /healthz (details in development)"
+	@echo "    curl -i $(DEMO_URL)/products"
+	@echo "    curl -i '$(DEMO_URL)/products/tea/price?currency=EUR'   # retried, then cached"
+	@echo "    curl -i -H 'X-Request-ID: my-request-1' $(DEMO_URL)/products"
+	@echo "    curl -i $(DEMO_URL)/livez    # also /readyz and /healthz (details in development)"
 	@echo ""
-	@echo "  Each request logs one request_finished line below. Ctrl-C stops the service."
+	@echo "  Each request logs one request_finished line below, except the health probes"
+	@echo "  (/livez, /readyz, /healthz, /startupz): they log at debug, which the demo's"
+	@echo "  info level hides (CATALOG_LOG_LEVEL=DEBUG shows them). Ctrl-C stops the service."
 	@echo ""
 	cd examples/flask_app && \
 	  CATALOG_ENVIRONMENT=development \
 	  CATALOG_DATABASE_URL=sqlite:///$(CURDIR)/.demo/catalog.sqlite3 \
-	  $(abspath $(DEMO_BIN))/python -m gunicorn --bind 127.0.0.1:8000 --threads 4 app:app
+	  $(abspath $(DEMO_BIN))/python -m gunicorn --bind 127.0.0.1:$(DEMO_PORT) --threads 4 app:app
 
 clean:
 	rm -rf $(VENV) .demo .mypy_cache .ruff_cache .pytest_cache .hypothesis dist build site

@@ -17,6 +17,7 @@ from structlog.testing import capture_logs
 
 from backend_kit import RedisCache, cached
 from backend_kit._cache._breaker import CircuitBreaker
+from backend_kit._cache._redis import VERSION_TTL_SECONDS
 
 from .servers import redis_server, silent_tcp_server
 
@@ -334,6 +335,45 @@ def test_a_load_running_during_invalidation_is_not_stored_in_redis(cache: RedisC
     assert cache.get("k", namespace="fenced") is None
     cache.set("k", "fresh", ttl=60, namespace="fenced")
     assert cache.get_or_set("k", lambda: "unused", ttl=60, namespace="fenced") == "fresh"
+
+
+def test_the_namespace_version_expires_and_each_load_refreshes_it(
+    cache: RedisCache, prefix: str
+) -> None:
+    version_key = f"{prefix}#version:tenants"
+    day_ms = VERSION_TTL_SECONDS * 1000
+    cache.get_or_set("a", lambda: 1, ttl=60, namespace="tenants")
+    first = cache.client.get(version_key)
+    assert first is not None
+    assert 0 < cache.client.pttl(version_key) <= day_ms
+    cache.client.pexpire(version_key, 5_000)  # as if the namespace had been idle
+    cache.get_or_set("b", lambda: 2, ttl=60, namespace="tenants")
+    assert cache.client.pttl(version_key) > 5_000  # refreshed by the load
+    assert cache.client.get(version_key) == first  # and not replaced
+    cache.invalidate_namespace("tenants")
+    second = cache.client.get(version_key)
+    assert second not in (None, first)
+    assert 0 < cache.client.pttl(version_key) <= day_ms
+
+
+def test_an_expired_version_never_lets_an_outdated_load_be_stored(
+    cache: RedisCache, prefix: str
+) -> None:
+    """The load starts, the namespace is invalidated, then its version expires before the
+    load ends: with counters the version would read as it did at the start."""
+    version_key = f"{prefix}#version:fenced"
+
+    def load_invalidated_then_expired() -> str:
+        cache.invalidate_namespace("fenced")
+        cache.client.delete(version_key)  # what the expiry does
+        return "outdated"
+
+    assert cache.get_or_set("k", load_invalidated_then_expired, ttl=60, namespace="fenced") == (
+        "outdated"
+    )
+    assert cache.get("k", namespace="fenced") is None
+    assert cache.get_or_set("k", lambda: "fresh", ttl=60, namespace="fenced") == "fresh"
+    assert cache.get("k", namespace="fenced") == "fresh"
 
 
 def test_stale_value_is_served_while_one_caller_refreshes_on_redis(cache: RedisCache) -> None:

@@ -1,4 +1,4 @@
-"""`backend-kit config …`: through click's runner, and once as the real console script."""
+"""`backend-kit config …`: through click's runner, and as the real console script."""
 
 from __future__ import annotations
 
@@ -157,6 +157,75 @@ def test_settings_option_after_the_subcommand_wins(monkeypatch: pytest.MonkeyPat
     assert "MYSVC_API_TOKEN: required, but not set" in err
 
 
+def _console_script() -> list[str]:
+    script = Path(sysconfig.get_path("scripts")) / "backend-kit"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "backend_kit.cli"]
+
+
+SETTINGS = ("--settings", "svc:Svc")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (*SETTINGS, "config", "check"),
+        ("config", *SETTINGS, "check"),
+        ("config", "check", *SETTINGS),
+        (*SETTINGS, "config", "show"),
+        (*SETTINGS, "config", "env"),
+        (*SETTINGS, "config", "example"),
+        (*SETTINGS, "health", "ready", "--json"),
+        ("health", *SETTINGS, "ready", "--json"),
+        ("health", "ready", "--json", *SETTINGS),
+    ],
+    ids=lambda args: " ".join(args),
+)
+def test_the_settings_option_goes_anywhere_in_the_console_script(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    """Before the group, after it, or after the subcommand: the same class, and a
+    variable naming a module that does not exist is never imported."""
+    (tmp_path / "svc.py").write_text(
+        "from pydantic_settings import SettingsConfigDict\n"
+        "from backend_kit import Settings\n"
+        "class Svc(Settings):\n"
+        "    model_config = SettingsConfigDict(env_prefix='PLACED_')\n"
+        "    service_name: str = 'placed-service'\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKEND_KIT_", "PLACED_"))}
+    env["BACKEND_KIT_SETTINGS"] = "missing_module:Nothing"
+    result = subprocess.run(
+        [*_console_script(), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    # check names the class, show/env/example its variables, health its service.
+    assert any(sign in result.stdout for sign in ("svc.Svc is valid", "PLACED_", "placed-service"))
+
+
+def test_the_innermost_typed_settings_option_wins(tmp_path: Path) -> None:
+    (tmp_path / "svc.py").write_text(
+        "from backend_kit import Settings\nclass Svc(Settings):\n    pass\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKEND_KIT_")}
+    command = [*_console_script(), "--settings", "svc:Svc", "config", "--settings"]
+    result = subprocess.run(
+        [*command, "missing_module:Nothing", "check"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("Error: no module named 'missing_module'")
+    assert "Traceback" not in result.stderr
+
+
 def test_example_is_a_commented_env_file() -> None:
     write_settings_module(Path.cwd())
     code, out, _ = run("config", "--settings", "myservice:ServiceSettings", "example")
@@ -223,8 +292,7 @@ def test_the_console_script_end_to_end(tmp_path: Path) -> None:
         MYAPP_LOG_LEVEL="chatty",
         MYAPP_SENTRY_DSN=f"https://{CANARY}-env@o1.ingest.example.com/1",
     )
-    script = Path(sysconfig.get_path("scripts")) / "backend-kit"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "backend_kit.cli"]
+    command = _console_script()
     outputs = []
     for args in (["config", "check"], ["config", "show"], ["config", "show", "--format", "json"]):
         result = subprocess.run(

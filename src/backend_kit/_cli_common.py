@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from ._errors import ConfigError
 from ._settings import Settings, import_settings_class
@@ -26,15 +27,21 @@ USAGE_ERROR = 2
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _remember_path(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
-    # The class is imported only when a subcommand runs, so a --settings given after
-    # the subcommand replaces this one before anything was imported.
-    if value is not None:
+def _remember_path(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    # `--settings` may be given before the group, after it, or after the subcommand;
+    # each context starts with its parent's choice, and the class is imported only when
+    # the subcommand runs. A --settings typed on the command line replaces what came
+    # before it; the variable and the default only fill in when nothing was chosen yet.
+    if value is None:
+        return
+    typed = ctx.get_parameter_source(param.name or "") is ParameterSource.COMMANDLINE
+    if typed or not isinstance(ctx.obj, str):
         ctx.obj = value
 
 
 def settings_option(function: F) -> F:
-    """``--settings MODULE:CLASS`` on a command group (also ``BACKEND_KIT_SETTINGS``)."""
+    """``--settings MODULE:CLASS`` on a command group, the top one included (also
+    ``BACKEND_KIT_SETTINGS``)."""
     option = click.option(
         "--settings",
         envvar=SETTINGS_VARIABLE,

@@ -27,6 +27,7 @@ __all__ = ["main"]
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="backend-kit", prog_name="backend-kit")
+@settings_option
 def main() -> None:
     """Production best practice for Django and Flask services."""
 

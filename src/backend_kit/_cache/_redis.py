@@ -40,11 +40,27 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-# Stores a loaded value only if its namespace was not invalidated while it was loading.
+# Stores a loaded value only if its namespace's version is still the one the load read:
+# not invalidated, and not expired, while it was loading.
 _SET_IF_VERSION = """
-if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[3] then return 0 end
+if redis.call('GET', KEYS[2]) ~= ARGV[3] then return 0 end
 return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 """
+# A namespace's version (<prefix>#version:<namespace>) is a random token, replaced by
+# each invalidation and created by the first load that finds none. Tokens are 62
+# random bits, so an expired and re-created version does not equal the one a running
+# load read (a chance of 2**-62), and no outdated value comes back. Every load
+# refreshes the expiry, so only a namespace that no load used for this long is
+# forgotten (its next load starts a new token).
+VERSION_TTL_SECONDS = 24 * 60 * 60
+
+
+def _new_version() -> str:
+    # A random integer rather than hex: a process of an earlier release, which INCRs the
+    # version, still can during a rolling upgrade.
+    return str(secrets.randbits(62))
+
+
 _ARGUMENTS = re.compile(r":(?=[\[{#])")
 _FIRST_POLL = 0.005
 _MAX_POLL = 0.05
@@ -273,6 +289,14 @@ class RedisCache(CacheBackend):
     def _lock_key(self, full_key: str) -> str:
         return f"{self.prefix}#lock:{full_key}"
 
+    def _queue_version_read(self, pipe: Any, namespace: str) -> None:
+        """Queue on *pipe*: create the namespace's version if missing, refresh its
+        expiry (two replies to skip), then the caller reads it."""
+        version_key = self._version_key(namespace)
+        ttl_ms = VERSION_TTL_SECONDS * 1000
+        pipe.set(version_key, _new_version(), nx=True, px=ttl_ms)
+        pipe.pexpire(version_key, ttl_ms)
+
     # -- talking to Redis, never raising its errors -------------------------------------
 
     def _call(self, operation: Callable[[], T]) -> T:
@@ -382,12 +406,18 @@ class RedisCache(CacheBackend):
 
     def invalidate_namespace(self, namespace: str) -> None:
         """Delete every key of *namespace* (a SCAN over this cache's keys). The
-        namespace's version is bumped first, so a load that started before this call
+        namespace's version is replaced first, so a load that started before this call
         does not store its possibly outdated value afterwards."""
         check_namespace(namespace)
         self._fallback._remove_where(lambda slot: slot[0] == namespace)
         with contextlib.suppress(_Failed):
-            self._call(lambda: self._client.incr(self._version_key(namespace)))
+            self._call(
+                lambda: self._client.set(
+                    self._version_key(namespace),
+                    _new_version(),
+                    px=VERSION_TTL_SECONDS * 1000,
+                )
+            )
             self._remove_matching(_glob_escape(self._key(namespace, "")) + "*")
 
     # -- single flight across processes ----------------------------------------------
@@ -409,9 +439,10 @@ class RedisCache(CacheBackend):
                 # holder stores its value before releasing the lock, so whoever gets
                 # the lock next sees it.
                 holding = True  # a claim interrupted midway may still have taken it
-                acquired, (raw, version) = yield _Commands(
+                acquired, _, _, (raw, version) = yield _Commands(
                     lambda pipe: (
                         pipe.set(self._lock_key(full_key), token, nx=True, px=self._lock_ms),
+                        self._queue_version_read(pipe, namespace),
                         pipe.mget(full_key, self._version_key(namespace)),
                     )
                 )
@@ -447,9 +478,10 @@ class RedisCache(CacheBackend):
         token = secrets.token_hex(16)
         holding = True
         try:
-            acquired, version = yield _Commands(
+            acquired, _, _, version = yield _Commands(
                 lambda pipe: (
                     pipe.set(self._lock_key(full_key), token, nx=True, px=self._lock_ms),
+                    self._queue_version_read(pipe, namespace),
                     pipe.get(self._version_key(namespace)),
                 )
             )
@@ -490,7 +522,7 @@ class RedisCache(CacheBackend):
                         self._version_key(namespace),
                         data,
                         int(ttl * 1000),
-                        version or b"0",
+                        version or b"",
                     ),
                     pipe.eval(_RELEASE, 1, self._lock_key(full_key), token),
                 )
