@@ -353,7 +353,7 @@ class Corpus:
         self.database_password = _canary()
         self.dsn_password = _canary()
         self.exception_token = _canary()
-        c = [_canary() for _ in range(14)]
+        c = [_canary() for _ in range(15)]
         self.values = [
             self.settings_secret,
             self.database_password,
@@ -379,6 +379,8 @@ class Corpus:
             "key": f"-----BEGIN PRIVATE KEY-----\n{c[11]}\n-----END PRIVATE KEY-----",
             "pair": ("apikey", c[12]),
             "free_text_bearer": f"retrying with bearer {c[13]}",
+            # A password holding every character that ends a URL part, and "@" twice.
+            "odd_url": f"redis://cache:p@{c[14]}/#?:x@y@cache:6379/0 refused",
         }
         self.message = f"GET /reset?token={c[3]} failed for {self.settings_secret}"
 

@@ -35,6 +35,7 @@ __all__ = [
     "mask_card_numbers",
     "mask_url",
     "reset_redactor",
+    "url_credential",
 ]
 
 MASK = "***"
@@ -188,6 +189,25 @@ def mask_url(url: str) -> str:
     if at < start:
         return url
     return f"{url[:start]}{_masked_userinfo(url[start:at])}{url[at:]}"
+
+
+def url_credential(url: str) -> str | None:
+    """The secret part of *url*'s userinfo (everything up to the last ``@``): the
+    password, or a bare user part such as a Sentry DSN's key; None without one.
+
+    Examples:
+        >>> url_credential("postgres://app:p@ss/word@db/app")
+        'p@ss/word'
+    """
+    at = url.rfind("@")
+    if at == -1:
+        return None
+    scheme = _SCHEME.match(url)
+    start = scheme.end() if scheme is not None else 0
+    if at <= start:
+        return None
+    user, colon, password = url[start:at].partition(":")
+    return (password if colon else user) or None
 
 
 class UnsafePatternError(ValueError):

@@ -27,7 +27,7 @@ from pydantic.types import _SecretBase
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ._errors import ConfigError, ConfigProblem
-from ._redact import Redactor, mask_url
+from ._redact import Redactor, mask_url, url_credential
 
 __all__ = [
     "Environment",
@@ -61,7 +61,49 @@ class SecretURL(SecretStr):
     @property
     def scheme(self) -> str:
         """The URL scheme, lower-cased (``postgresql``, ``redis``, ``memory``)."""
-        return urlsplit(self.get_secret_value()).scheme.lower()
+        match = _URL_SCHEME.match(self.get_secret_value())
+        return match.group(1).lower() if match is not None else ""
+
+
+_URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://")
+_BROKEN_PERCENT_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+#: The schemes each URL setting's users understand (Django's database config and the
+#: health checks; the cache backends).
+DATABASE_SCHEMES = ("postgres", "postgresql", "pgsql", "sqlite", "sqlite3", "mysql", "mariadb")
+CACHE_SCHEMES = ("memory", "redis", "rediss", "unix")
+
+
+def check_url(url: str, *, schemes: tuple[str, ...], example: str) -> None:
+    """Raise `ValueError` unless *url* has one of *schemes*, a port from 1 to 65535 (when
+    it has one) and well-formed percent-escapes. The message never quotes the URL: its
+    userinfo (everything up to the last ``@``) may hold a password of any characters."""
+    match = _URL_SCHEME.match(url)
+    if match is None:
+        raise ValueError(f"expected a URL such as {example}")
+    scheme = match.group(1).lower()
+    if scheme not in schemes:
+        raise ValueError(
+            f"the scheme {scheme}:// is not supported here; expected {example} "
+            "(schemes: " + ", ".join(f"{name}://" for name in schemes) + ")"
+        )
+    if _BROKEN_PERCENT_ESCAPE.search(url) is not None:
+        raise ValueError(
+            "a '%' does not start a percent-escape (%XX); write a literal % as %25, "
+            "and escape the other reserved characters of a password the same way"
+        )
+    rest = url[match.end() :]
+    after_userinfo = rest[rest.rfind("@") + 1 :]
+    authority = re.split(r"[/?#]", after_userinfo, maxsplit=1)[0]
+    if scheme.startswith("sqlite") or scheme in ("memory", "unix"):
+        return  # no network address (sqlite://:memory: is a path, not a port)
+    if authority.startswith("["):
+        _, _, after_host = authority.partition("]")
+        port = after_host[1:] if after_host.startswith(":") else None
+    else:
+        _, colon, port_text = authority.partition(":")
+        port = port_text if colon else None
+    if port is not None and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"the port {port!r} is not a number from 1 to 65535 (expected {example})")
 
 
 def _split_list(value: Any) -> Any:
@@ -340,18 +382,22 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: SecretURL | None) -> SecretURL | None:
-        if value is not None and not _has_scheme(value):
-            raise ValueError(
-                "expected a URL such as postgres://user:password@host:5432/dbname "
-                "or sqlite:///path/to/db.sqlite3"
+        if value is not None:
+            check_url(
+                value.get_secret_value(),
+                schemes=DATABASE_SCHEMES,
+                example="postgres://user:password@host:5432/dbname or sqlite:///path/to/db.sqlite3",
             )
         return value
 
     @field_validator("cache_url")
     @classmethod
     def _check_cache_url(cls, value: SecretURL) -> SecretURL:
-        if value.scheme not in {"memory", "redis", "rediss", "unix"} or not _has_scheme(value):
-            raise ValueError("expected memory:// or redis://host:port/db")
+        check_url(
+            value.get_secret_value(),
+            schemes=CACHE_SCHEMES,
+            example="memory:// or redis://host:port/db",
+        )
         return value
 
     @field_validator("cache_signing_key")
@@ -423,10 +469,6 @@ class Settings(BaseSettings):
         return "default"
 
 
-def _has_scheme(url: SecretURL) -> bool:
-    return bool(re.match(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://", url.get_secret_value()))
-
-
 def _qualname(cls: type) -> str:
     module = cls.__module__
     # Our own classes are known by their public name, not their private module.
@@ -458,8 +500,7 @@ def secret_values(settings: BaseModel) -> list[str]:
         if not isinstance(raw, str) or not raw:
             continue
         if isinstance(secret, SecretURL):
-            parts = urlsplit(raw)
-            credential = parts.password or parts.username
+            credential = url_credential(raw)
             if credential:
                 values.append(raw)
                 values.append(credential)

@@ -18,6 +18,7 @@ from ._cli_common import (
     subcommand_settings_option,
 )
 from ._errors import ConfigError
+from ._redact import MASK, Redactor
 from ._settings import Settings
 from ._sources import VariableInfo, describe_variables
 from .health._cli import health
@@ -98,10 +99,20 @@ def display_value(value: Any) -> str:
 
 
 def _effective_rows(settings: Settings) -> Iterator[dict[str, Any]]:
+    # The policy the logs apply: a plain field named like a secret (STRIPE_API_KEY)
+    # is masked here as it would be in a log line.
+    redactor = Redactor.from_settings(settings)
     for variable in describe_variables(type(settings)):
+        value = display_value(_value_at(settings, variable.path))
+        if variable.secret:
+            pass  # SecretStr and SecretURL render masked already
+        elif value and redactor.is_sensitive_key(variable.name):
+            value = MASK
+        else:
+            value = redactor.redact_text(value)
         yield {
             "variable": variable.name,
-            "value": display_value(_value_at(settings, variable.path)),
+            "value": value,
             "source": settings.source_of(*variable.path),
             "secret": variable.secret,
         }
