@@ -225,6 +225,17 @@ class Settings(BaseSettings):
         description="Request paths never traced by Sentry, comma-separated, in addition "
         "to the health endpoints (which never are).",
     )
+    sentry_send_request_bodies: bool = Field(
+        default=False,
+        description="Send request bodies with Sentry events. Off by default: bodies hold "
+        "personal data. When on, a body passes through the redaction policy, nested "
+        "objects and arrays included.",
+    )
+    sentry_send_client_ip: bool = Field(
+        default=False,
+        description="Send the client's IP address with Sentry events. Off by default: "
+        "an IP address is personal data.",
+    )
     database_url: SecretURL | None = Field(
         default=None,
         description="Database URL, for example postgres://user:password@host:5432/dbname "

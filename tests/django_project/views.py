@@ -37,3 +37,12 @@ def boom(request: HttpRequest) -> HttpResponse:
 
 def form(request: HttpRequest) -> HttpResponse:
     return HttpResponse("posted")
+
+
+def unavailable(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("down for maintenance", status=503)
+
+
+def signup(request: HttpRequest) -> HttpResponse:
+    request.body  # noqa: B018 - read, as a view would, before it fails
+    raise ValueError("signup failed")
