@@ -256,6 +256,12 @@ class Settings(BaseSettings):
         description="Secret key (at least 16 characters) that signs pickled cache values "
         "with HMAC-SHA256; a value whose signature does not match is ignored.",
     )
+    cache_signing_key_fallbacks: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        default=(),
+        description="Previous signing keys, comma-separated, while CACHE_SIGNING_KEY is "
+        "rotated: a value signed with one of them is still read, then written again "
+        "with the current key. Remove them once the longest cache TTL has passed.",
+    )
     cache_timeout: float = Field(
         default=0.5,
         gt=0.0,
@@ -373,7 +379,13 @@ class Settings(BaseSettings):
             levels[name.strip()] = level.strip().upper()
         return levels
 
-    @field_validator("redact_keys", "redact_patterns", "sentry_traces_exclude_paths", mode="before")
+    @field_validator(
+        "redact_keys",
+        "redact_patterns",
+        "sentry_traces_exclude_paths",
+        "cache_signing_key_fallbacks",
+        mode="before",
+    )
     @classmethod
     def _parse_list(cls, value: Any) -> Any:
         return _split_list(value)
@@ -495,6 +507,11 @@ def _secret_paths(
         value = getattr(model, name, None)
         if isinstance(value, _SecretBase):
             yield (*prefix, name), value
+        elif isinstance(value, tuple):
+            # A list of secrets (CACHE_SIGNING_KEY_FALLBACKS): each is masked like one.
+            for index, item in enumerate(value):
+                if isinstance(item, _SecretBase):
+                    yield (*prefix, name, str(index)), item
         elif isinstance(value, BaseModel):
             yield from _secret_paths(value, (*prefix, name))
 

@@ -38,6 +38,10 @@ class CacheInfo(NamedTuple):
     loads: int
     #: Loads that raised (nothing was cached).
     errors: int
+    #: Values the cache backend refused to read because their signature did not match
+    #: (each was a miss), in this process; for Redis, counted across the functions that
+    #: share the backend.
+    mismatches: int = 0
 
 
 class CachedFunction(Protocol[P, R]):
@@ -57,7 +61,7 @@ class CachedFunction(Protocol[P, R]):
         """Forget every result in this function's namespace, for all its functions."""
 
     def cache_info(self) -> CacheInfo:
-        """Hits, misses, loads and errors counted in this process."""
+        """Hits, misses, loads, errors and signature mismatches counted in this process."""
 
 
 # A stale_ttl entry is [_STALE_MARK, fresh_until (epoch seconds), value]: the wall clock,
@@ -359,7 +363,8 @@ def cached(
             binding.get().invalidate_namespace(space)
 
         def cache_info() -> CacheInfo:
-            return stats.info()
+            mismatches = getattr(binding.get(), "signature_mismatches", 0)
+            return stats.info()._replace(mismatches=mismatches)
 
         functools.update_wrapper(wrapper, function)
         wrapper.invalidate = invalidate  # type: ignore[attr-defined]
