@@ -654,13 +654,11 @@ def field_is_secret(annotation: Any) -> bool:
 def import_settings_class(path: str) -> type[Settings]:
     """Import the settings class named by *path* (``package.module:ClassName``).
 
-    The current directory is importable, as it is for ``gunicorn`` and ``flask``, so a
-    project's own ``myservice.settings:Settings`` is found when run from its root.
-    Raises `ConfigError` with one problem that says what is wrong with *path*.
+    The module is imported from ``sys.path`` as it is: this function never changes it
+    (the ``backend-kit`` command puts the current directory there, for its own process
+    only). Raises `ConfigError` with one problem that says what is wrong with *path*.
     """
     import importlib
-    import os
-    import sys
 
     def fail(message: str) -> ConfigError:
         # A user's module may fail with a message that quotes a credential.
@@ -679,8 +677,6 @@ def import_settings_class(path: str) -> type[Settings]:
         or not re.fullmatch(r"[\w.]+", f"{module_name}.{attribute}")
     ):
         raise fail(f"{path!r} is not of the form package.module:ClassName")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     error: ConfigError | None = None
     try:
         module = importlib.import_module(module_name)

@@ -14,6 +14,7 @@ import click
 from ._cli_common import (
     USAGE_ERROR,
     chosen_settings_class,
+    make_current_directory_importable,
     settings_option,
     subcommand_settings_option,
 )
@@ -30,6 +31,8 @@ __all__ = ["main"]
 @click.version_option(package_name="backend-kit", prog_name="backend-kit")
 def main() -> None:
     """Production best practice for Django and Flask services."""
+    # Like `flask --app`: the project's modules in the current directory are importable.
+    make_current_directory_importable()
 
 
 main.add_command(health)

@@ -7,7 +7,6 @@ be reached), 2 on a usage error. Good as a Docker ``HEALTHCHECK`` without curl.
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,7 @@ import orjson
 
 from backend_kit._cli_common import (
     chosen_settings_class,
+    make_current_directory_importable,
     settings_option,
     subcommand_settings_option,
 )
@@ -60,9 +60,6 @@ def _load_runner(spec: str | None) -> HealthRunner:
             f"--registry {spec!r} is not of the form module:attribute, "
             "for example myapp.health:registry"
         )
-    # Like `flask --app`: modules of the current directory are importable.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except Exception as error:  # any failure to import is the caller's to fix
@@ -300,6 +297,8 @@ def _probe_command(probe: str, help_text: str) -> click.Command:
 @settings_option
 def health() -> None:
     """Probe the service's health: exit 0 on pass or warn, 1 on fail, 2 on usage errors."""
+    # Like `flask --app`: modules of the current directory are importable.
+    make_current_directory_importable()
 
 
 health.add_command(_probe_command("live", "Liveness: passes while the process can answer."))
