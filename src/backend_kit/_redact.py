@@ -90,15 +90,13 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 def _lowered(text: str) -> str:
     """*text* lower-cased, character for character (the patterns' spans must fit *text*)."""
     lowered = text.lower()
-    # A few characters lower-case to two ("İ"): fold ASCII letters only, then.
+    if len(lowered) == len(text):
+        return lowered
+    # "İ" is the one character that lower-cases to two; fold it to "i" first.
+    lowered = text.replace("\u0130", "i").lower()
     return lowered if len(lowered) == len(text) else text.translate(_ASCII_LOWER)
 
 
-# A Cookie header carries many name=value pairs, all of them secret: mask to end of line.
-_COOKIE_HEADER = re.compile(r"(?P<name>\b(?:set-)?cookie\s*:\s*)[^\r\n]+", re.IGNORECASE)
-_PEM_PRIVATE_KEY = re.compile(
-    r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)", re.DOTALL
-)
 # 13 to 19 digits, optionally separated by single spaces or dashes, standing on their
 # own (not inside a word or a longer number: request ids and hashes are left alone) and
 # not starting with 0, as no card number does. Each attempt is bounded (at most 19
