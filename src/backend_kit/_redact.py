@@ -97,6 +97,11 @@ def _lowered(text: str) -> str:
     return lowered if len(lowered) == len(text) else text.translate(_ASCII_LOWER)
 
 
+# A Cookie header carries many name=value pairs, all of them secret: mask to end of line.
+_COOKIE_HEADER = re.compile(r"(?P<name>\b(?:set-)?cookie\s*:\s*)[^\r\n]+", re.IGNORECASE)
+_PEM_PRIVATE_KEY = re.compile(
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)", re.DOTALL
+)
 # 13 to 19 digits, optionally separated by single spaces or dashes, standing on their
 # own (not inside a word or a longer number: request ids and hashes are left alone) and
 # not starting with 0, as no card number does. Each attempt is bounded (at most 19
