@@ -164,7 +164,7 @@ def main() -> int:
         per_kb = []
         for size in SIZES:
             text = build(size)
-            repeat = args.repeat if size < KB * KB else max(2, args.repeat // 2)
+            repeat = args.repeat if size < KB * KB else max(3, args.repeat // 2)
             # Many calls per round at 1 KB, so the clock's resolution does not matter.
             calls = 64 if size == KB else 1
             seconds = best_of(

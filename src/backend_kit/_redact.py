@@ -83,7 +83,11 @@ _URL_CREDENTIALS = re.compile(
     r"(?:(?=[^/?#\s]*[@:])(?:(?P<userinfo>(?:[^\s@]*@)+)|[^\s@]*)|[^/?#\s]*)"
 )
 # Matched on the lower-cased text: case-sensitive literals let the engine skip ahead fast.
-_AUTH_SCHEME = re.compile(r"\b(?:bearer|basic)(?P<credential>\s+[a-z0-9\-._~+/]+=*)")
+# The credential must not be the name of an assignment ("Bearer token=abc"), which the
+# assignment rule masks whole.
+_AUTH_SCHEME = re.compile(
+    r"\b(?:bearer|basic)(?P<credential>\s+[a-z0-9\-._~+/]+=*)(?![=:\w\-.~+/])"
+)
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
@@ -119,12 +123,15 @@ def _luhn_valid(digits: str) -> bool:
     return (total - 48 * len(digits)) % 10 == 0
 
 
-def _mask_card(match: re.Match[str]) -> str:
-    number = match.group()
+# A short group of digits next to a card number ("paid 4111 1111 1111 1111 2 times")
+# joins the number's match; when the whole fails the Luhn check, it is dropped.
+_LEADING_SHORT_GROUPS = re.compile(r"^(?:\d{1,3}[ \-])+")
+_TRAILING_SHORT_GROUPS = re.compile(r"(?:[ \-]\d{1,3})+$")
+
+
+def _masked_card_digits(number: str) -> str:
+    """*number* (Luhn-valid) with every digit but the last four masked."""
     digits = number.translate(_CARD_SEPARATORS)
-    if not _luhn_valid(digits):
-        return number
-    # Keep the separators and the last four digits: "**** **** **** 1111".
     if len(digits) == len(number):
         cut = len(number) - 4
     else:
@@ -135,6 +142,24 @@ def _mask_card(match: re.Match[str]) -> str:
             if number[cut] != " " and number[cut] != "-":
                 kept += 1
     return number[:cut].translate(_DIGITS_TO_MASK) + number[cut:]
+
+
+def _mask_card(match: re.Match[str]) -> str:
+    number = match.group()
+    if _luhn_valid(number.translate(_CARD_SEPARATORS)):
+        return _masked_card_digits(number)
+    if " " not in number and "-" not in number:
+        return number
+    leading = _LEADING_SHORT_GROUPS.match(number)
+    trailing = _TRAILING_SHORT_GROUPS.search(number)
+    start = leading.end() if leading is not None else 0
+    end = trailing.start() if trailing is not None else len(number)
+    for first, last in ((start, len(number)), (0, end), (start, end)):
+        inner = number[first:last]
+        digits = inner.translate(_CARD_SEPARATORS)
+        if (first or last != len(number)) and 13 <= len(digits) <= 19 and _luhn_valid(digits):
+            return number[:first] + _masked_card_digits(inner) + number[last:]
+    return number
 
 
 def mask_card_numbers(text: str) -> str:
