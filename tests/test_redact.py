@@ -181,11 +181,15 @@ def test_assignments_are_masked_and_mentions_left_alone(text: str, expected: str
             "19 digits 6011000990139424 and 4222222222222",
             "19 digits ************9424 and *********2222",
         ),
-        # Not Luhn-valid, inside a word or an id, or too short: left alone.
+        ("paid 4111 1111 1111 1111 200 EUR", "paid **** **** **** 1111 200 EUR"),
+        ("card 4222000018080006 2 times", "card ************0006 2 times"),
+        ("amex 3782 822463 10005", "amex **** ****** *0005"),
+        # Not Luhn-valid, inside a word or an id, too short, or not grouped like a card.
         ("order 4111111111111112", "order 4111111111111112"),
         ("id ab4111111111111111cd", "id ab4111111111111111cd"),
         ("phone 0044 20 7946 0958", "phone 0044 20 7946 0958"),
         ("took 1234567 us", "took 1234567 us"),
+        ("1 2 3 4 5 6 7 8 9 1 2 3 4 5 6 7", "1 2 3 4 5 6 7 8 9 1 2 3 4 5 6 7"),
     ],
 )
 def test_card_numbers_keep_only_their_last_four_digits(text: str, expected: str) -> None:

@@ -106,11 +106,13 @@ _COOKIE_HEADER = re.compile(r"(?P<name>\b(?:set-)?cookie\s*:\s*)[^\r\n]+", re.IG
 _PEM_PRIVATE_KEY = re.compile(
     r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)", re.DOTALL
 )
-# 13 to 19 digits, optionally separated by single spaces or dashes, standing on their
-# own (not inside a word or a longer number: request ids and hashes are left alone) and
-# not starting with 0, as no card number does. Each attempt is bounded (at most 19
-# digits), so the scan is linear. The Luhn check is made on a match.
-_CARD_NUMBER = re.compile(r"[1-9](?<!\w[1-9])(?:[ \-]?\d){12,18}(?!\w)")
+# A payment card number: 13 to 19 digits, written without separators or in groups of 3
+# to 6 digits separated by single spaces or dashes (4-4-4-4, 4-6-5, 4-4-4-4-3), standing
+# on its own (not inside a word or a longer number: request ids and hashes are left
+# alone) and not starting with 0, as no card number does. Every attempt is bounded (at
+# most 5 groups), so the scan is linear. The Luhn check is made on
+# a match.
+_CARD_NUMBER = re.compile(r"[1-9](?<!\w[1-9])(?:\d{12,18}|\d{3}(?:[ \-]\d{3,6}){2,4})(?!\w)")
 _CARD_SEPARATORS = str.maketrans("", "", " -")
 # Each digit, doubled, with the digits of the result added up (the Luhn step).
 _LUHN_DOUBLED = str.maketrans("0123456789", "0246813579")
@@ -121,12 +123,6 @@ def _luhn_valid(digits: str) -> bool:
     # Sums of ASCII codes, minus 48 per digit: C-level loops instead of Python ones.
     total = sum(digits[-1::-2].encode()) + sum(digits[-2::-2].translate(_LUHN_DOUBLED).encode())
     return (total - 48 * len(digits)) % 10 == 0
-
-
-# A short group of digits next to a card number ("paid 4111 1111 1111 1111 2 times")
-# joins the number's match; when the whole fails the Luhn check, it is dropped.
-_LEADING_SHORT_GROUPS = re.compile(r"^(?:\d{1,3}[ \-])+")
-_TRAILING_SHORT_GROUPS = re.compile(r"(?:[ \-]\d{1,3})+$")
 
 
 def _masked_card_digits(number: str) -> str:
@@ -146,19 +142,16 @@ def _masked_card_digits(number: str) -> str:
 
 def _mask_card(match: re.Match[str]) -> str:
     number = match.group()
-    if _luhn_valid(number.translate(_CARD_SEPARATORS)):
+    digits = number.translate(_CARD_SEPARATORS)
+    if 13 <= len(digits) <= 19 and _luhn_valid(digits):
         return _masked_card_digits(number)
-    if " " not in number and "-" not in number:
-        return number
-    leading = _LEADING_SHORT_GROUPS.match(number)
-    trailing = _TRAILING_SHORT_GROUPS.search(number)
-    start = leading.end() if leading is not None else 0
-    end = trailing.start() if trailing is not None else len(number)
-    for first, last in ((start, len(number)), (0, end), (start, end)):
-        inner = number[first:last]
-        digits = inner.translate(_CARD_SEPARATORS)
-        if (first or last != len(number)) and 13 <= len(digits) <= 19 and _luhn_valid(digits):
-            return number[:first] + _masked_card_digits(inner) + number[last:]
+    # A number right after a grouped card ("4111 1111 1111 1111 200 EUR") joins it as a
+    # last group: try the card without it.
+    cut = max(number.rfind(" "), number.rfind("-"))
+    if cut > 0:
+        digits = number[:cut].translate(_CARD_SEPARATORS)
+        if 13 <= len(digits) <= 19 and _luhn_valid(digits):
+            return _masked_card_digits(number[:cut]) + number[cut:]
     return number
 
 
