@@ -392,8 +392,8 @@ def _mask_query_values(query: str) -> str:
 
 def _scrub_personal_data(event: dict[str, Any], *, send_bodies: bool, send_client_ip: bool) -> None:
     """Remove from *event*, in place, what is never sent: cookies, credentials headers,
-    query-string values, the request body (unless *send_bodies*), the user's identity
-    and, unless *send_client_ip*, the client address."""
+    query-string values, the request body (unless *send_bodies*), the user's name and
+    e-mail and, unless *send_client_ip*, the client address."""
     request = event.get("request")
     if isinstance(request, dict):
         request.pop("cookies", None)
@@ -421,8 +421,12 @@ def _scrub_personal_data(event: dict[str, Any], *, send_bodies: bool, send_clien
                 request.pop("env", None)
     user = event.get("user")
     if isinstance(user, dict):
-        address = user.get("ip_address") if send_client_ip else None
-        if address:
-            event["user"] = {"ip_address": address}
+        # An opaque id (set with sentry_sdk.set_user) groups events by user; a name, an
+        # e-mail or an address identifies a person.
+        kept = {"id": user["id"]} if user.get("id") is not None else {}
+        if send_client_ip and user.get("ip_address"):
+            kept["ip_address"] = user["ip_address"]
+        if kept:
+            event["user"] = kept
         else:
             event.pop("user", None)
