@@ -80,13 +80,14 @@ def _valid_escapes(password: str) -> str:
 @given(password=any_password.map(lambda p: "Zq9" + p))
 def test_settings_never_show_a_url_password(password: str) -> None:
     url = f"postgres://app:{_valid_escapes(password)}@db.internal:5432/app"
-    loaded = load_settings(database_url=url, cache_url=url.replace("postgres", "redis"))
+    cache_url = "redis" + url[len("postgres") : -len("/app")] + "/0"
+    loaded = load_settings(database_url=url, cache_url=cache_url)
     shown = "postgres://app:***@db.internal:5432/app"
     assert str(loaded.database_url) == shown
     assert repr(loaded.database_url) == f"SecretURL('{shown}')"
     dumped = json.loads(loaded.model_dump_json())
     assert dumped["database_url"] == shown
-    assert dumped["cache_url"] == shown.replace("postgres", "redis")
+    assert dumped["cache_url"] == "redis://app:***@db.internal:5432/0"
     assert str(loaded.model_dump()["database_url"]) == shown
     secret = _valid_escapes(password)
     for output in (str(loaded), repr(loaded), loaded.model_dump_json(), repr(loaded.model_dump())):
@@ -174,6 +175,8 @@ def test_config_show_masks_what_the_logs_mask(tmp_path: Path, output_format: str
         ("DATABASE_URL", "db.internal/app", "expected a URL such as postgres://"),
         ("CACHE_URL", "redis://:pw4711@cache:65536/0", "'65536' is not a number"),
         ("CACHE_URL", "postgres://cache:6379", "the scheme postgres:// is not supported"),
+        ("CACHE_URL", "redis://:pw4711@cache:6379/zero", "the path /zero is not a database"),
+        ("SENTRY_DSN", "https://pw4711@o1.ingest.example.com:70000/1", "'70000' is not a"),
     ],
 )
 def test_a_broken_url_is_refused_at_load_without_showing_it(
@@ -198,3 +201,19 @@ def test_a_broken_url_is_refused_at_load_without_showing_it(
 )
 def test_good_database_urls_load(url: str) -> None:
     assert load_settings(database_url=url).database_url is not None
+
+
+def test_health_output_never_shows_a_url_password() -> None:
+    from backend_kit.health import HealthRegistry, HealthRunner
+
+    registry = HealthRegistry()
+
+    @registry.check
+    def queue() -> None:
+        raise ConnectionError("refused by amqp://app:p@ss/w#rd?x@mq.internal:5672/")
+
+    report = HealthRunner(registry, cache_seconds=0).ready()
+    text = json.dumps(report.to_dict(detailed=True))
+    assert "amqp://app:***@mq.internal:5672/" in text
+    for fragment in ("p@ss", "w#rd", "?x@"):
+        assert fragment not in text

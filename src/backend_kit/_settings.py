@@ -104,6 +104,14 @@ def check_url(url: str, *, schemes: tuple[str, ...], example: str) -> None:
         port = port_text if colon else None
     if port is not None and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
         raise ValueError(f"the port {port!r} is not a number from 1 to 65535 (expected {example})")
+    if scheme in ("redis", "rediss"):
+        # redis-py reads the path as the database number.
+        path = re.split(r"[?#]", after_userinfo[len(authority) :], maxsplit=1)[0].strip("/")
+        if path and not (path.isascii() and path.isdigit()):
+            raise ValueError(
+                f"the path /{path} is not a database number (expected {example}, "
+                "for example redis://cache:6379/0)"
+            )
 
 
 def _split_list(value: Any) -> Any:
@@ -442,8 +450,13 @@ class Settings(BaseSettings):
     def _check_dsn(cls, value: SecretURL | None) -> SecretURL | None:
         if value is None:
             return None
+        check_url(
+            value.get_secret_value(),
+            schemes=("http", "https"),
+            example="https://<key>@<host>/<project-id>",
+        )
         parts = urlsplit(value.get_secret_value())
-        if parts.scheme not in {"http", "https"} or not parts.username or not parts.hostname:
+        if not parts.username or not parts.hostname:
             raise ValueError(
                 "expected a Sentry DSN such as https://<key>@<host>/<project-id> "
                 "(copy it from the project's Client Keys page)"
