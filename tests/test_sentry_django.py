@@ -4,8 +4,12 @@ the receiver got is counted, whatever it holds."""
 
 from __future__ import annotations
 
+import os
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from django.test import Client
@@ -16,6 +20,9 @@ from backend_kit.django._state import setup
 from tests.django_project.service import ServiceSettings
 
 from .sentry_receiver import SentryReceiver, parse_envelope, sentry_receiver
+from .servers import gunicorn_server
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 EMAIL = "ann.canary@example.com"
 
@@ -87,3 +94,52 @@ def _assert_one_event_per_failure(receiver: SentryReceiver) -> None:
     everything = b"".join(receiver.raw_bodies).decode("utf-8", "replace")
     for personal in (EMAIL, "4111 1111 1111 1111", "tok-canary-9", "ck-canary-7", "203.0.113.77"):
         assert personal not in everything
+
+
+def test_django_under_gunicorn_sends_no_personal_data(
+    receiver: SentryReceiver, tmp_path: Path
+) -> None:
+    """Through a real WSGI server, where sentry-sdk fills in the whole request."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKEND_KIT_", "SENTRY_"))}
+    env.update(
+        DJANGO_SETTINGS_MODULE="tests.django_project.settings",
+        SENTRY_DSN=receiver.dsn,
+        ENVIRONMENT="test",
+        LOG_FORMAT="json",
+    )
+    with gunicorn_server(
+        "django.core.wsgi:get_wsgi_application()",
+        cwd=PROJECT_ROOT,
+        env=env,
+        log_path=tmp_path / "gunicorn.log",
+    ) as server:
+        statuses = []
+        for method, path, body in (
+            ("GET", "/boom", None),
+            ("GET", "/unavailable", None),
+            ("POST", f"/signup?email={EMAIL}&plan=pro", b'{"card": "4111 1111 1111 1111"}'),
+            ("GET", "/hello/ann", None),
+        ):
+            request = urllib.request.Request(
+                server.url + path,
+                data=body,
+                method=method,
+                headers={
+                    "Content-Type": "application/json",
+                    "Authorization": "Bearer tok-canary-9",
+                    "Cookie": "sessionid=ck-canary-7",
+                },
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    statuses.append(response.status)
+            except urllib.error.HTTPError as error:
+                statuses.append(error.code)
+                error.close()
+    # gunicorn stopped: the worker flushed its queue to the receiver on the way out.
+    assert statuses == [500, 503, 500, 200]
+    receiver.wait_for(lambda r: len(r.events) >= 2, timeout=15)
+    _assert_one_event_per_failure(receiver)
+    (signup,) = [e for e in receiver.events if e["exception"]["values"][-1]["type"] == "ValueError"]
+    assert signup["request"]["query_string"] == "email=***&plan=***"
+    assert signup["request"]["method"] == "POST"
