@@ -474,12 +474,21 @@ class Settings(BaseSettings):
         for path, secret in _secret_paths(self):
             target: Any = data
             for part in path[:-1]:
-                target = target.get(part) if isinstance(target, dict) else None
-            if isinstance(target, dict) and path[-1] in target:
-                if reveal:
-                    target[path[-1]] = secret.get_secret_value()
-                elif isinstance(secret, SecretURL):
-                    target[path[-1]] = str(secret)
+                if isinstance(target, dict):
+                    if isinstance(target.get(part), tuple):
+                        target[part] = list(target[part])  # a list of secrets, in place
+                    target = target.get(part)
+                else:
+                    target = None
+            key: Any = path[-1]
+            if isinstance(target, list) and key.isdigit() and int(key) < len(target):
+                key = int(key)
+            elif not (isinstance(target, dict) and key in target):
+                continue
+            if reveal:
+                target[key] = secret.get_secret_value()
+            elif isinstance(secret, SecretURL):
+                target[key] = str(secret)
         return data
 
     def __setattr__(self, name: str, value: Any) -> None:
