@@ -29,6 +29,16 @@ typecheck: install
 
 check: lint typecheck test
 
+.PHONY: fuzz
+
+FUZZ_SECONDS ?= 180
+
+## Fuzz the redaction policy for FUZZ_SECONDS (default 180): planted secrets must not
+## survive, and no input may take superlinear time. CI runs a short, bounded round.
+fuzz: install
+	$(BIN)/python fuzz/fuzz_redact.py -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+		-artifact_prefix=$(or $(TMPDIR),/tmp)/backend-kit-fuzz-
+
 .PHONY: bench-report
 
 $(BIN)/.bench-installed: $(BIN)/.installed

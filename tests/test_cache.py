@@ -477,3 +477,13 @@ def test_a_miss_seen_before_another_load_stored_does_not_load_again() -> None:
     leader_done.set()
     late.join(10)
     assert (loads, sorted(results)) == (1, [1, 1])
+
+
+def test_signing_key_fallbacks_are_secrets() -> None:
+    settings = backend_kit.load_settings(
+        cache_signing_key="k" * 32, cache_signing_key_fallbacks="old-key-number-1,old-key-number-2"
+    )
+    shown = repr(settings) + str(settings) + settings.model_dump_json()
+    assert "old-key-number" not in shown
+    revealed = settings.model_dump(context={"reveal_secrets": True})
+    assert revealed["cache_signing_key_fallbacks"] == ["old-key-number-1", "old-key-number-2"]

@@ -15,6 +15,7 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
+import backend_kit
 from backend_kit import RedisCache, cached
 from backend_kit._cache._breaker import CircuitBreaker
 from backend_kit._cache._redis import VERSION_TTL_SECONDS
@@ -562,3 +563,97 @@ def test_async_calls_on_a_hung_server_are_bounded_then_skip_it() -> None:
         assert rest_took < 0.5
         assert value.cache_info().fallbacks == 21
         backend.close()
+
+
+# --- what is accepted from Redis ---------------------------------------------------------
+
+
+def test_json_stays_json_with_a_signing_key(redis_url: str, prefix: str) -> None:
+    cache = RedisCache(redis_url, prefix=prefix, serializer="json", signing_key="k" * 32)
+    cache.set("plain", {"a": [1, 2]}, ttl=60)
+    raw = cache.client.get(f"{prefix}default:plain")
+    assert raw == b'j{"a":[1,2]}'
+    with pytest.raises(TypeError, match="CACHE_SERIALIZER=pickle"):
+        cache.set("set", {1, 2}, ttl=60)
+    cache.clear()
+    cache.close()
+
+
+def test_pickle_mode_accepts_only_correctly_signed_values(redis_url: str, prefix: str) -> None:
+    """Whoever can write to Redis must not choose what the application reads: an unsigned
+    JSON value, garbage and a pickle signed with another key are all misses, counted,
+    with one rate-limited warning."""
+    signer = RedisCache(redis_url, prefix=prefix, serializer="pickle", signing_key="k" * 32)
+
+    @cached(ttl=60, cache=signer)
+    def profile(user: int) -> dict[str, object]:
+        return {"user": user, "admin": False}
+
+    forged = {
+        1: b'j{"user": 1, "admin": true}',
+        2: b"garbage",
+        3: b"p" + b"\0" * 32 + b"not a pickle",
+    }
+    # Fill the cache, then overwrite what the function reads with forged bytes.
+    for user in forged:
+        profile(user)
+    keys = sorted(signer.client.scan_iter(match=f"{prefix}*profile*"))
+    assert len(keys) == 3  # arguments 1, 2, 3, sorted alike
+    for key, raw in zip(keys, forged.values(), strict=True):
+        signer.client.set(key, raw, px=60_000)
+    with capture_logs() as logs:
+        results = [profile(user) for user in (1, 2, 3)]
+    assert results == [{"user": user, "admin": False} for user in (1, 2, 3)]  # reloaded
+    info = profile.cache_info()
+    # Each refused value is counted at every read: the wrapper's, and the loader's
+    # re-check once it holds the lock.
+    assert info.mismatches >= 3
+    assert info.loads == 6
+    warnings = [log for log in logs if log["event"] == "cache_signature_mismatch"]
+    assert len(warnings) == 1  # rate-limited: one per interval, not one per read
+    assert warnings[0]["refused"] == 1
+    signer.clear()
+    signer.close()
+
+
+def test_rotated_key_values_are_read_then_rewritten(redis_url: str, prefix: str) -> None:
+    old = RedisCache(redis_url, prefix=prefix, serializer="pickle", signing_key="old-" * 8)
+    old.set("obj", {1, 2, 3}, ttl=120)
+    full_key = f"{prefix}default:obj"
+    written_by_old = old.client.get(full_key)
+    new = RedisCache(
+        redis_url,
+        prefix=prefix,
+        serializer="pickle",
+        signing_key="new-" * 8,
+        signing_key_fallbacks=["old-" * 8],
+    )
+    with capture_logs() as logs:
+        assert new.get("obj") == {1, 2, 3}
+    assert [log for log in logs if log["event"] == "cache_signature_mismatch"] == []
+    rewritten = new.client.get(full_key)
+    assert rewritten != written_by_old
+    assert 100_000 < new.client.pttl(full_key) <= 120_000  # the expiry is kept
+    # Now signed with the new key only: a process without the fallback reads it.
+    newest = RedisCache(redis_url, prefix=prefix, serializer="pickle", signing_key="new-" * 8)
+    assert newest.get("obj") == {1, 2, 3}
+    assert newest.signature_mismatches == 0
+    # And the old key alone no longer can.
+    assert old.get("obj") is None
+    assert old.signature_mismatches == 1
+    for cache in (old, new, newest):
+        cache.clear()
+        cache.close()
+
+
+def test_fallback_keys_from_the_settings(redis_url: str, prefix: str) -> None:
+    settings = backend_kit.load_settings(
+        cache_url=redis_url,
+        cache_key_prefix=prefix,
+        cache_serializer="pickle",
+        cache_signing_key="new-" * 8,
+        cache_signing_key_fallbacks="old-key-number-1,old-key-number-2",
+    )
+    assert "old-key-number-1" not in repr(settings) + settings.model_dump_json()
+    redactor = backend_kit.Redactor.from_settings(settings)
+    assert redactor.redact_text("key old-key-number-2 leaked") == "key *** leaked"

@@ -83,6 +83,6 @@ def test_the_logger_name_on_the_logging_page(tmp_path: Path) -> None:
 def test_the_cache_info_figures_on_the_caching_page(tmp_path: Path) -> None:
     code = _block(_page("caching.md"), "python", "## Minimal use")
     comments = re.findall(r"^print\(.*\)  # (.*)$", code, re.MULTILINE)
-    assert comments == ["CacheInfo(hits=1, misses=1, loads=1, errors=0, fallbacks=0)"]
+    assert comments == ["CacheInfo(hits=1, misses=1, loads=1, errors=0, fallbacks=0, mismatches=0)"]
     (tmp_path / "example.py").write_text(code)
     assert _run(tmp_path, ["example.py"]).splitlines() == comments

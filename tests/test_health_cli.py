@@ -151,7 +151,7 @@ def test_url_asks_a_running_service(monkeypatch: pytest.MonkeyPatch) -> None:
         assert exit_code == 0
         assert "db:responseTime" in output
     with http_status_server(503, b'{"status": "fail"}', "application/health+json") as base:
-        assert invoke("live", "--url", base) == (1, "live: fail\n")
+        assert invoke("live", "--url", base) == (1, "live: fail (HTTP 503)\n")
 
 
 def test_url_sends_the_token_to_the_probe_path(monkeypatch: pytest.MonkeyPatch) -> None:

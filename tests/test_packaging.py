@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DIST_VARIABLE = "BACKEND_KIT_DIST"
 
 # Folders of the source tree that the sdist carries whole (pyproject.toml, sdist include).
-SDIST_FOLDERS = ("src", "tests", "docs", "examples", "benchmarks")
+SDIST_FOLDERS = ("src", "tests", "docs", "examples", "benchmarks", "fuzz")
 # What must never be in a distribution: local environments, build output, caches,
 # databases and env files that may hold secrets.
 FORBIDDEN_PARTS = frozenset(

@@ -15,6 +15,7 @@ __all__ = [
     "DEFAULT_SETTINGS",
     "SETTINGS_VARIABLE",
     "chosen_settings_class",
+    "make_current_directory_importable",
     "settings_class",
     "settings_option",
     "subcommand_settings_option",
@@ -81,3 +82,16 @@ def settings_class(path: str) -> type[Settings]:
     except ConfigError as exc:
         click.echo(f"Error: {exc.problems[0].message}", err=True)
         raise SystemExit(USAGE_ERROR) from None
+
+
+def make_current_directory_importable() -> None:
+    """Put the current directory first on ``sys.path``, as ``flask`` and ``gunicorn``
+    do, so a project's own ``myservice.settings:Settings`` (or health registry) is found
+    when the command runs from the project's root. Only the ``backend-kit`` command
+    calls this, for its own process; the library never changes ``sys.path``."""
+    import os
+    import sys
+
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)

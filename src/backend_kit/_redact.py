@@ -2,8 +2,14 @@
 
 Everything that leaves the process as text goes through a `Redactor`: values under
 sensitive keys are replaced, credentials in URLs and sensitive query parameters are
-masked, ``Bearer``/``Basic`` credentials are masked, and the exact values of the
-active settings' secret fields are masked wherever they appear.
+masked, ``Bearer``/``Basic`` credentials are masked, payment card numbers keep only
+their last four digits, and the exact values of the active settings' secret fields are
+masked wherever they appear.
+
+Every pattern runs in time linear in its input, whatever the input: the built-in ones
+are written so that no two quantifiers can compete for the same characters, and the
+user's ``REDACT_PATTERNS`` run on RE2, an engine that cannot backtrack. Text longer
+than ``REDACT_MAX_LENGTH`` is cut, with a marker, before it is scanned.
 """
 
 from __future__ import annotations
@@ -19,15 +25,23 @@ if TYPE_CHECKING:
     from ._settings import Settings
 
 __all__ = [
+    "DEFAULT_MAX_LENGTH",
     "DEFAULT_SENSITIVE_KEYS",
     "MASK",
     "Redactor",
+    "UnsafePatternError",
+    "compile_linear_pattern",
     "get_redactor",
+    "mask_card_numbers",
     "mask_url",
     "reset_redactor",
+    "url_credential",
 ]
 
 MASK = "***"
+
+#: Longest text scanned, in characters; longer text is cut first (``REDACT_MAX_LENGTH``).
+DEFAULT_MAX_LENGTH = 65536
 
 #: Substrings that make a key (or header, or query parameter) sensitive, compared
 #: case-insensitively after folding ``-`` to ``_``: ``X-Session-Token`` and
@@ -56,15 +70,100 @@ _MIN_SECRET_LENGTH = 4
 _MAX_CACHED_TEXT = 256
 _MAX_CACHED_TEXTS = 4096
 
-_URL_USERINFO = re.compile(
-    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/?#@\s]*)(?::(?P<password>[^/?#@\s]*))?@"
+# URL credentials. The scheme is not matched (a run of scheme characters before every
+# "://" would be rescanned from each of its positions); one scheme character before
+# "://" is enough. After "://", when the authority looks like it holds credentials
+# (an "@" or a ":" before the first "/", "?" or "#"), everything up to the LAST "@"
+# of the whitespace-free run is userinfo, so passwords holding "@", "/", "#" or "?"
+# are masked whole. Every branch consumes what it scanned, so no character is scanned
+# twice: a run without "@" is consumed to its end, an authority without credentials
+# is consumed up to its end.
+_URL_CREDENTIALS = re.compile(
+    r"://(?<=[A-Za-z0-9+.\-]://)"
+    r"(?:(?=[^/?#\s]*[@:])(?:(?P<userinfo>(?:[^\s@]*@)+)|[^\s@]*)|[^/?#\s]*)"
 )
-_AUTH_SCHEME = re.compile(r"\b(?P<scheme>Bearer|Basic)\s+[A-Za-z0-9\-._~+/]+=*", re.IGNORECASE)
+# Matched on the lower-cased text: case-sensitive literals let the engine skip ahead fast.
+# The credential must not be the name of an assignment ("Bearer token=abc"), which the
+# assignment rule masks whole.
+_AUTH_SCHEME = re.compile(
+    r"\b(?:bearer|basic)(?P<credential>\s+[a-z0-9\-._~+/]+=*)(?![=:\w\-.~+/])"
+)
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _lowered(text: str) -> str:
+    """*text* lower-cased, character for character (the patterns' spans must fit *text*)."""
+    lowered = text.lower()
+    if len(lowered) == len(text):
+        return lowered
+    # "İ" is the one character that lower-cases to two; fold it to "i" first.
+    lowered = text.replace("\u0130", "i").lower()
+    return lowered if len(lowered) == len(text) else text.translate(_ASCII_LOWER)
+
+
 # A Cookie header carries many name=value pairs, all of them secret: mask to end of line.
 _COOKIE_HEADER = re.compile(r"(?P<name>\b(?:set-)?cookie\s*:\s*)[^\r\n]+", re.IGNORECASE)
 _PEM_PRIVATE_KEY = re.compile(
     r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)", re.DOTALL
 )
+# A payment card number: 13 to 19 digits, written without separators or in groups of 3
+# to 6 digits separated by single spaces or dashes (4-4-4-4, 4-6-5, 4-4-4-4-3), standing
+# on its own (not inside a word or a longer number: request ids and hashes are left
+# alone) and not starting with 0, as no card number does. Every attempt is bounded (at
+# most 5 groups), so the scan is linear. The Luhn check is made on
+# a match.
+_CARD_NUMBER = re.compile(r"[1-9](?<!\w[1-9])(?:\d{12,18}|\d{3}(?:[ \-]\d{3,6}){2,4})(?!\w)")
+_CARD_SEPARATORS = str.maketrans("", "", " -")
+# Each digit, doubled, with the digits of the result added up (the Luhn step).
+_LUHN_DOUBLED = str.maketrans("0123456789", "0246813579")
+_DIGITS_TO_MASK = str.maketrans("0123456789", "**********")
+
+
+def _luhn_valid(digits: str) -> bool:
+    # Sums of ASCII codes, minus 48 per digit: C-level loops instead of Python ones.
+    total = sum(digits[-1::-2].encode()) + sum(digits[-2::-2].translate(_LUHN_DOUBLED).encode())
+    return (total - 48 * len(digits)) % 10 == 0
+
+
+def _masked_card_digits(number: str) -> str:
+    """*number* (Luhn-valid) with every digit but the last four masked."""
+    digits = number.translate(_CARD_SEPARATORS)
+    if len(digits) == len(number):
+        cut = len(number) - 4
+    else:
+        cut = len(number)
+        kept = 0
+        while kept < 4:
+            cut -= 1
+            if number[cut] != " " and number[cut] != "-":
+                kept += 1
+    return number[:cut].translate(_DIGITS_TO_MASK) + number[cut:]
+
+
+def _mask_card(match: re.Match[str]) -> str:
+    number = match.group()
+    digits = number.translate(_CARD_SEPARATORS)
+    if 13 <= len(digits) <= 19 and _luhn_valid(digits):
+        return _masked_card_digits(number)
+    # A number right after a grouped card ("4111 1111 1111 1111 200 EUR") joins it as a
+    # last group: try the card without it.
+    cut = max(number.rfind(" "), number.rfind("-"))
+    if cut > 0:
+        digits = number[:cut].translate(_CARD_SEPARATORS)
+        if 13 <= len(digits) <= 19 and _luhn_valid(digits):
+            return _masked_card_digits(number[:cut]) + number[cut:]
+    return number
+
+
+def mask_card_numbers(text: str) -> str:
+    """Return *text* with every Luhn-valid payment card number (13 to 19 digits, with or
+    without spaces or dashes) masked down to its last four digits.
+
+    Examples:
+        >>> mask_card_numbers("paid with 4111 1111 1111 1111")
+        'paid with **** **** **** 1111'
+    """
+    return _CARD_NUMBER.sub(_mask_card, text)
 
 
 # Values written as they are: nothing to hide in a number, a date or a UUID.
@@ -75,38 +174,117 @@ def _fold(key: str) -> str:
     return key.lower().replace("-", "_")
 
 
-def _mask_userinfo(match: re.Match[str]) -> str:
-    scheme, user, password = match.group("scheme", "user", "password")
-    if password:
-        return f"{scheme}{user}:{MASK}@"
-    if user:
-        # A bare user part is usually a key (Sentry DSN, token-in-URL), not a name.
-        return f"{scheme}{MASK}@"
-    return match.group(0)
+def _masked_userinfo(userinfo: str) -> str:
+    # The user name (before the first ":") stays readable; a bare user part is usually
+    # a key (Sentry DSN, token-in-URL), not a name, and is masked.
+    user, colon, _ = userinfo.partition(":")
+    return f"{user}:{MASK}" if colon else MASK
+
+
+def _mask_url_credentials(match: re.Match[str]) -> str:
+    userinfo = match.group("userinfo")
+    if userinfo is None:
+        return match.group(0)
+    return f"://{_masked_userinfo(userinfo[:-1])}@"
+
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 
 
 def mask_url(url: str) -> str:
-    """Return *url* with the password (or a bare key in the user part) masked.
+    """Return *url* with its credentials masked: everything up to the last ``@`` is
+    userinfo, of which only the user name before the first ``:`` is kept (a bare user
+    part, like a Sentry DSN's key, is masked too). A password may hold any character.
 
     Examples:
         >>> mask_url("postgres://app:s3cret@db:5432/app")
         'postgres://app:***@db:5432/app'
+        >>> mask_url("postgres://app:p@ss/w#rd@db/app")
+        'postgres://app:***@db/app'
     """
-    return _URL_USERINFO.sub(_mask_userinfo, url)
+    at = url.rfind("@")
+    if at == -1:
+        return url
+    scheme = _SCHEME.match(url)
+    start = scheme.end() if scheme is not None else 0
+    if at < start:
+        return url
+    return f"{url[:start]}{_masked_userinfo(url[start:at])}{url[at:]}"
+
+
+def url_credential(url: str) -> str | None:
+    """The secret part of *url*'s userinfo (everything up to the last ``@``): the
+    password, or a bare user part such as a Sentry DSN's key; None without one.
+
+    Examples:
+        >>> url_credential("postgres://app:p@ss/word@db/app")
+        'p@ss/word'
+    """
+    at = url.rfind("@")
+    if at == -1:
+        return None
+    scheme = _SCHEME.match(url)
+    start = scheme.end() if scheme is not None else 0
+    if at <= start:
+        return None
+    user, colon, password = url[start:at].partition(":")
+    return (password if colon else user) or None
+
+
+class UnsafePatternError(ValueError):
+    """A redaction pattern that cannot be run in linear time (or at all)."""
+
+
+def compile_linear_pattern(pattern: str | re.Pattern[str]) -> Any:
+    """Compile *pattern* with RE2, which matches in time linear in its input.
+
+    Returns the compiled RE2 pattern. Raises `UnsafePatternError`, naming the pattern,
+    when RE2 cannot run it: backreferences and lookaround need backtracking.
+    """
+    import re2
+
+    if isinstance(pattern, re.Pattern):
+        flags = "".join(
+            letter
+            for flag, letter in ((re.IGNORECASE, "i"), (re.MULTILINE, "m"), (re.DOTALL, "s"))
+            if pattern.flags & flag
+        )
+        source = f"(?{flags}){pattern.pattern}" if flags else pattern.pattern
+    else:
+        source = pattern
+    try:
+        re.compile(source)
+    except re.error as exc:
+        raise UnsafePatternError(
+            f"{source!r} is not a valid regular expression ({exc.msg})"
+        ) from None
+    options = re2.Options()
+    options.log_errors = False  # the error is ours to report, once, not RE2's on stderr
+    try:
+        return re2.compile(source, options)
+    except Exception as exc:
+        raise UnsafePatternError(
+            f"the pattern {source!r} cannot be run in linear time ({exc}); "
+            "backreferences and lookahead/lookbehind need backtracking: rewrite it without them"
+        ) from None
 
 
 class Redactor:
     """Masks secrets in nested data and free text.
 
     A redactor is immutable once built; build a new one to change the policy.
+    Raises `UnsafePatternError` for a pattern in *patterns* that cannot run in linear
+    time, and `ValueError` for a *max_length* under 1.
     """
 
     __slots__ = (
         "_assignment",
         "_extra_patterns",
         "_key_cache",
-        "_key_mention",
         "_keys",
+        "_mask_cards",
+        "_max_length",
+        "_mention",
         "_secret_values",
         "_text_cache",
     )
@@ -117,7 +295,13 @@ class Redactor:
         keys: Iterable[str] = DEFAULT_SENSITIVE_KEYS,
         secret_values: Iterable[str] = (),
         patterns: Iterable[str | re.Pattern[str]] = (),
+        max_length: int = DEFAULT_MAX_LENGTH,
+        mask_card_numbers: bool = True,
     ) -> None:
+        if max_length < 1:
+            raise ValueError(f"max_length must be at least 1 character, got {max_length!r}")
+        self._max_length = max_length
+        self._mask_cards = mask_card_numbers
         self._keys = tuple(sorted({_fold(k) for k in keys if k}))
         # Longest first, so a secret that contains another is masked whole.
         self._secret_values = tuple(
@@ -127,22 +311,26 @@ class Redactor:
                 reverse=True,
             )
         )
-        self._extra_patterns = tuple(re.compile(p) if isinstance(p, str) else p for p in patterns)
-        words = "|".join(re.escape(k).replace("_", "[_-]?") for k in self._keys)
-        # ``password=hunter2``, ``"token": "abc"``, ``?api_key=...``, ``&session=...``
-        self._assignment = (
-            re.compile(
-                # ``name=value``, ``"name": "value"``, and a repr'd pair ``('name', 'value')``
-                rf"""(?P<name>[\w\-]*(?:{words})[\w\-]*)"""
-                rf"""(?P<sep>["']?\s*[=:]\s*|["']\s*,\s*(?=["']))"""
-                rf"""(?P<value>"[^"]*"|'[^']*'|[^\s,;&"'#]+)""",
-                re.IGNORECASE,
-            )
-            if self._keys
-            else None
+        self._extra_patterns = tuple(compile_linear_pattern(p) for p in patterns)
+        words = "|".join(re.escape(k).replace("_", "[_\\-]?") for k in self._keys)
+        # ``password=hunter2``, ``"token": "abc"``, ``token: abc``, ``?api_key=...``.
+        # A match starts at a key word (literals let the engine skip ahead fast) and
+        # takes the rest of the name inside a lookahead, consumed through the
+        # backreference: an atomic group, so it never backtracks. A separator and a
+        # value are optional, so a key word that is only mentioned, as in
+        # ``('token', 'user')`` or ``missing fields: token``, still consumes its name:
+        # no later key word in the same name rescans it, and no character is scanned
+        # twice. It runs on the lower-cased text, where case-sensitive literals are
+        # several times faster; the IGNORECASE twin serves text whose length lower()
+        # changes.
+        assignment = (
+            rf"""(?:{words})(?=(?P<tail>[\w\-]*))(?P=tail)"""
+            rf"""(?:["']?[ \t]*[=:][ \t]*"""
+            r"""(?P<value>"[^"\\]*(?:\\.[^"\\]*)*"?|'[^'\\]*(?:\\.[^'\\]*)*'?|[^\s,;&"'#]+))?"""
         )
-        # One C-level search instead of a Python loop: this runs for most log strings.
-        self._key_mention = re.compile(rf"{words}|api.?key", re.IGNORECASE) if self._keys else None
+        self._assignment = re.compile(assignment) if self._keys else None
+        # Whether a key word occurs at all: one C-level search of the lower-cased text.
+        self._mention = re.compile(words)
         self._key_cache: dict[str, bool] = {}
         # Log events repeat the same short strings (event names, paths, hosts): a bounded
         # memo turns their redaction into one dict lookup on the logging hot path.
@@ -151,14 +339,22 @@ class Redactor:
     @classmethod
     def from_settings(cls, settings: Settings) -> Redactor:
         """Build the policy described by *settings*: default keys plus ``REDACT_KEYS``,
-        ``REDACT_PATTERNS``, and the values of every secret field."""
+        ``REDACT_PATTERNS``, ``REDACT_MAX_LENGTH``, ``REDACT_CARD_NUMBERS`` and the values
+        of every secret field."""
         from ._settings import secret_values
 
         return cls(
             keys=(*DEFAULT_SENSITIVE_KEYS, *settings.redact_keys),
             secret_values=secret_values(settings),
             patterns=settings.redact_patterns,
+            max_length=settings.redact_max_length,
+            mask_card_numbers=settings.redact_card_numbers,
         )
+
+    @property
+    def max_length(self) -> int:
+        """Longest text scanned; longer text is cut to this length, with a marker."""
+        return self._max_length
 
     def is_sensitive_key(self, key: str) -> bool:
         """True when values stored under *key* must never be shown."""
@@ -171,7 +367,9 @@ class Redactor:
         return cached
 
     def redact_text(self, text: str) -> str:
-        """Mask every secret that can be recognised inside *text*.
+        """Mask every secret that can be recognised inside *text*. Text longer than
+        `max_length` is cut to that length first, and ends with a marker saying how many
+        characters were left out.
 
         Examples:
             >>> Redactor().redact_text("GET /export?token=abc123&page=2")
@@ -181,6 +379,9 @@ class Redactor:
         cached = cache.get(text)
         if cached is not None:
             return cached
+        if len(text) > self._max_length:
+            cut = len(text) - self._max_length
+            return self._redact_text(text[: self._max_length]) + f"…[{cut} characters cut]"
         redacted = self._redact_text(text)
         if len(text) <= _MAX_CACHED_TEXT:
             if len(cache) >= _MAX_CACHED_TEXTS:
@@ -192,23 +393,24 @@ class Redactor:
         if self._secret_values:
             text = self.mask_secret_values(text)
         if "://" in text and "@" in text:
-            text = _URL_USERINFO.sub(_mask_userinfo, text)
+            text = _URL_CREDENTIALS.sub(_mask_url_credentials, text)
         if "ookie" in text or "OOKIE" in text:
             text = _COOKIE_HEADER.sub(r"\g<name>" + MASK, text)
-        # Schemes first: ``Authorization: Bearer abc`` must lose ``abc``, not just ``Bearer``.
+        # Schemes first: ``Authorization: Bearer abc`` must lose ``abc``, not ``Bearer``.
         if " " in text and ("earer" in text or "asic" in text or "EARER" in text or "ASIC" in text):
-            text = _AUTH_SCHEME.sub(r"\g<scheme> " + MASK, text)
-        if (
-            self._assignment is not None
-            and ("=" in text or ":" in text or "," in text)
-            and self._key_mention is not None
-            and self._key_mention.search(text) is not None
-        ):
-            text = self._assignment.sub(self._mask_assignment, text)
+            text = self._mask_auth_schemes(text, _lowered(text))
+        if ("=" in text or ":" in text) and self._assignment is not None:
+            lowered = _lowered(text)
+            if self._mention.search(lowered) is not None:
+                text = self._mask_assignments(self._assignment, text, lowered)
         if "PRIVATE KEY-----" in text:
             text = _PEM_PRIVATE_KEY.sub(MASK, text)
+        if self._mask_cards and _CARD_NUMBER.search(text) is not None:
+            text = _CARD_NUMBER.sub(_mask_card, text)
         for pattern in self._extra_patterns:
-            text = pattern.sub(MASK, text)
+            # RE2's sub() walks matches in Python; a C-level search rules most text out.
+            if pattern.search(text) is not None:
+                text = pattern.sub(MASK, text)
         return text
 
     def redact(self, value: Any) -> Any:
@@ -314,14 +516,45 @@ class Redactor:
                 text = text.replace(value, MASK)
         return text
 
-    def _mask_assignment(self, match: re.Match[str]) -> str:
-        value = match.group("value")
-        if value.lower() in ("bearer", "basic") and match.string.startswith(
-            " " + MASK, match.end()
-        ):
-            return match.group(0)  # its credential was masked already by the scheme rule
-        quote = value[0] if value[:1] in ("'", '"') else ""
-        return f"{match.group('name')}{match.group('sep')}{quote}{MASK}{quote}"
+    @staticmethod
+    def _mask_auth_schemes(text: str, lowered: str) -> str:
+        matches = _AUTH_SCHEME.finditer(lowered)
+        pieces: list[str] = []
+        last = 0
+        for match in matches:
+            start = match.start("credential")
+            pieces += (text[last:start], " ", MASK)
+            last = match.end()
+        if not pieces:
+            return text
+        pieces.append(text[last:])
+        return "".join(pieces)
+
+    @staticmethod
+    def _mask_assignments(assignment: re.Pattern[str], text: str, lowered: str) -> str:
+        matches = assignment.finditer(lowered)
+        pieces: list[str] = []
+        last = 0
+        for match in matches:
+            start, end = match.span(2)  # the value
+            if start == -1:
+                continue  # a mention, not an assignment
+            value = text[start:end]
+            first = value[0]
+            if first == '"' or first == "'":
+                masked = f"{first}{MASK}{first}"
+            elif end - start in (5, 6) and value.lower() in ("bearer", "basic"):
+                if text.startswith(" " + MASK, end):
+                    continue  # its credential was masked already by the scheme rule
+                masked = MASK
+            else:
+                masked = MASK
+            pieces += (text[last:start], masked)
+            last = end
+        if not pieces:
+            return text
+        pieces.append(text[last:])
+        return "".join(pieces)
 
 
 _lock = threading.Lock()

@@ -20,7 +20,7 @@ from ._context import (
     enter_hooks,
 )
 from ._logging import set_event_reporter
-from ._redact import Redactor, get_redactor
+from ._redact import MASK, Redactor, get_redactor
 
 if TYPE_CHECKING:
     from ._settings import Settings
@@ -32,6 +32,15 @@ __all__ = [
 ]
 
 #: Paths whose requests are never traced: health probes would drown real traffic.
+
+# Request headers never sent, not even masked: they carry nothing but credentials.
+_DROPPED_HEADERS = frozenset({"cookie", "set-cookie", "authorization", "proxy-authorization"})
+# The one line the request core writes per request: a 5xx is already reported as its
+# exception (or was answered on purpose), so this line is a breadcrumb, never an event.
+_REQUEST_LOGGER = "backend_kit.request"
+_REQUEST_FINISHED = "request_finished"
+# Frameworks' own line about a 5xx response; the exception behind one is its own event.
+_RESPONSE_LOGGERS = frozenset({"django.request", "django.server"})
 
 # Event fields that are pipeline plumbing, not something the user logged.
 _NOT_FIELDS = frozenset({"event", "exc_info", "stack_info", "_record", "_from_structlog"})
@@ -143,6 +152,25 @@ def configure_sentry(
                 *integrations,
             ],
         }
+        # Request bodies hold personal data: sent only when the user asks, and then
+        # redacted in before_send like the rest of the event.
+        options["max_request_body_size"] = (
+            "medium" if settings.sentry_send_request_bodies else "never"
+        )
+        if settings.sentry_send_client_ip:
+            # The SDK adds the client address only with user info (formerly "default
+            # PII") on; what else that adds (cookies, the user's name and e-mail) is
+            # removed in before_send.
+            from sentry_sdk.consts import DEFAULT_OPTIONS
+
+            if "data_collection" in DEFAULT_OPTIONS:
+                options["data_collection"] = {
+                    "user_info": True,
+                    # data_collection overrides include_local_variables: keep its choice.
+                    "stack_frame_variables": options["include_local_variables"],
+                }
+            else:  # sentry-sdk before data_collection
+                options["send_default_pii"] = True
         if settings.sentry_traces_sample_rate > 0:
             options["traces_sampler"] = _TracesSampler(settings.sentry_traces_sample_rate, exclude)
         if transport is not None:
@@ -270,6 +298,12 @@ class _Hooks:
                 if not isinstance(tags, dict):
                     tags = event["tags"] = {}
                 tags.setdefault(REQUEST_ID_KEY, request_id)
+            settings = self._state.settings
+            _scrub_personal_data(
+                event,
+                send_bodies=settings.sentry_send_request_bodies,
+                send_client_ip=settings.sentry_send_client_ip,
+            )
             return self._redactor().redact_for_output(event)
         except Exception as exc:
             _warn(what, exc)
@@ -299,10 +333,15 @@ class _Hooks:
         import sentry_sdk
 
         fields = {k: v for k, v in event_dict.items() if k not in _NOT_FIELDS}
+        if logger_name in _RESPONSE_LOGGERS:
+            # The request's repr holds its query string; the event's request is scrubbed.
+            fields.pop("request", None)
         message = event_dict.get("event")
         message = message if isinstance(message, str) else repr(message)
         sentry_level = _SENTRY_LEVEL.get(level, level)
-        if level not in ("error", "critical"):
+        if level not in ("error", "critical") or _is_response_line(
+            logger_name, message, event_dict
+        ):
             sentry_sdk.add_breadcrumb(
                 type="log", category=logger_name, message=message, level=sentry_level, data=fields
             )
@@ -329,3 +368,65 @@ class _Hooks:
         event["logentry"] = {"message": message, "params": []}
         event["extra"] = fields
         sentry_sdk.capture_event(event, hint=hint)  # type: ignore[arg-type]
+
+
+def _is_response_line(logger_name: str, message: str, event_dict: Mapping[str, Any]) -> bool:
+    """True for the line that says a request ended in a 5xx: the failure is reported by
+    its exception, once, and a 5xx answered on purpose is not a failure to report."""
+    if logger_name == _REQUEST_LOGGER:
+        return message == _REQUEST_FINISHED
+    # Django's own line for an exception duplicates the integration's event, which
+    # carries the scrubbed request; its line for a 5xx answered on purpose is no failure.
+    return logger_name in _RESPONSE_LOGGERS and "status_code" in event_dict
+
+
+def _mask_query_values(query: str) -> str:
+    """``email=ann@example.com&page=2`` becomes ``email=***&page=***``: the keys say what
+    was asked, the values may be personal data."""
+    pairs = []
+    for pair in query.split("&"):
+        key, equals, _ = pair.partition("=")
+        pairs.append(f"{key}={MASK}" if equals else key)
+    return "&".join(pairs)
+
+
+def _scrub_personal_data(event: dict[str, Any], *, send_bodies: bool, send_client_ip: bool) -> None:
+    """Remove from *event*, in place, what is never sent: cookies, credentials headers,
+    query-string values, the request body (unless *send_bodies*), the user's name and
+    e-mail and, unless *send_client_ip*, the client address."""
+    request = event.get("request")
+    if isinstance(request, dict):
+        request.pop("cookies", None)
+        headers = request.get("headers")
+        if isinstance(headers, dict):
+            for name in [n for n in headers if str(n).lower() in _DROPPED_HEADERS]:
+                del headers[name]
+        query = request.get("query_string")
+        if isinstance(query, str) and query:
+            request["query_string"] = _mask_query_values(query)
+        elif isinstance(query, (dict, list)) and query:
+            request["query_string"] = MASK
+        if not send_bodies:
+            request.pop("data", None)
+        env = request.get("env")
+        if isinstance(env, dict):
+            kept = (
+                {"REMOTE_ADDR": env["REMOTE_ADDR"]}
+                if send_client_ip and "REMOTE_ADDR" in env
+                else {}
+            )
+            if kept:
+                request["env"] = kept
+            else:
+                request.pop("env", None)
+    user = event.get("user")
+    if isinstance(user, dict):
+        # An opaque id (set with sentry_sdk.set_user) groups events by user; a name, an
+        # e-mail or an address identifies a person.
+        kept = {"id": user["id"]} if user.get("id") is not None else {}
+        if send_client_ip and user.get("ip_address"):
+            kept["ip_address"] = user["ip_address"]
+        if kept:
+            event["user"] = kept
+        else:
+            event.pop("user", None)

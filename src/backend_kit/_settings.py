@@ -27,7 +27,7 @@ from pydantic.types import _SecretBase
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ._errors import ConfigError, ConfigProblem
-from ._redact import Redactor, mask_url
+from ._redact import Redactor, mask_url, url_credential
 
 __all__ = [
     "Environment",
@@ -61,7 +61,57 @@ class SecretURL(SecretStr):
     @property
     def scheme(self) -> str:
         """The URL scheme, lower-cased (``postgresql``, ``redis``, ``memory``)."""
-        return urlsplit(self.get_secret_value()).scheme.lower()
+        match = _URL_SCHEME.match(self.get_secret_value())
+        return match.group(1).lower() if match is not None else ""
+
+
+_URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://")
+_BROKEN_PERCENT_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+#: The schemes each URL setting's users understand (Django's database config and the
+#: health checks; the cache backends).
+DATABASE_SCHEMES = ("postgres", "postgresql", "pgsql", "sqlite", "sqlite3", "mysql", "mariadb")
+CACHE_SCHEMES = ("memory", "redis", "rediss", "unix")
+
+
+def check_url(url: str, *, schemes: tuple[str, ...], example: str) -> None:
+    """Raise `ValueError` unless *url* has one of *schemes*, a port from 1 to 65535 (when
+    it has one) and well-formed percent-escapes. The message never quotes the URL: its
+    userinfo (everything up to the last ``@``) may hold a password of any characters."""
+    match = _URL_SCHEME.match(url)
+    if match is None:
+        raise ValueError(f"expected a URL such as {example}")
+    scheme = match.group(1).lower()
+    if scheme not in schemes:
+        raise ValueError(
+            f"the scheme {scheme}:// is not supported here; expected {example} "
+            "(schemes: " + ", ".join(f"{name}://" for name in schemes) + ")"
+        )
+    if _BROKEN_PERCENT_ESCAPE.search(url) is not None:
+        raise ValueError(
+            "a '%' does not start a percent-escape (%XX); write a literal % as %25, "
+            "and escape the other reserved characters of a password the same way"
+        )
+    rest = url[match.end() :]
+    after_userinfo = rest[rest.rfind("@") + 1 :]
+    authority = re.split(r"[/?#]", after_userinfo, maxsplit=1)[0]
+    if scheme.startswith("sqlite") or scheme in ("memory", "unix"):
+        return  # no network address (sqlite://:memory: is a path, not a port)
+    if authority.startswith("["):
+        _, _, after_host = authority.partition("]")
+        port = after_host[1:] if after_host.startswith(":") else None
+    else:
+        _, colon, port_text = authority.partition(":")
+        port = port_text if colon else None
+    if port is not None and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"the port {port!r} is not a number from 1 to 65535 (expected {example})")
+    if scheme in ("redis", "rediss"):
+        # redis-py reads the path as the database number.
+        path = re.split(r"[?#]", after_userinfo[len(authority) :], maxsplit=1)[0].strip("/")
+        if path and not (path.isascii() and path.isdigit()):
+            raise ValueError(
+                f"the path /{path} is not a database number (expected {example}, "
+                "for example redis://cache:6379/0)"
+            )
 
 
 def _split_list(value: Any) -> Any:
@@ -152,7 +202,22 @@ class Settings(BaseSettings):
     redact_patterns: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
         description="Extra regular expressions whose matches are masked, comma-separated "
-        "or a JSON list (for a pattern that contains a comma).",
+        "or a JSON list (for a pattern that contains a comma). They run on RE2, in time "
+        "linear in the text: backreferences and lookaround are refused at load.",
+    )
+    redact_max_length: int = Field(
+        default=65536,
+        ge=256,
+        le=16 * 1024 * 1024,
+        description="Longest text the redaction policy scans, in characters; a longer "
+        "log value, Sentry field or error message is cut to this length, with a marker, "
+        "before it is scanned.",
+    )
+    redact_card_numbers: bool = Field(
+        default=True,
+        description="Mask Luhn-valid payment card numbers (13 to 19 digits, with or "
+        "without spaces or dashes) down to their last four digits, in logs, Sentry "
+        "events and health output alike.",
     )
     sentry_dsn: SecretURL | None = Field(
         default=None, description="Sentry DSN. Without it, nothing is sent to Sentry."
@@ -167,6 +232,17 @@ class Settings(BaseSettings):
         default=(),
         description="Request paths never traced by Sentry, comma-separated, in addition "
         "to the health endpoints (which never are).",
+    )
+    sentry_send_request_bodies: bool = Field(
+        default=False,
+        description="Send request bodies with Sentry events. Off by default: bodies hold "
+        "personal data. When on, a body passes through the redaction policy, nested "
+        "objects and arrays included.",
+    )
+    sentry_send_client_ip: bool = Field(
+        default=False,
+        description="Send the client's IP address with Sentry events. Off by default: "
+        "an IP address is personal data.",
     )
     database_url: SecretURL | None = Field(
         default=None,
@@ -187,6 +263,12 @@ class Settings(BaseSettings):
         default=None,
         description="Secret key (at least 16 characters) that signs pickled cache values "
         "with HMAC-SHA256; a value whose signature does not match is ignored.",
+    )
+    cache_signing_key_fallbacks: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        default=(),
+        description="Previous signing keys, comma-separated, while CACHE_SIGNING_KEY is "
+        "rotated: a value signed with one of them is still read, then written again "
+        "with the current key. Remove them once the longest cache TTL has passed.",
     )
     cache_timeout: float = Field(
         default=0.5,
@@ -305,7 +387,13 @@ class Settings(BaseSettings):
             levels[name.strip()] = level.strip().upper()
         return levels
 
-    @field_validator("redact_keys", "redact_patterns", "sentry_traces_exclude_paths", mode="before")
+    @field_validator(
+        "redact_keys",
+        "redact_patterns",
+        "sentry_traces_exclude_paths",
+        "cache_signing_key_fallbacks",
+        mode="before",
+    )
     @classmethod
     def _parse_list(cls, value: Any) -> Any:
         return _split_list(value)
@@ -313,30 +401,34 @@ class Settings(BaseSettings):
     @field_validator("redact_patterns")
     @classmethod
     def _compile_patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from ._redact import UnsafePatternError, compile_linear_pattern
+
         for index, pattern in enumerate(value):
             try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(
-                    f"pattern number {index + 1} is not a valid regular expression ({exc.msg})"
-                ) from None
+                compile_linear_pattern(pattern)
+            except UnsafePatternError as exc:
+                raise ValueError(f"pattern number {index + 1}: {exc}") from None
         return value
 
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: SecretURL | None) -> SecretURL | None:
-        if value is not None and not _has_scheme(value):
-            raise ValueError(
-                "expected a URL such as postgres://user:password@host:5432/dbname "
-                "or sqlite:///path/to/db.sqlite3"
+        if value is not None:
+            check_url(
+                value.get_secret_value(),
+                schemes=DATABASE_SCHEMES,
+                example="postgres://user:password@host:5432/dbname or sqlite:///path/to/db.sqlite3",
             )
         return value
 
     @field_validator("cache_url")
     @classmethod
     def _check_cache_url(cls, value: SecretURL) -> SecretURL:
-        if value.scheme not in {"memory", "redis", "rediss", "unix"} or not _has_scheme(value):
-            raise ValueError("expected memory:// or redis://host:port/db")
+        check_url(
+            value.get_secret_value(),
+            schemes=CACHE_SCHEMES,
+            example="memory:// or redis://host:port/db",
+        )
         return value
 
     @field_validator("cache_signing_key")
@@ -358,8 +450,13 @@ class Settings(BaseSettings):
     def _check_dsn(cls, value: SecretURL | None) -> SecretURL | None:
         if value is None:
             return None
+        check_url(
+            value.get_secret_value(),
+            schemes=("http", "https"),
+            example="https://<key>@<host>/<project-id>",
+        )
         parts = urlsplit(value.get_secret_value())
-        if parts.scheme not in {"http", "https"} or not parts.username or not parts.hostname:
+        if not parts.username or not parts.hostname:
             raise ValueError(
                 "expected a Sentry DSN such as https://<key>@<host>/<project-id> "
                 "(copy it from the project's Client Keys page)"
@@ -377,12 +474,21 @@ class Settings(BaseSettings):
         for path, secret in _secret_paths(self):
             target: Any = data
             for part in path[:-1]:
-                target = target.get(part) if isinstance(target, dict) else None
-            if isinstance(target, dict) and path[-1] in target:
-                if reveal:
-                    target[path[-1]] = secret.get_secret_value()
-                elif isinstance(secret, SecretURL):
-                    target[path[-1]] = str(secret)
+                if isinstance(target, dict):
+                    if isinstance(target.get(part), tuple):
+                        target[part] = list(target[part])  # a list of secrets, in place
+                    target = target.get(part)
+                else:
+                    target = None
+            key: Any = path[-1]
+            if isinstance(target, list) and key.isdigit() and int(key) < len(target):
+                key = int(key)
+            elif not (isinstance(target, dict) and key in target):
+                continue
+            if reveal:
+                target[key] = secret.get_secret_value()
+            elif isinstance(secret, SecretURL):
+                target[key] = str(secret)
         return data
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -408,10 +514,6 @@ class Settings(BaseSettings):
         return "default"
 
 
-def _has_scheme(url: SecretURL) -> bool:
-    return bool(re.match(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://", url.get_secret_value()))
-
-
 def _qualname(cls: type) -> str:
     module = cls.__module__
     # Our own classes are known by their public name, not their private module.
@@ -427,6 +529,11 @@ def _secret_paths(
         value = getattr(model, name, None)
         if isinstance(value, _SecretBase):
             yield (*prefix, name), value
+        elif isinstance(value, tuple):
+            # A list of secrets (CACHE_SIGNING_KEY_FALLBACKS): each is masked like one.
+            for index, item in enumerate(value):
+                if isinstance(item, _SecretBase):
+                    yield (*prefix, name, str(index)), item
         elif isinstance(value, BaseModel):
             yield from _secret_paths(value, (*prefix, name))
 
@@ -443,8 +550,7 @@ def secret_values(settings: BaseModel) -> list[str]:
         if not isinstance(raw, str) or not raw:
             continue
         if isinstance(secret, SecretURL):
-            parts = urlsplit(raw)
-            credential = parts.password or parts.username
+            credential = url_credential(raw)
             if credential:
                 values.append(raw)
                 values.append(credential)
@@ -570,13 +676,11 @@ def field_is_secret(annotation: Any) -> bool:
 def import_settings_class(path: str) -> type[Settings]:
     """Import the settings class named by *path* (``package.module:ClassName``).
 
-    The current directory is importable, as it is for ``gunicorn`` and ``flask``, so a
-    project's own ``myservice.settings:Settings`` is found when run from its root.
-    Raises `ConfigError` with one problem that says what is wrong with *path*.
+    The module is imported from ``sys.path`` as it is: this function never changes it
+    (the ``backend-kit`` command puts the current directory there, for its own process
+    only). Raises `ConfigError` with one problem that says what is wrong with *path*.
     """
     import importlib
-    import os
-    import sys
 
     def fail(message: str) -> ConfigError:
         # A user's module may fail with a message that quotes a credential.
@@ -595,8 +699,6 @@ def import_settings_class(path: str) -> type[Settings]:
         or not re.fullmatch(r"[\w.]+", f"{module_name}.{attribute}")
     ):
         raise fail(f"{path!r} is not of the form package.module:ClassName")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     error: ConfigError | None = None
     try:
         module = importlib.import_module(module_name)

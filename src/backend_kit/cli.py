@@ -14,10 +14,12 @@ import click
 from ._cli_common import (
     USAGE_ERROR,
     chosen_settings_class,
+    make_current_directory_importable,
     settings_option,
     subcommand_settings_option,
 )
 from ._errors import ConfigError
+from ._redact import MASK, Redactor
 from ._settings import Settings
 from ._sources import VariableInfo, describe_variables
 from .health._cli import health
@@ -30,6 +32,8 @@ __all__ = ["main"]
 @settings_option
 def main() -> None:
     """Production best practice for Django and Flask services."""
+    # Like `flask --app`: the project's modules in the current directory are importable.
+    make_current_directory_importable()
 
 
 main.add_command(health)
@@ -99,10 +103,20 @@ def display_value(value: Any) -> str:
 
 
 def _effective_rows(settings: Settings) -> Iterator[dict[str, Any]]:
+    # The policy the logs apply: a plain field named like a secret (STRIPE_API_KEY)
+    # is masked here as it would be in a log line.
+    redactor = Redactor.from_settings(settings)
     for variable in describe_variables(type(settings)):
+        value = display_value(_value_at(settings, variable.path))
+        if variable.secret:
+            pass  # SecretStr and SecretURL render masked already
+        elif value and redactor.is_sensitive_key(variable.name):
+            value = MASK
+        else:
+            value = redactor.redact_text(value)
         yield {
             "variable": variable.name,
-            "value": display_value(_value_at(settings, variable.path)),
+            "value": value,
             "source": settings.source_of(*variable.path),
             "secret": variable.secret,
         }

@@ -10,5 +10,7 @@ urlpatterns = [
     path("whoami-async", views.whoami_async),
     path("boom", views.boom),
     path("form", views.form),
+    path("unavailable", views.unavailable),
+    path("signup", views.signup),
     path("", include("backend_kit.django.urls")),
 ]

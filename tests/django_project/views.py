@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 
 from backend_kit import current_request_id, get_logger
 
@@ -37,3 +38,13 @@ def boom(request: HttpRequest) -> HttpResponse:
 
 def form(request: HttpRequest) -> HttpResponse:
     return HttpResponse("posted")
+
+
+def unavailable(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("down for maintenance", status=503)
+
+
+@csrf_exempt
+def signup(request: HttpRequest) -> HttpResponse:
+    request.body  # noqa: B018 - read, as a view would, before it fails
+    raise ValueError("signup failed")

@@ -41,6 +41,10 @@ class CacheInfo(NamedTuple):
     #: Calls made while the shared cache server was unavailable, answered from this
     #: process's memory tier instead (hits and misses alike).
     fallbacks: int = 0
+    #: Values the cache backend refused to read because their signature did not match
+    #: (each was a miss), in this process; for Redis, counted across the functions that
+    #: share the backend.
+    mismatches: int = 0
 
 
 class CachedFunction(Protocol[P, R]):
@@ -60,7 +64,8 @@ class CachedFunction(Protocol[P, R]):
         """Forget every result in this function's namespace, for all its functions."""
 
     def cache_info(self) -> CacheInfo:
-        """Hits, misses, loads, errors and fallbacks counted in this process."""
+        """Hits, misses, loads, errors, fallbacks and signature mismatches counted in this
+        process."""
 
 
 # A stale_ttl entry is [_STALE_MARK, fresh_until (epoch seconds), value]: the wall clock,
@@ -377,7 +382,8 @@ def cached(
             binding.get().invalidate_namespace(space)
 
         def cache_info() -> CacheInfo:
-            return stats.info()
+            mismatches = getattr(binding.get(), "signature_mismatches", 0)
+            return stats.info()._replace(mismatches=mismatches)
 
         functools.update_wrapper(wrapper, function)
         wrapper.invalidate = invalidate  # type: ignore[attr-defined]

@@ -58,7 +58,15 @@ def default_cache(settings: Settings | None = None) -> CacheBackend:
     prefix = settings.cache_key_prefix or f"{settings.service_name}:"
     secret = settings.cache_signing_key
     signing_key = secret.get_secret_value() if secret is not None else None
-    config = (url, prefix, settings.cache_serializer, signing_key, settings.cache_timeout)
+    fallbacks = tuple(key.get_secret_value() for key in settings.cache_signing_key_fallbacks)
+    config = (
+        url,
+        prefix,
+        settings.cache_serializer,
+        signing_key,
+        fallbacks,
+        settings.cache_timeout,
+    )
     with _lock:
         cache = _redis_caches.get(config)
         if cache is None:
@@ -69,6 +77,7 @@ def default_cache(settings: Settings | None = None) -> CacheBackend:
                 prefix=prefix,
                 serializer=settings.cache_serializer,
                 signing_key=signing_key,
+                signing_key_fallbacks=fallbacks,
                 timeout=settings.cache_timeout,
             )
         return cache

@@ -12,7 +12,7 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, TypeVar, cast
 
 import structlog
@@ -173,6 +173,7 @@ class RedisCache(CacheBackend):
         prefix: str = "backend_kit:",
         serializer: Literal["json", "pickle"] = "json",
         signing_key: str | None = None,
+        signing_key_fallbacks: Sequence[str] = (),
         timeout: float = 0.5,
         max_connections: int = 64,
         lock_ttl: float = 30.0,
@@ -194,7 +195,8 @@ class RedisCache(CacheBackend):
         self.lock_ttl = lock_ttl
         self._lock_ms = int(lock_ttl * 1000)
         self.timeout = timeout
-        self._codec = ValueCodec(serializer, signing_key)
+        self._codec = ValueCodec(serializer, signing_key, signing_key_fallbacks)
+        self._mismatches = _MismatchLog(warn_interval)
         self._display_url = mask_url(url)
         self._options = _client_options(url, timeout, max_connections)
         self._client: redis.Redis = redis.Redis(
@@ -326,17 +328,22 @@ class RedisCache(CacheBackend):
         if raw is None:
             return MISS
         try:
-            return self._codec.loads(full_key, raw)
+            value, signed_with_fallback = self._codec.loads_checked(full_key, raw)
         except SignatureMismatch as exc:
-            logger.warning(
-                "cache_signature_mismatch",
-                # Without the arguments part: arguments may be personal data.
-                key=_ARGUMENTS.split(full_key, 1)[0],
-                reason=str(exc),
-                effect="treated as a miss; check that every process uses the same "
-                "CACHE_SIGNING_KEY",
-            )
+            self._mismatches.record(full_key, str(exc))
             return MISS
+        if signed_with_fallback:
+            # Signed with a key being rotated out: sign it again with the current key,
+            # keeping its expiry, unless it changed in the meantime.
+            data = self._codec.dumps(full_key, value)
+            with contextlib.suppress(_Failed):
+                self._call(lambda: self._client.set(full_key, data, keepttl=True, xx=True))
+        return value
+
+    @property
+    def signature_mismatches(self) -> int:
+        """Values read from Redis and refused (treated as misses) in this process."""
+        return self._mismatches.count
 
     def _fallback_read(self, key: str, namespace: str) -> Any:
         next(self._fallback_count)
@@ -679,3 +686,41 @@ async def _close_at_shutdown(client: redis.asyncio.Redis) -> AsyncGenerator[None
 
 def _glob_escape(text: str) -> str:
     return "".join("\\" + char if char in "*?[]\\" else char for char in text)
+
+
+class _MismatchLog:
+    """Counts refused values and warns at most once per *interval* seconds, with the
+    number refused since the last warning: a wrong key must not flood the log.
+
+    Lock-free (itertools.count's next() is atomic), so nothing can be held across a fork.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._counter = itertools.count()
+        self._reported = 0
+        self._last_warning: float | None = None
+
+    @property
+    def count(self) -> int:
+        return int(repr(self._counter)[len("count(") : -1])
+
+    def record(self, full_key: str, reason: str) -> None:
+        next(self._counter)
+        now = time.monotonic()
+        last = self._last_warning
+        if last is not None and now - last < self._interval:
+            return
+        self._last_warning = now
+        total = self.count
+        refused, self._reported = total - self._reported, total
+        logger.warning(
+            "cache_signature_mismatch",
+            # Without the arguments part: arguments may be personal data.
+            key=_ARGUMENTS.split(full_key, 1)[0],
+            reason=reason,
+            refused=refused,
+            effect="treated as a miss; check that every process uses the same "
+            "CACHE_SIGNING_KEY (a key being rotated out belongs in "
+            "CACHE_SIGNING_KEY_FALLBACKS)",
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import pickle
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import orjson
@@ -24,14 +25,20 @@ class SignatureMismatch(Exception):
 class ValueCodec:
     """Turns values into bytes for Redis and back.
 
-    JSON (orjson) by default: only JSON types round-trip (a tuple comes back as a list).
-    Pickle only with a signing key: the bytes are prefixed with an HMAC-SHA256 over the
-    cache key and the pickle, and a value whose HMAC does not match raises
-    `SignatureMismatch` instead of being unpickled.
+    With *serializer* ``"json"`` (orjson, the default) values are JSON whether or not a
+    signing key is set: only JSON types round-trip (a tuple comes back as a list).
+    With ``"pickle"``, which needs a *signing_key*, every value is pickled and prefixed
+    with an HMAC-SHA256 over the cache key and the pickle; reading accepts nothing else:
+    a value whose HMAC matches neither *signing_key* nor one of *fallback_keys*, an
+    unsigned (JSON) value, or bytes of an unknown format raise `SignatureMismatch`
+    instead of being unpickled.
     """
 
     def __init__(
-        self, serializer: Literal["json", "pickle"] = "json", signing_key: str | None = None
+        self,
+        serializer: Literal["json", "pickle"] = "json",
+        signing_key: str | None = None,
+        fallback_keys: Iterable[str] = (),
     ) -> None:
         if serializer not in ("json", "pickle"):
             raise ValueError(f"serializer must be 'json' or 'pickle', not {serializer!r}")
@@ -42,10 +49,11 @@ class ValueCodec:
             )
         self.serializer = serializer
         self._key = signing_key.encode() if signing_key else None
+        self._fallback_keys = tuple(key.encode() for key in fallback_keys if key)
 
     def dumps(self, key: str, value: Any) -> bytes:
         """Raises `TypeError` naming the type when JSON cannot represent *value*."""
-        if self._key is None:
+        if self.serializer == "json":
             try:
                 return _JSON + orjson.dumps(value)
             except TypeError as exc:
@@ -54,26 +62,43 @@ class ValueCodec:
                     "JSON types from the cached function, or set CACHE_SERIALIZER=pickle "
                     "together with CACHE_SIGNING_KEY"
                 ) from None
+        assert self._key is not None
         data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        return _PICKLE + self._sign(key, data) + data
+        return _PICKLE + self._sign(self._key, key, data) + data
 
     def loads(self, key: str, raw: bytes) -> Any:
-        """Raises `SignatureMismatch` for a pickle that this codec did not sign."""
-        tag, body = raw[:1], raw[1:]
-        if tag == _JSON:
-            return orjson.loads(body)
-        if tag == _PICKLE:
-            if self._key is None:
-                raise SignatureMismatch("a pickled value, but no signing key is configured")
-            signature, data = body[:_DIGEST_SIZE], body[_DIGEST_SIZE:]
-            if not hmac.compare_digest(signature, self._sign(key, data)):
-                raise SignatureMismatch("the HMAC signature does not match")
-            return pickle.loads(data)  # noqa: S301 - authenticated by the HMAC above
-        raise SignatureMismatch("an unknown value format")
+        """Raises `SignatureMismatch` for a value this codec must not accept."""
+        return self.loads_checked(key, raw)[0]
 
-    def _sign(self, key: str, data: bytes) -> bytes:
+    def loads_checked(self, key: str, raw: bytes) -> tuple[Any, bool]:
+        """The value in *raw*, and whether it was signed with a fallback key (so it
+        should be written again with the current one). Raises `SignatureMismatch` for a
+        value this codec must not accept."""
+        tag, body = raw[:1], raw[1:]
+        if self.serializer == "json":
+            if tag == _JSON:
+                return orjson.loads(body), False
+            if tag == _PICKLE:
+                raise SignatureMismatch("a pickled value, but CACHE_SERIALIZER is json")
+            raise SignatureMismatch("an unknown value format")
+        if tag == _JSON:
+            # Anyone who can write to Redis can write JSON: in pickle mode only a
+            # signature says the value came from this service.
+            raise SignatureMismatch("an unsigned value, but CACHE_SERIALIZER is pickle")
+        if tag != _PICKLE:
+            raise SignatureMismatch("an unknown value format")
         assert self._key is not None
-        mac = hmac.new(self._key, key.encode(), _DIGEST)
+        signature, data = body[:_DIGEST_SIZE], body[_DIGEST_SIZE:]
+        if hmac.compare_digest(signature, self._sign(self._key, key, data)):
+            return pickle.loads(data), False  # noqa: S301 - authenticated by the HMAC
+        for fallback in self._fallback_keys:
+            if hmac.compare_digest(signature, self._sign(fallback, key, data)):
+                return pickle.loads(data), True  # noqa: S301 - authenticated by the HMAC
+        raise SignatureMismatch("the HMAC signature matches no signing key")
+
+    @staticmethod
+    def _sign(secret: bytes, key: str, data: bytes) -> bytes:
+        mac = hmac.new(secret, key.encode(), _DIGEST)
         mac.update(b"\0")
         mac.update(data)
         return mac.digest()

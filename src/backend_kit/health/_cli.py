@@ -7,7 +7,6 @@ be reached), 2 on a usage error. Good as a Docker ``HEALTHCHECK`` without curl.
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,7 @@ import orjson
 
 from backend_kit._cli_common import (
     chosen_settings_class,
+    make_current_directory_importable,
     settings_option,
     subcommand_settings_option,
 )
@@ -44,6 +44,11 @@ class _Options:
     url: str | None
     timeout: float
     as_json: bool
+    allow_insecure_token: bool = False
+
+
+class _ProbeFailed(Exception):
+    """The probe over HTTP failed for a reason worth a line of its own (exit 1)."""
 
 
 def _load_runner(spec: str | None) -> HealthRunner:
@@ -55,9 +60,6 @@ def _load_runner(spec: str | None) -> HealthRunner:
             f"--registry {spec!r} is not of the form module:attribute, "
             "for example myapp.health:registry"
         )
-    # Like `flask --app`: modules of the current directory are importable.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except Exception as error:  # any failure to import is the caller's to fix
@@ -104,58 +106,124 @@ def _probe_url(base: str, probe: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
-def _fetch(url: str, timeout: float) -> tuple[int, dict[str, Any]]:
-    """GET *url*; the HTTP status and the health+json body (empty when not JSON)."""
-    import urllib.error
-    import urllib.request
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _token_headers(url: str, allow_insecure: bool) -> dict[str, str]:
+    """The Authorization header for *url*, or none. Raises `UsageProblem` when a token
+    would travel in clear to another machine and *allow_insecure* is not given."""
+    from urllib.parse import urlsplit
 
     from backend_kit._settings import get_settings
 
-    headers = {"Accept": "application/health+json, application/json"}
     token = get_settings().health_token
-    if token is not None and token.get_secret_value():
-        headers["Authorization"] = f"Bearer {token.get_secret_value()}"
-    request = urllib.request.Request(url, headers=headers)  # noqa: S310 - scheme checked
+    if token is None or not token.get_secret_value():
+        return {}
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme != "https" and not _is_loopback(host) and not allow_insecure:
+        raise UsageProblem(
+            f"HEALTH_TOKEN is not sent in clear over http:// to {host}: use an https:// "
+            "URL or a loopback address, or pass --allow-insecure-token if the network "
+            "between here and the service is trusted"
+        )
+    return {"Authorization": f"Bearer {token.get_secret_value()}"}
+
+
+def _fetch(url: str, timeout: float, headers: dict[str, str]) -> tuple[int, bytes]:
+    """GET *url* without following redirects (a bearer token must not travel on to
+    wherever a redirect points); the HTTP status and the body."""
+    import urllib.error
+    import urllib.request
+
+    class _NoRedirects(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None  # the 3xx is returned as an error, not followed
+
+    opener = urllib.request.build_opener(_NoRedirects)
+    request = urllib.request.Request(  # noqa: S310 - scheme checked by _probe_url
+        url, headers={"Accept": "application/health+json, application/json", **headers}
+    )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-            status, body = int(response.status), response.read(1_000_000)
+        with opener.open(request, timeout=timeout) as response:
+            return int(response.status), response.read(1_000_000)
     except urllib.error.HTTPError as error:
-        status, body = error.code, error.read(1_000_000)
-        error.close()
+        try:
+            return error.code, error.read(1_000_000)
+        finally:
+            error.close()
+
+
+_REPORT_STATUSES = ("pass", "warn", "fail")
+
+
+def _health_report(http_status: int, body: bytes, sent_token: bool) -> tuple[str, dict[str, Any]]:
+    """The status and report in a response; raises `_ProbeFailed` for anything that is
+    not a health report, so no page that merely answers 200 can pass."""
+    if http_status in (401, 403):
+        if sent_token:
+            raise _ProbeFailed(f"the health token was refused (HTTP {http_status})")
+        raise _ProbeFailed(
+            f"the service asks for a health token (HTTP {http_status}); set HEALTH_TOKEN"
+        )
+    if 300 <= http_status < 400:
+        raise _ProbeFailed(f"HTTP {http_status}: a redirect, which is not followed")
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        data = {}
-    return status, data if isinstance(data, dict) else {}
+        data = None
+    status = data.get("status") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or status not in _REPORT_STATUSES:
+        raise _ProbeFailed(
+            f"HTTP {http_status}, and the response is not a health report "
+            "(JSON with a status of pass, warn or fail); is --url the service's health "
+            "endpoint?"
+        )
+    if http_status >= 400:
+        status = "fail"
+    return str(status), data
 
 
 def _run(probe: str, options: _Options) -> None:
+    http_status: int | None = None
     if options.url is not None:
         if options.registry is not None:
             raise UsageProblem("--url and --registry cannot be used together")
         url = _probe_url(options.url, probe)
         from backend_kit._redact import mask_url
 
+        headers = _token_headers(url, options.allow_insecure_token)
         try:
-            http_status, data = _fetch(url, options.timeout)
+            http_status, body = _fetch(url, options.timeout, headers)
+            status, data = _health_report(http_status, body, bool(headers))
+        except _ProbeFailed as failure:
+            click.echo(f"{probe}: fail ({mask_url(url)}: {failure})", err=True)
+            sys.exit(1)
         except OSError as error:  # refused, timed out, DNS: the probe fails
             reason = getattr(error, "reason", error)
             click.echo(f"{probe}: fail (cannot reach {mask_url(url)}: {reason})", err=True)
             sys.exit(1)
-        status = str(data.get("status") or ("pass" if http_status < 400 else "fail"))
-        if http_status >= 500:
-            status = "fail"
     else:
         # The registry's module may configure the settings itself, so they are read
         # after it is imported, when the probe runs.
         runner = _load_runner(options.registry)
         report: HealthReport = runner.live() if probe == "live" else runner.ready()
         data, status = report.to_dict(detailed=True), report.status
-    _print(probe, status, data, options.as_json)
+    _print(probe, status, data, options.as_json, http_status)
     sys.exit(1 if status == "fail" else 0)
 
 
-def _print(probe: str, status: str, data: dict[str, Any], as_json: bool) -> None:
+def _print(
+    probe: str, status: str, data: dict[str, Any], as_json: bool, http_status: int | None
+) -> None:
     if as_json:
         click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
         return
@@ -164,7 +232,10 @@ def _print(probe: str, status: str, data: dict[str, Any], as_json: bool) -> None
 
         Console(soft_wrap=False).print(render_table(data))
         return
-    click.echo(f"{probe}: {status}")
+    failed_over_http = status == "fail" and http_status is not None
+    click.echo(
+        f"{probe}: {status} (HTTP {http_status})" if failed_over_http else f"{probe}: {status}"
+    )
     for key, entries in (data.get("checks") or {}).items():
         for entry in entries if isinstance(entries, list) else [entries]:
             if entry.get("status") != "pass":
@@ -185,7 +256,9 @@ def _probe_command(probe: str, help_text: str) -> click.Command:
         "--url",
         metavar="URL",
         help="Ask a running service instead, e.g. http://127.0.0.1:8000 (the probe's "
-        "path is added) or a full probe URL. HEALTH_TOKEN is sent as a bearer token.",
+        "path is added) or a full probe URL; the answer must be a health report. "
+        "HEALTH_TOKEN is sent as a bearer token, over https:// or to a loopback address "
+        "only; redirects are not followed.",
     )
     @click.option(
         "--timeout",
@@ -194,14 +267,26 @@ def _probe_command(probe: str, help_text: str) -> click.Command:
         show_default=True,
         help="Seconds to wait for the service with --url.",
     )
+    @click.option(
+        "--allow-insecure-token",
+        is_flag=True,
+        help="Send HEALTH_TOKEN with --url over plain http:// to a host that is not a "
+        "loopback address (refused otherwise).",
+    )
     @click.option("--json", "as_json", is_flag=True, help="Print the health+json report.")
     @subcommand_settings_option
-    def command(registry: str | None, url: str | None, timeout: float, as_json: bool) -> None:
+    def command(
+        registry: str | None,
+        url: str | None,
+        timeout: float,
+        allow_insecure_token: bool,
+        as_json: bool,
+    ) -> None:
         try:
             # Active for the checks, without configuring logging or Sentry for a one-shot
             # probe.
             set_active_settings(chosen_settings_class()())
-            _run(probe, _Options(registry, url, timeout, as_json))
+            _run(probe, _Options(registry, url, timeout, as_json, allow_insecure_token))
         except ConfigError as error:
             raise UsageProblem(str(error)) from None
 
@@ -212,6 +297,8 @@ def _probe_command(probe: str, help_text: str) -> click.Command:
 @settings_option
 def health() -> None:
     """Probe the service's health: exit 0 on pass or warn, 1 on fail, 2 on usage errors."""
+    # Like `flask --app`: modules of the current directory are importable.
+    make_current_directory_importable()
 
 
 health.add_command(_probe_command("live", "Liveness: passes while the process can answer."))
