@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import os
 import sys
+import weakref
 from collections.abc import Callable
 from contextlib import suppress
+from typing import Any
 
-__all__ = ["after_fork_in_child"]
+__all__ = ["after_fork_in_child", "reset_in_child"]
 
 _resets: list[Callable[[], None]] = []
+# Objects (locks' owners: single-flight tables, breakers, health runners...) whose
+# ``_reset_after_fork()`` runs in the child; held weakly, so they still die normally.
+_objects: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def after_fork_in_child(reset: Callable[[], None]) -> Callable[[], None]:
@@ -28,8 +33,16 @@ def after_fork_in_child(reset: Callable[[], None]) -> Callable[[], None]:
     return reset
 
 
+def reset_in_child(owner: Any) -> None:
+    """Call ``owner._reset_after_fork()`` in every child process right after `os.fork()`,
+    for as long as *owner* lives."""
+    _objects.add(owner)
+
+
 def _run_resets() -> None:
-    for reset in tuple(_resets):
+    resets: list[Callable[[], None]] = list(_resets)
+    resets.extend(owner._reset_after_fork for owner in list(_objects))
+    for reset in resets:
         try:
             reset()
         except Exception as exc:  # one concern failing must not leave the others behind

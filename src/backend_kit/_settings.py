@@ -27,6 +27,7 @@ from pydantic.types import _SecretBase
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ._errors import ConfigError, ConfigProblem
+from ._forksafe import after_fork_in_child
 from ._redact import Redactor, mask_url
 
 __all__ = [
@@ -617,3 +618,9 @@ def import_settings_class(path: str) -> type[Settings]:
     if not (isinstance(candidate, type) and issubclass(candidate, Settings)):
         raise fail(f"{module_name}:{attribute} is not a subclass of backend_kit.Settings")
     return candidate
+
+
+@after_fork_in_child
+def _reset_after_fork() -> None:
+    global _active_lock
+    _active_lock = threading.Lock()

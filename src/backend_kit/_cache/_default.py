@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from backend_kit import _settings
+from backend_kit._forksafe import after_fork_in_child
 from backend_kit._settings import Settings, get_settings
 
 from ._backend import CacheBackend
@@ -81,3 +82,9 @@ def use_memory_only(enabled: bool) -> None:
         switch.memory_only = enabled
         switch.generation += 1
         _shared_memory = None
+
+
+@after_fork_in_child
+def _reset_after_fork() -> None:
+    global _lock
+    _lock = threading.Lock()

@@ -7,6 +7,8 @@ import threading
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar, cast
 
+from backend_kit._forksafe import reset_in_child
+
 __all__ = ["BUSY", "AsyncSingleFlight", "ReentrantCacheCallError", "SingleFlight"]
 
 T = TypeVar("T")
@@ -48,6 +50,12 @@ class SingleFlight:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._flights: dict[Hashable, _Flight] = {}
+        reset_in_child(self)
+
+    def _reset_after_fork(self) -> None:
+        # Flights in progress belong to the parent's threads: waiters here would wait forever.
+        self._lock = threading.Lock()
+        self._flights = {}
 
     def run(self, key: Hashable, loader: Callable[[], T]) -> T:
         """Run *loader* unless another thread is already loading *key*; then wait for
@@ -103,6 +111,10 @@ class AsyncSingleFlight:
         # Keyed by loop too: a future belongs to one loop, and several threads may each
         # run their own.
         self._flights: dict[tuple[asyncio.AbstractEventLoop, Hashable], _AsyncFlight] = {}
+        reset_in_child(self)
+
+    def _reset_after_fork(self) -> None:
+        self._flights = {}
 
     async def run(self, key: Hashable, loader: Callable[[], Awaitable[T]]) -> T:
         """Await *loader* unless another task is already loading *key*; then wait for

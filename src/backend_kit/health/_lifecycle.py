@@ -13,6 +13,8 @@ import threading
 from types import FrameType
 from typing import Any
 
+from backend_kit._forksafe import after_fork_in_child
+
 __all__ = [
     "install_sigterm_handler",
     "is_draining",
@@ -121,3 +123,15 @@ def reset_lifecycle() -> None:
                 previous = _installed[1]
                 signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
             _installed = None
+
+
+@after_fork_in_child
+def _reset_after_fork() -> None:
+    global _lock, _draining, _started
+    # Fresh objects carrying the same state: the old ones' internal locks may be held.
+    draining, started = threading.Event(), threading.Event()
+    if _draining.is_set():
+        draining.set()
+    if _started.is_set():
+        started.set()
+    _lock, _draining, _started = threading.Lock(), draining, started
