@@ -233,6 +233,22 @@ class Settings(BaseSettings):
         description="How many reverse proxies in front of the service append to "
         "X-Forwarded-For; 0 trusts none and logs the peer address.",
     )
+    shutdown_drain_seconds: float = Field(
+        default=5.0,
+        ge=0.0,
+        le=300.0,
+        description="After SIGTERM, how long the service keeps serving with readiness "
+        "failing (and Connection: close on every response) before it stops, in seconds; "
+        "give the load balancer time to take it out. 0 stops at once.",
+    )
+    health_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port on which each gunicorn worker also answers /livez, /readyz and "
+        "/startupz from a thread of its own (backend_kit.gunicorn), so probes never wait "
+        "behind busy request threads; unset serves them on the main port only.",
+    )
 
     _sources: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)
 
