@@ -30,6 +30,11 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO, cast
 
 import orjson
 import structlog
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows, which has no pre-fork servers either
+    fcntl = None  # type: ignore[assignment]
 from structlog.exceptions import DropEvent
 from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
@@ -171,12 +176,12 @@ class _ProcessLock:
     __slots__ = ("fd",)
 
     def __init__(self, fd: int) -> None:
+        if fcntl is None:  # pragma: no cover - Windows
+            raise RuntimeError("a lock shared between processes needs fcntl (POSIX)")
         self.fd = fd
 
     def acquire(self) -> bool:
         """Take the lock, waiting at most `_PROCESS_LOCK_TIMEOUT`; False if not taken."""
-        import fcntl
-
         try:
             fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return True
@@ -195,8 +200,6 @@ class _ProcessLock:
             pause = min(pause * 2, 0.002)
 
     def release(self) -> None:
-        import fcntl
-
         with suppress(OSError):
             fcntl.lockf(self.fd, fcntl.LOCK_UN)
 
@@ -227,25 +230,34 @@ class _Sink:
     def write(self, line: str) -> None:
         # None means "whatever sys.stdout is right now", as structlog's PrintLogger does.
         stream = self.stream if self.stream is not None else sys.stdout
-        if not self._lock.acquire(timeout=_WRITE_LOCK_TIMEOUT):
+        lock = self._lock
+        # Untimed first: a timed acquire costs more than the rest of the write.
+        if not lock.acquire(False) and not lock.acquire(True, _WRITE_LOCK_TIMEOUT):
             self.drop("waited too long for the log lock")
             return
         try:
             shared = self.process_lock
-            locked = shared is not None and shared.acquire()
-            if shared is not None and not locked:
-                self.unlocked_writes += 1
-            try:
+            if shared is None:
                 stream.write(line + "\n")
                 stream.flush()
-            finally:
-                if locked:
-                    shared.release()  # type: ignore[union-attr]
+            else:
+                self._write_shared(stream, line, shared)
         except Exception as exc:
-            self._lock.release()
+            lock.release()
             self.drop(f"{type(exc).__name__}: {exc}")
             return
-        self._lock.release()
+        lock.release()
+
+    def _write_shared(self, stream: TextIO, line: str, shared: _ProcessLock) -> None:
+        locked = shared.acquire()
+        if not locked:
+            self.unlocked_writes += 1
+        try:
+            stream.write(line + "\n")
+            stream.flush()
+        finally:
+            if locked:
+                shared.release()
 
     def drop(self, reason: str) -> None:
         """Count one line that was not written; say so on stderr when a report is due."""
