@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from .servers import free_port, gunicorn_server, wait_for_port
-from .test_examples import _clean_env
+from .test_deployment import DJANGO, FLASK, Image
+from .test_examples import EXAMPLES, _clean_env, prepare
 
 APP_DIR = Path(__file__).parent / "lifecycle_app"
 CONFIG = ["-c", "python:backend_kit.gunicorn"]
@@ -378,3 +379,61 @@ def test_the_hooks_can_be_imported_into_a_configuration_of_ones_own(tmp_path: Pa
     lines, broken = _json_lines(output)
     assert broken == []
     assert any(line["event"].startswith("Booting worker") for line in lines)
+
+
+# --- the examples' images: the same behaviour for Flask and Django ----------------------
+
+
+@pytest.mark.parametrize("image", [FLASK, DJANGO], ids=["flask", "django"])
+def test_each_example_image_drains_on_sigterm_and_answers_probes_on_the_health_port(
+    image: Image, tmp_path: Path
+) -> None:
+    health_port = free_port()
+    run_settings = {
+        **image.settings,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'data.sqlite3'}",
+        "SHUTDOWN_DRAIN_SECONDS": "1.5",
+        "HEALTH_PORT": str(health_port),
+    }
+    (tmp_path / "secrets").mkdir()
+    env = {
+        **_clean_env(),
+        **image.dockerfile.env,
+        **{f"{image.prefix}{name}": value for name, value in run_settings.items()},
+        "BACKEND_KIT_SECRETS_DIR": str(tmp_path / "secrets"),
+    }
+    cwd = EXAMPLES / image.folder
+    prepare(image.prepare, cwd=cwd, env=env)
+    cmd = image.dockerfile.cmd
+    assert cmd[1:3] == ["-c", "python:backend_kit.gunicorn"]
+    bind = cmd.index("--bind")
+    options = cmd[1:bind] + cmd[bind + 2 : -1]
+    with gunicorn_server(
+        cmd[-1], cwd=cwd, env=env, log_path=tmp_path / "gunicorn.log", options=options
+    ) as server:
+        _wait_ready(server.port)
+        assert _get(health_port, "/livez")[0] == 200
+        assert _get(health_port, "/readyz")[0] == 200
+        sigterm = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        deadline = sigterm + 10
+        while (ready := _get(server.port, "/readyz"))[0] != 503:
+            assert time.monotonic() < deadline, "readiness never failed"
+            time.sleep(0.05)
+        first_503 = time.monotonic() - sigterm
+        # Still serving, on both ports, and telling clients to reconnect.
+        assert ready[1]["connection"] == "close"
+        assert _get(health_port, "/readyz")[0] == 503
+        assert _get(health_port, "/livez")[0] == 200
+        status, headers, _ = _get(server.port, "/livez")
+        assert (status, headers["connection"]) == (200, "close")
+        returncode = server.process.wait(timeout=30)
+        exited = time.monotonic() - sigterm
+        output = server.output()
+    assert returncode == 0, output[-3000:]
+    assert first_503 < 1.5
+    assert 1.5 <= exited < 1.5 + 15
+    lines, broken = _json_lines(output)
+    assert broken == [], broken[:3]
+    assert any(line["event"].startswith("draining") for line in lines)
+    assert any(line["event"].startswith("Shutting down") for line in lines)
