@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -215,6 +216,46 @@ def test_sigterm_drains_then_stops_gracefully_without_losing_a_request(tmp_path:
     lines, broken = _json_lines(output)
     assert broken == []
     assert any(line["event"].startswith("draining") for line in lines)
+
+
+def test_sigterm_sent_to_every_process_at_once_still_drains(tmp_path: Path) -> None:
+    """As an init that forwards signals to the process group does (dumb-init)."""
+    options = [*CONFIG, "--workers", "2", "--threads", "2", "--graceful-timeout", "5"]
+    env = _env(SHUTDOWN_DRAIN_SECONDS=str(DRAIN_SECONDS))
+    with gunicorn_server(
+        "app:app", cwd=APP_DIR, env=env, log_path=tmp_path / "gunicorn.log", options=options
+    ) as server:
+        _wait_ready(server.port)
+        # Both workers booted (their hooks installed) before the signal: each answered.
+        workers: set[int] = set()
+        deadline = time.monotonic() + 20
+        while len(workers) < 2:
+            assert time.monotonic() < deadline, f"only workers {workers} answered"
+            workers.add(json.loads(_get(server.port, "/work")[2])["pid"])
+        sigterm = time.monotonic()
+        for pid in [server.process.pid, *workers]:
+            os.kill(pid, signal.SIGTERM)
+        while _get(server.port, "/readyz")[0] != 503:  # the master took the signal
+            assert time.monotonic() - sigterm < 1.5, "readiness never failed"
+            time.sleep(0.02)
+        answers = []
+        while time.monotonic() - sigterm < DRAIN_SECONDS - 0.5:
+            status, headers, _ = _get(server.port, "/work")
+            answers.append((status, headers.get("connection")))
+            time.sleep(0.05)
+        ready = _get(server.port, "/readyz")[0]  # still draining
+        returncode = server.process.wait(timeout=30)
+        exited = time.monotonic() - sigterm
+        output = server.output()
+    assert returncode == 0, output[-3000:]
+    assert answers
+    assert set(answers) == {(200, "close")}
+    assert ready == 503
+    assert exited >= DRAIN_SECONDS
+    lines, broken = _json_lines(output)
+    assert broken == []
+    # The workers kept serving: none stopped early and had to be replaced.
+    assert sum(1 for line in lines if line["event"].startswith("Booting worker")) == 2, output
 
 
 # --- one stream, lines whole on a pipe -------------------------------------------------

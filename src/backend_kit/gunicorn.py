@@ -30,9 +30,11 @@ To keep a configuration file of your own, import what you need from here::
 from __future__ import annotations
 
 import math
+import mmap
 import os
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -80,6 +82,11 @@ _settings: Settings | None = None
 _lock_file: Any = None
 _drain_started: float | None = None
 _health_socket: socket.socket | None = None
+# When the drain ends (time.monotonic(), the same clock in every process; 0 while not
+# draining), in memory the master shares with its workers.
+_drain_deadline: mmap.mmap | None = None
+# How long a worker that got SIGTERM waits for the master to say it is draining too.
+_DRAIN_NOTICE_WAIT = 0.5
 
 
 def _settings_class() -> type[Settings]:
@@ -215,7 +222,10 @@ logger_class = Logger
 def on_starting(server: Any) -> None:
     """Master, before anything else: share the draining state with the workers to
     come, and make SIGTERM drain first."""
+    global _drain_deadline
     share_draining()
+    if _drain_deadline is None:
+        _drain_deadline = mmap.mmap(-1, 8)
     original = server.handle_term
 
     def handle_term() -> None:
@@ -225,6 +235,8 @@ def on_starting(server: Any) -> None:
             original()  # gunicorn's graceful stop
             return
         _drain_started = time.monotonic()
+        if _drain_deadline is not None:
+            struct.pack_into("d", _drain_deadline, 0, _drain_started + drain)
         start_draining()
         server.log.info(
             "draining: readiness fails and connections close for %s s, then workers stop",
@@ -273,7 +285,10 @@ def pre_fork(server: Any, worker: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    """Worker, application loaded: start the probe server of ``HEALTH_PORT``."""
+    """Worker, application loaded: keep serving through the drain when SIGTERM reaches
+    the workers too, and start the probe server of ``HEALTH_PORT``."""
+    if _load_settings().shutdown_drain_seconds > 0:
+        _defer_sigterm_until_drained(worker.handle_exit)
     if _health_socket is None:
         return
     runner = _worker_health_runner(worker)
@@ -284,6 +299,39 @@ def post_worker_init(worker: Any) -> None:
         daemon=True,
     )
     thread.start()
+
+
+def _defer_sigterm_until_drained(handle_exit: Any) -> None:
+    """An init process that forwards signals to the whole process group (dumb-init, a
+    shell, ``kill -- -PGID``) sends SIGTERM to every worker at the moment the master
+    starts draining: the workers then wait for the end of the drain before they stop
+    accepting requests. A SIGTERM without a drain (fewer workers, a reload) stops the
+    worker after at most `_DRAIN_NOTICE_WAIT`."""
+
+    def exit_after_drain(signum: int) -> None:
+        waited_until = time.monotonic() + _DRAIN_NOTICE_WAIT
+        deadline = _drain_deadline_now()
+        # The master may be handling the same signal at this very moment.
+        while deadline == 0.0 and time.monotonic() < waited_until:
+            time.sleep(0.01)
+            deadline = _drain_deadline_now()
+        if deadline > 0.0:
+            time.sleep(max(0.0, deadline - time.monotonic()))
+        handle_exit(signum, None)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        thread = threading.Thread(
+            target=exit_after_drain, args=(signum,), name="backend_kit-drain", daemon=True
+        )
+        thread.start()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn does: requests not disturbed
+
+
+def _drain_deadline_now() -> float:
+    shared = _drain_deadline
+    return 0.0 if shared is None else float(struct.unpack_from("d", shared, 0)[0])
 
 
 def pre_request(worker: Any, req: Any) -> None:
