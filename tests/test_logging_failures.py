@@ -181,3 +181,52 @@ def test_reconfiguring_under_load_never_lets_an_event_skip_redaction() -> None:
     assert not [line for line in lines if SECRET in line]
     parsed: list[dict[str, Any]] = [orjson.loads(line) for line in lines]
     assert {line["password"] for line in parsed} == {"***"}
+
+
+# --- LOG_MAX_LINE_BYTES -----------------------------------------------------------------
+
+
+def _recurse(depth: int) -> None:
+    if depth == 0:
+        raise ValueError("deep down")
+    _recurse(depth - 1)
+
+
+def test_lines_above_the_cap_keep_their_head_and_a_marker_and_stay_json() -> None:
+    stream = io.StringIO()
+    configure_logging(load_settings(log_max_line_bytes=4096), format="json", stream=stream)
+    log = get_logger("svc")
+    log.info("export", payload="x" * 65536, small="kept", number=7)
+    log.info("several", first="a" * 3000, second="b" * 3000, third="c" * 100)
+    try:
+        _recurse(60)
+    except ValueError:
+        log.exception("failed", detail="y" * 10_000)
+    log.info("short", value="z" * 100)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 4
+    assert all(len(line.encode()) <= 4096 for line in lines)
+    export, several, failed, short = (orjson.loads(line) for line in lines)
+    assert export["event"] == "export"
+    assert (export["small"], export["number"]) == ("kept", 7)
+    assert export["payload"].startswith("x" * 1000)
+    assert export["payload"].endswith("characters cut]")
+    assert several["third"] == "c" * 100  # the longest values were cut first
+    # The traceback keeps its first and last frames: where it started and where it broke.
+    (chained,) = failed["exception"]
+    frames = chained["frames"]
+    assert len(frames) == 11
+    assert "frames_omitted" in frames[5]
+    assert (
+        frames[0]["name"] == "test_lines_above_the_cap_keep_their_head_and_a_marker_and_stay_json"
+    )
+    assert frames[-1]["name"] == "_recurse"
+    assert chained["exc_value"] == "deep down"
+    assert short["value"] == "z" * 100  # a line under the cap is untouched
+
+
+def test_without_a_cap_long_lines_are_written_whole() -> None:
+    stream = io.StringIO()
+    configure_logging(load_settings(), format="json", stream=stream)
+    get_logger("svc").info("export", payload="x" * 65536)
+    assert orjson.loads(stream.getvalue())["payload"] == "x" * 65536

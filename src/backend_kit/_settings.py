@@ -241,6 +241,14 @@ class Settings(BaseSettings):
         "failing (and Connection: close on every response) before it stops, in seconds; "
         "give the load balancer time to take it out. 0 stops at once.",
     )
+    log_max_line_bytes: int | None = Field(
+        default=None,
+        ge=1024,
+        description="Longest log line written, in bytes (JSON format): longer lines have "
+        "their longest values shortened, with a marker, and a traceback keeps its first "
+        "and last frames. Unset writes every line whole. 16384 suits container runtimes "
+        "that split longer lines.",
+    )
     health_port: int | None = Field(
         default=None,
         ge=1,
