@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -359,6 +360,25 @@ def test_a_bad_configuration_is_printed_once_without_traceback_and_gunicorn_fail
     assert "LOG_LEVEL" in output
     assert "HEALTH_PORT" in output
     assert len(output.splitlines()) <= 5, output
+
+
+def test_a_health_port_in_use_stops_gunicorn_before_any_worker_starts() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        health_port = taken.getsockname()[1]
+        port = free_port()
+        result = subprocess.run(
+            [sys.executable, "-m", "gunicorn", *CONFIG, "--bind", f"127.0.0.1:{port}", "app:app"],
+            cwd=APP_DIR,
+            env=_env(HEALTH_PORT=str(health_port)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output
+    assert output.count(f"HEALTH_PORT {health_port}") == 1, output
+    assert "Booting worker" not in output
 
 
 # --- probes on HEALTH_PORT --------------------------------------------------------------

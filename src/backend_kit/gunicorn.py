@@ -259,7 +259,16 @@ def when_ready(server: Any) -> None:
     if port is None or _health_socket is not None:
         return
     host = _health_host(server.cfg.bind)
-    listener = socket.create_server((host, port), backlog=64, reuse_port=False)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        listener = socket.create_server((host, port), family=family, backlog=64)
+    except OSError as exc:
+        # Before any worker exists: stop here, once, with what to change.
+        sys.stderr.write(
+            f"backend_kit: gunicorn cannot start: HEALTH_PORT {port} on {host!r} cannot be "
+            f"opened ({exc.strerror or exc}); choose a free port or unset HEALTH_PORT\n"
+        )
+        raise SystemExit(1) from None
     # Non-blocking: every worker waits on it, and only one wins each connection.
     listener.setblocking(False)
     _health_socket = listener
