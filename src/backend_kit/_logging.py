@@ -835,6 +835,8 @@ def reset_logging() -> None:
         _pipeline.steps = tuple(structlog.get_config()["processors"])
         _set_min_level(logging.NOTSET)
         _sink.stream = None
+        _sink.failures.reset()
+        _forwarding_failures.reset()
         _captures.clear()
         _configured = False
 
