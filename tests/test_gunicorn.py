@@ -362,6 +362,24 @@ def test_a_bad_configuration_is_printed_once_without_traceback_and_gunicorn_fail
     assert len(output.splitlines()) <= 5, output
 
 
+def test_a_bad_value_found_by_the_workers_is_printed_once_for_all_of_them() -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "gunicorn", *CONFIG, "--bind", f"127.0.0.1:{port}"]
+    result = subprocess.run(
+        [*command, "--workers", "3", "prefixed_app:app"],
+        cwd=APP_DIR,
+        env=_env(PREFIXED_LOG_LEVEL="LOUD"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "Traceback" not in output
+    assert output.count("the application cannot start") == 1, output
+    assert output.count("- PREFIXED_LOG_LEVEL:") == 1, output
+
+
 def test_a_health_port_in_use_stops_gunicorn_before_any_worker_starts() -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         health_port = taken.getsockname()[1]

@@ -38,6 +38,7 @@ import struct
 import sys
 import threading
 import time
+from contextlib import suppress
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -64,6 +65,7 @@ __all__ = [
     "graceful_timeout",
     "logger_class",
     "on_starting",
+    "post_fork",
     "post_worker_init",
     "pre_fork",
     "pre_request",
@@ -85,6 +87,8 @@ _health_socket: socket.socket | None = None
 # When the drain ends (time.monotonic(), the same clock in every process; 0 while not
 # draining), in memory the master shares with its workers.
 _drain_deadline: mmap.mmap | None = None
+# Set by the first worker that reports a configuration error, shared with the others.
+_config_reported: mmap.mmap | None = None
 # How long a worker that got SIGTERM waits for the master to say it is draining too.
 _DRAIN_NOTICE_WAIT = 0.5
 
@@ -222,10 +226,12 @@ logger_class = Logger
 def on_starting(server: Any) -> None:
     """Master, before anything else: share the draining state with the workers to
     come, and make SIGTERM drain first."""
-    global _drain_deadline
+    global _drain_deadline, _config_reported
     share_draining()
     if _drain_deadline is None:
         _drain_deadline = mmap.mmap(-1, 8)
+    if _config_reported is None:
+        _config_reported = mmap.mmap(-1, 1)
     original = server.handle_term
 
     def handle_term() -> None:
@@ -291,6 +297,58 @@ def pre_fork(server: Any, worker: Any) -> None:
         from django.db import connections
 
         connections.close_all()
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """Worker, just forked (the library's locks and in-flight state were already
+    re-created by `os.register_at_fork`): a configuration error raised while the
+    application loads (its own settings class, a prefix) is printed once for all the
+    workers, without a traceback, and stops gunicorn."""
+    load_wsgi = worker.load_wsgi
+    exit_status = int(getattr(server, "APP_LOAD_ERROR", 4))  # the master halts on it
+
+    def load_wsgi_or_exit() -> None:
+        try:
+            load_wsgi()
+        except Exception as exc:
+            error = _config_error_in(exc)
+            if error is None:
+                raise
+            _report_once(error)
+            raise SystemExit(exit_status) from None
+
+    worker.load_wsgi = load_wsgi_or_exit
+
+
+def _config_error_in(exc: BaseException) -> ConfigError | None:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ConfigError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _report_once(error: ConfigError) -> None:
+    # Every worker loads the same application and fails the same way; the first one to
+    # get here says so, the others stay silent (one shared byte, set under the log lock).
+    shared = _config_reported
+    if shared is not None and _lock_file is not None:
+        import fcntl
+
+        fcntl.lockf(_lock_file.fileno(), fcntl.LOCK_EX)
+        try:
+            first = shared[0] == 0
+            shared[0] = 1
+        finally:
+            fcntl.lockf(_lock_file.fileno(), fcntl.LOCK_UN)
+        if not first:
+            return
+    with suppress(Exception):
+        sys.stderr.write(f"backend_kit: the application cannot start.\n{error}\n")
+        sys.stderr.flush()
 
 
 def post_worker_init(worker: Any) -> None:
