@@ -3,20 +3,25 @@ locks or run its in-flight work; the child must not inherit the wait."""
 
 from __future__ import annotations
 
+import io
 import os
 import select
 import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import orjson
 import pytest
 
+import backend_kit
 from backend_kit import configure_logging, get_logger, load_settings
 from backend_kit._cache._flight import SingleFlight
+from backend_kit._sentry import reset_sentry
 from backend_kit.health import HealthCheck, HealthRegistry, HealthRunner
+
+from .sentry_receiver import SentryReceiver, sentry_receiver
 
 pytestmark = [
     pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),
@@ -176,3 +181,37 @@ def test_a_cache_load_in_flight_at_fork_time_does_not_block_the_child() -> None:
     finally:
         gate.set()
         loader_thread.join(timeout=10)
+
+
+@pytest.fixture
+def receiver() -> Iterator[SentryReceiver]:
+    with sentry_receiver() as running:
+        yield running
+    reset_sentry(timeout=0)
+
+
+def test_a_forked_child_reports_to_sentry_through_a_transport_of_its_own(
+    receiver: SentryReceiver,
+) -> None:
+    import sentry_sdk
+
+    settings = load_settings(sentry_dsn=receiver.dsn, environment="test")
+    backend_kit.configure(settings)
+    configure_logging(settings, format="json", stream=io.StringIO())
+    parent_transport = sentry_sdk.get_client().transport
+    get_logger("parent").error("from_parent")
+    sentry_sdk.flush(5)
+    receiver.wait_for(lambda r: len(r.events) >= 1)
+
+    def child() -> bytes:
+        fresh = sentry_sdk.get_client().transport is not parent_transport
+        get_logger("child").error("from_child")
+        sentry_sdk.flush(5)
+        return b"fresh" if fresh else b"inherited"
+
+    output, _ = _in_child(child)
+    assert output == b"fresh\n"
+    receiver.wait_for(lambda r: len(r.events) >= 2)
+    time.sleep(0.5)  # a duplicate, if any, would arrive now
+    messages = [event.get("logentry", {}).get("message") for event in receiver.events]
+    assert sorted(messages) == ["from_child", "from_parent"]

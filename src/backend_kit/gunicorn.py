@@ -49,7 +49,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("backend_kit.gunicorn needs gunicorn: pip install gunicorn") from exc
 
 from ._errors import ConfigError
-from ._logging import configure_logging, use_process_lock
+from ._logging import _ProcessLock, configure_logging, use_process_lock
 from ._settings import Settings, import_settings_class, set_active_settings
 from .health import health_paths, is_draining, start_draining
 from .health._lifecycle import share_draining
@@ -336,14 +336,14 @@ def _report_once(error: ConfigError) -> None:
     # get here says so, the others stay silent (one shared byte, set under the log lock).
     shared = _config_reported
     if shared is not None and _lock_file is not None:
-        import fcntl
-
-        fcntl.lockf(_lock_file.fileno(), fcntl.LOCK_EX)
+        lock = _ProcessLock(_lock_file.fileno())
+        locked = lock.acquire()  # bounded wait; without it, a second report is the worst
         try:
             first = shared[0] == 0
             shared[0] = 1
         finally:
-            fcntl.lockf(_lock_file.fileno(), fcntl.LOCK_UN)
+            if locked:
+                lock.release()
         if not first:
             return
     with suppress(Exception):
