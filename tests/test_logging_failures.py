@@ -230,3 +230,30 @@ def test_without_a_cap_long_lines_are_written_whole() -> None:
     configure_logging(load_settings(), format="json", stream=stream)
     get_logger("svc").info("export", payload="x" * 65536)
     assert orjson.loads(stream.getvalue())["payload"] == "x" * 65536
+
+
+def test_lines_dropped_after_the_last_report_are_reported_at_exit() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import io, os\n"
+        "from backend_kit import configure_logging, get_logger, load_settings\n"
+        "read_end, write_end = os.pipe()\n"
+        "os.close(read_end)\n"
+        "stream = io.TextIOWrapper(io.BufferedWriter(io.FileIO(write_end, 'w')))\n"
+        "configure_logging(load_settings(), format='json', stream=stream)\n"
+        "for number in range(5):\n"
+        "    get_logger('svc').info('lost', number=number)\n"
+        "configure_logging(load_settings(), format='json')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    reports = [line for line in result.stderr.splitlines() if "could not be written" in line]
+    assert [line.split(" log line")[0] for line in reports] == [
+        "backend_kit: 1",  # the first, at once
+        "backend_kit: 4",  # the rest, at exit
+    ]
+    assert "(5 since start)" in reports[1]

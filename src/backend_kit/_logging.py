@@ -16,6 +16,7 @@ line, counts it, and says so on stderr at most once per interval.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
@@ -134,30 +135,42 @@ class _FailureReport:
     with the number since the previous report: never through logging, which may be
     the very thing failing."""
 
-    __slots__ = ("_last_report", "_unreported", "count", "what")
+    __slots__ = ("_last_reason", "_last_report", "_unreported", "count", "what")
 
     def __init__(self, what: str) -> None:
         self.what = what
         self.count = 0
         self._unreported = 0
+        self._last_reason = ""
         self._last_report: float | None = None
 
     def record(self, reason: str) -> None:
         self.count += 1
         self._unreported += 1
+        self._last_reason = reason
         now = time.monotonic()
-        if self._last_report is not None and now - self._last_report < _DROP_REPORT_INTERVAL:
-            return
-        unreported, self._unreported, self._last_report = self._unreported, 0, now
+        if self._last_report is None or now - self._last_report >= _DROP_REPORT_INTERVAL:
+            self._last_report = now
+            self._write()
+
+    def report_remaining(self) -> None:
+        """Report what failed since the last report, if anything (at exit, where the
+        interval would otherwise swallow the last failures)."""
+        if self._unreported:
+            self._write()
+
+    def _write(self) -> None:
+        unreported, self._unreported = self._unreported, 0
         message = (
             f"backend_kit: {unreported} {self.what} ({self.count} since start); "
-            f"last reason: {reason[:200]}\n"
+            f"last reason: {self._last_reason[:200]}\n"
         )
         with suppress(Exception):  # stderr may be broken too: nowhere left to say it
             os.write(2, message.encode("utf-8", "replace"))
 
     def reset(self) -> None:
         self.count = self._unreported = 0
+        self._last_reason = ""
         self._last_report = None
 
 
@@ -876,3 +889,9 @@ def _reset_after_fork() -> None:
     _lock = threading.RLock()
     _sink.reset_after_fork()
     _forwarding_failures.reset()
+
+
+@atexit.register
+def _report_failures_at_exit() -> None:
+    _sink.failures.report_remaining()
+    _forwarding_failures.report_remaining()
