@@ -48,9 +48,10 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("backend_kit.gunicorn needs gunicorn: pip install gunicorn") from exc
 
+from ._configure import configure
 from ._errors import ConfigError
-from ._logging import _ProcessLock, configure_logging, use_process_lock
-from ._settings import Settings, import_settings_class, set_active_settings
+from ._logging import _ProcessLock, use_process_lock
+from ._settings import Settings, import_settings_class
 from .health import health_paths, is_draining, start_draining
 from .health._lifecycle import share_draining
 
@@ -190,14 +191,15 @@ class Logger(glogging.Logger):  # type: ignore[misc]
         global _lock_file
         super().setup(cfg)
         settings = _load_settings()
-        set_active_settings(settings)
         if _lock_file is None:
             import tempfile
 
             # Opened once, here, before any fork: every process locks the same file.
             _lock_file = tempfile.TemporaryFile(dir=cfg.worker_tmp_dir or None)  # noqa: SIM115
             use_process_lock(_lock_file.fileno())
-        configure_logging(settings)  # adopts gunicorn.error and gunicorn.access
+        # Logging (which adopts gunicorn.error and gunicorn.access) and Sentry, so the
+        # master's own errors (a worker timed out, failed to boot) reach Sentry too.
+        configure(settings)
 
     def access(self, resp: Any, req: Any, environ: Any, request_time: timedelta) -> None:
         """One structured ``access`` line per request (only when an access log is on)."""
@@ -293,7 +295,13 @@ def _health_host(binds: list[str]) -> str:
 def pre_fork(server: Any, worker: Any) -> None:
     """Master, before each fork: a database connection opened here (``preload_app``)
     must not be shared by the workers."""
-    if "django.db" in sys.modules:
+    if "django.db" not in sys.modules:
+        return
+    from django.conf import settings as django_settings
+
+    # Imported is not configured (sentry-sdk imports Django to detect it): only a
+    # configured project can have opened a connection.
+    if django_settings.configured:
         from django.db import connections
 
         connections.close_all()
