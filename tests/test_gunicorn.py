@@ -516,33 +516,3 @@ def test_each_example_image_drains_on_sigterm_and_answers_probes_on_the_health_p
     assert broken == [], broken[:3]
     assert any(line["event"].startswith("draining") for line in lines)
     assert any(line["event"].startswith("Shutting down") for line in lines)
-
-
-# --- Sentry from the master ---------------------------------------------------------------
-
-
-def test_the_masters_own_errors_reach_sentry(tmp_path: Path) -> None:
-    from .sentry_receiver import sentry_receiver
-
-    options = [*CONFIG, "--workers", "1", "--graceful-timeout", "1"]
-    with sentry_receiver() as receiver:
-        env = _env(SENTRY_DSN=receiver.dsn, SHUTDOWN_DRAIN_SECONDS="0")
-        with gunicorn_server(
-            "app:app", cwd=APP_DIR, env=env, log_path=tmp_path / "gunicorn.log", options=options
-        ) as server:
-            _wait_ready(server.port)
-            with pytest.raises(http.client.RemoteDisconnected):
-                _get(server.port, "/crash")
-
-            def reported(r: Any) -> list[dict[str, Any]]:
-                return [e for e in r.events if "exited with code 7" in str(e.get("logentry"))]
-
-            receiver.wait_for(lambda r: bool(reported(r)), timeout=20)
-            _wait_ready(server.port)  # a new worker took over
-            output = server.output()
-    (event,) = reported(receiver)
-    assert event["logger"] == "gunicorn.error"
-    assert event["level"] == "error"
-    lines, broken = _json_lines(output)
-    assert broken == []
-    assert sum(1 for line in lines if "exited with code 7" in line["event"]) == 1

@@ -48,10 +48,9 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("backend_kit.gunicorn needs gunicorn: pip install gunicorn") from exc
 
-from ._configure import configure
 from ._errors import ConfigError
-from ._logging import _ProcessLock, use_process_lock
-from ._settings import Settings, import_settings_class
+from ._logging import _ProcessLock, configure_logging, use_process_lock
+from ._settings import Settings, import_settings_class, set_active_settings
 from .health import health_paths, is_draining, start_draining
 from .health._lifecycle import share_draining
 
@@ -197,9 +196,11 @@ class Logger(glogging.Logger):  # type: ignore[misc]
             # Opened once, here, before any fork: every process locks the same file.
             _lock_file = tempfile.TemporaryFile(dir=cfg.worker_tmp_dir or None)  # noqa: SIM115
             use_process_lock(_lock_file.fileno())
-        # Logging (which adopts gunicorn.error and gunicorn.access) and Sentry, so the
-        # master's own errors (a worker timed out, failed to boot) reach Sentry too.
-        configure(settings)
+        set_active_settings(settings)
+        # Logging only: adopts gunicorn.error and gunicorn.access. Not Sentry: the master
+        # forks new workers at any time, and sentry-sdk's background threads (sender,
+        # session flusher, monitor) hold locks a child could inherit held.
+        configure_logging(settings)
 
     def access(self, resp: Any, req: Any, environ: Any, request_time: timedelta) -> None:
         """One structured ``access`` line per request (only when an access log is on)."""
@@ -322,8 +323,16 @@ def post_fork(server: Any, worker: Any) -> None:
             error = _config_error_in(exc)
             if error is None:
                 raise
-            _report_once(error)
-            raise SystemExit(exit_status) from None
+            if _report_once(error):
+                raise SystemExit(exit_status) from None
+        else:
+            return
+        # Another worker reported it, and its exit stops the master. Wait to be stopped:
+        # a second failed worker while the master stops makes gunicorn print a traceback.
+        deadline = time.monotonic() + 30
+        while worker.alive and time.monotonic() < deadline:
+            time.sleep(0.05)
+        raise SystemExit(0 if not worker.alive else exit_status)
 
     worker.load_wsgi = load_wsgi_or_exit
 
@@ -339,9 +348,10 @@ def _config_error_in(exc: BaseException) -> ConfigError | None:
     return None
 
 
-def _report_once(error: ConfigError) -> None:
+def _report_once(error: ConfigError) -> bool:
     # Every worker loads the same application and fails the same way; the first one to
-    # get here says so, the others stay silent (one shared byte, set under the log lock).
+    # get here says so (True), the others stay silent (one shared byte, set under the
+    # log lock).
     shared = _config_reported
     if shared is not None and _lock_file is not None:
         lock = _ProcessLock(_lock_file.fileno())
@@ -353,10 +363,11 @@ def _report_once(error: ConfigError) -> None:
             if locked:
                 lock.release()
         if not first:
-            return
+            return False
     with suppress(Exception):
         sys.stderr.write(f"backend_kit: the application cannot start.\n{error}\n")
         sys.stderr.flush()
+    return True
 
 
 def post_worker_init(worker: Any) -> None:

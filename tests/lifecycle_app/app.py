@@ -33,8 +33,3 @@ def big() -> dict[str, int]:
     number = int(request.args.get("n", "0"))
     log.info("big_line", n=number, pid=os.getpid(), payload="x" * size)
     return {"n": number}
-
-
-@app.get("/crash")
-def crash() -> str:
-    os._exit(7)  # not 3 or 4: gunicorn reads those as "failed to boot", and halts
