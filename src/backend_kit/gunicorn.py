@@ -425,6 +425,11 @@ def pre_request(worker: Any, req: Any) -> None:
     (``Connection: close``), so kept-alive clients reconnect elsewhere."""
     if is_draining():
         req.must_close = True
+        return
+    # Asked again when the response's headers go out: a drain that starts while this
+    # request runs still closes its connection.
+    keep_alive_unless = req.should_close
+    req.should_close = lambda: is_draining() or keep_alive_unless()
 
 
 # --- the probe server of HEALTH_PORT ----------------------------------------------------
