@@ -85,6 +85,11 @@ class Benchmark:
 
 BENCHMARKS = (
     Benchmark("bench_logging.py", "Logging", ("--calls", "5000", "--repeat", "3")),
+    Benchmark(
+        "bench_log_lock.py",
+        "Log lines across processes",
+        ("--calls", "5000", "--repeat", "3", "--lines", "200"),
+    ),
     Benchmark("bench_retry.py", "Retries", ("--number", "5000", "--repeat", "3")),
     Benchmark("bench_cache.py", "Caching"),
     Benchmark("health_probe.py", "Health probes"),

@@ -195,6 +195,12 @@ class GunicornServer:
     def output(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        """The master process, for a test that signals it or waits for its exit."""
+        assert self._process is not None, "gunicorn is not running"
+        return self._process
+
 
 @contextmanager
 def gunicorn_server(

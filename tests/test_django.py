@@ -260,3 +260,32 @@ def test_without_a_dsn_django_setup_does_not_import_sentry() -> None:
         "assert 'sentry_sdk' not in sys.modules, 'sentry_sdk imported'\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60, cwd=PROJECT_ROOT)
+
+
+def test_a_broken_stdout_never_fails_a_request_nor_leaves_its_context(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    import contextlib
+    import io
+    import os
+
+    from backend_kit import configure_logging
+    from backend_kit._logging import _sink
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the log collector went away: every write raises BrokenPipeError
+    stream = io.TextIOWrapper(io.BufferedWriter(io.FileIO(write_end, "w")), encoding="utf-8")
+    configure_logging(state().settings, format="json", stream=stream)
+    before = _sink.dropped
+    try:
+        for number in range(10):
+            response = Client().get("/whoami", headers={"X-Request-ID": f"dj-broken-{number}"})
+            assert response.status_code == 200
+            assert response.json()["request_id"] == f"dj-broken-{number}"
+            assert current_request_id() is None  # nothing left on this thread
+    finally:
+        configure_logging(state().settings, format="json")
+        with contextlib.suppress(OSError):
+            stream.close()
+    assert _sink.dropped - before >= 10  # at least request_finished, each time
+    assert "could not be written" in capfd.readouterr().err

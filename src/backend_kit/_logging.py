@@ -7,14 +7,18 @@ locals unless asked), the redaction policy runs over the whole event, and one re
 of standard-library loggers (``werkzeug``, ``django.request``, ``gunicorn.error``,
 ``urllib3``...) reach the same processors through structlog's ``ProcessorFormatter``.
 
-Loggers that structlog cached on first use keep pointing at the objects below, which
-are updated in place, so calling `configure_logging()` again (or `reset_logging()`)
-takes effect for them too.
+Loggers that structlog cached on first use keep pointing at the objects below, whose
+steps are swapped in one assignment, so calling `configure_logging()` again (or
+`reset_logging()`) takes effect for them too, and an event in flight never sees half
+of each. A log call never raises: a step that fails or a write that fails drops the
+line, counts it, and says so on stderr at most once per interval.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import sys
 import threading
 import time
@@ -27,11 +31,17 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO, cast
 
 import orjson
 import structlog
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows, which has no pre-fork servers either
+    fcntl = None  # type: ignore[assignment]
 from structlog.exceptions import DropEvent
 from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
 from ._context import get_context_mapping
+from ._forksafe import after_fork_in_child
 from ._redact import Redactor, get_redactor
 from ._settings import active_settings_or_none, get_settings
 
@@ -110,21 +120,167 @@ def _set_min_level(level: int) -> None:
 _set_min_level(logging.NOTSET)
 
 
-class _Sink:
-    """Writes rendered lines to a text stream, one ``write`` per line, under a lock."""
+#: Seconds a log call waits for its turn to write before it gives the line up.
+_WRITE_LOCK_TIMEOUT = 5.0
+#: Seconds a writer waits for the lock it shares with other processes (see
+#: `use_process_lock`); then it writes anyway: a line that may interleave beats a
+#: service that hangs because another process stopped while holding the lock.
+_PROCESS_LOCK_TIMEOUT = 2.0
+#: Dropped lines are reported on stderr at most once per this many seconds.
+_DROP_REPORT_INTERVAL = 10.0
 
-    __slots__ = ("_lock", "stream")
+
+class _FailureReport:
+    """Counts failures of one kind and says so on stderr at most once per interval,
+    with the number since the previous report: never through logging, which may be
+    the very thing failing."""
+
+    __slots__ = ("_last_reason", "_last_report", "_unreported", "count", "what")
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.count = 0
+        self._unreported = 0
+        self._last_reason = ""
+        self._last_report: float | None = None
+
+    def record(self, reason: str) -> None:
+        self.count += 1
+        self._unreported += 1
+        self._last_reason = reason
+        now = time.monotonic()
+        if self._last_report is None or now - self._last_report >= _DROP_REPORT_INTERVAL:
+            self._last_report = now
+            self._write()
+
+    def report_remaining(self) -> None:
+        """Report what failed since the last report, if anything (at exit, where the
+        interval would otherwise swallow the last failures)."""
+        if self._unreported:
+            self._write()
+
+    def _write(self) -> None:
+        unreported, self._unreported = self._unreported, 0
+        message = (
+            f"backend_kit: {unreported} {self.what} ({self.count} since start); "
+            f"last reason: {self._last_reason[:200]}\n"
+        )
+        with suppress(Exception):  # stderr may be broken too: nowhere left to say it
+            os.write(2, message.encode("utf-8", "replace"))
+
+    def reset(self) -> None:
+        self.count = self._unreported = 0
+        self._last_reason = ""
+        self._last_report = None
+
+
+#: Log events whose copy could not be forwarded to Sentry (the line was still written).
+_forwarding_failures = _FailureReport("log event(s) could not be forwarded to Sentry")
+
+
+class _ProcessLock:
+    """An exclusive POSIX record lock on a file descriptor that several processes share.
+
+    The lock belongs to the process that took it, so processes forked after the file
+    was opened exclude each other through the one descriptor they all inherited, and
+    the kernel releases the lock of a process that dies while holding it.
+    """
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        if fcntl is None:  # pragma: no cover - Windows
+            raise RuntimeError("a lock shared between processes needs fcntl (POSIX)")
+        self.fd = fd
+
+    def acquire(self) -> bool:
+        """Take the lock, waiting at most `_PROCESS_LOCK_TIMEOUT`; False if not taken."""
+        try:
+            fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            pass
+        deadline = time.monotonic() + _PROCESS_LOCK_TIMEOUT
+        pause = 0.0001
+        while True:
+            time.sleep(pause)
+            try:
+                fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except OSError:
+                if time.monotonic() >= deadline:
+                    return False
+            pause = min(pause * 2, 0.002)
+
+    def release(self) -> None:
+        with suppress(OSError):
+            fcntl.lockf(self.fd, fcntl.LOCK_UN)
+
+
+class _Sink:
+    """Writes rendered lines to a text stream, one ``write`` per line, under a lock
+    (and, when set, a lock shared with the other processes writing to the same pipe).
+
+    A write never raises: a line that cannot be written (a closed or broken stdout, a
+    full disk, a lock not obtained in time) is counted in ``dropped`` and reported on
+    stderr at most once per `_DROP_REPORT_INTERVAL`.
+    """
+
+    __slots__ = ("_lock", "failures", "process_lock", "stream", "unlocked_writes")
 
     def __init__(self, stream: TextIO | None) -> None:
         self.stream = stream
+        self.process_lock: _ProcessLock | None = None
         self._lock = threading.Lock()
+        self.failures = _FailureReport("log line(s) could not be written")
+        self.unlocked_writes = 0
+
+    @property
+    def dropped(self) -> int:
+        """Lines not written since the process started (or forked)."""
+        return self.failures.count
 
     def write(self, line: str) -> None:
         # None means "whatever sys.stdout is right now", as structlog's PrintLogger does.
         stream = self.stream if self.stream is not None else sys.stdout
-        with self._lock:
+        lock = self._lock
+        # Untimed first: a timed acquire costs more than the rest of the write.
+        if not lock.acquire(False) and not lock.acquire(True, _WRITE_LOCK_TIMEOUT):
+            self.drop("waited too long for the log lock")
+            return
+        try:
+            shared = self.process_lock
+            if shared is None:
+                stream.write(line + "\n")
+                stream.flush()
+            else:
+                self._write_shared(stream, line, shared)
+        except Exception as exc:
+            lock.release()
+            self.drop(f"{type(exc).__name__}: {exc}")
+            return
+        lock.release()
+
+    def _write_shared(self, stream: TextIO, line: str, shared: _ProcessLock) -> None:
+        locked = shared.acquire()
+        if not locked:
+            self.unlocked_writes += 1
+        try:
             stream.write(line + "\n")
             stream.flush()
+        finally:
+            if locked:
+                shared.release()
+
+    def drop(self, reason: str) -> None:
+        """Count one line that was not written; say so on stderr when a report is due."""
+        self.failures.record(reason)
+
+    def reset_after_fork(self) -> None:
+        # Another thread of the parent may have held the lock mid-write.
+        self._lock = threading.Lock()
+        self.failures.reset()
+        self.unlocked_writes = 0
 
 
 _sink = _Sink(None)
@@ -196,8 +352,12 @@ def _logger_name(logger: WrappedLogger, event_dict: EventDict) -> str:
 def _report(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     reporter = _event_reporter
     if reporter is not None:
-        level = _METHOD_LEVEL.get(method_name, method_name)
-        reporter(_logger_name(logger, event_dict), level, event_dict)
+        try:
+            level = _METHOD_LEVEL.get(method_name, method_name)
+            reporter(_logger_name(logger, event_dict), level, event_dict)
+        except Exception as exc:
+            # Sentry is a copy: the line itself is still written.
+            _forwarding_failures.record(f"forwarding to Sentry raised {type(exc).__name__}")
     return event_dict
 
 
@@ -344,14 +504,79 @@ def _warn_dropped(logger_name: str, exc: BaseException) -> None:
         _sink.write(orjson.dumps(message).decode())
 
 
+_TRUNCATED = "...[{} characters cut]"
+#: Frames a shortened traceback keeps at each end.
+_FRAMES_KEPT = 5
+
+
+def _shorten(line: dict[str, Any], excess: int) -> bool:
+    """Cut about *excess* characters from *line*: a traceback's middle frames first,
+    then the longest string values, each keeping its head. False if nothing is left
+    to cut."""
+    exception = line.get("exception")
+    if isinstance(exception, list):
+        for chained in exception:
+            frames = chained.get("frames") if isinstance(chained, dict) else None
+            if isinstance(frames, list) and len(frames) > 2 * _FRAMES_KEPT + 1:
+                omitted = len(frames) - 2 * _FRAMES_KEPT
+                chained["frames"] = [
+                    *frames[:_FRAMES_KEPT],
+                    {"frames_omitted": omitted},
+                    *frames[-_FRAMES_KEPT:],
+                ]
+                return True
+    elif isinstance(exception, str):
+        lines = exception.splitlines()
+        if len(lines) > 4 * _FRAMES_KEPT + 1:
+            omitted = len(lines) - 4 * _FRAMES_KEPT
+            line["exception"] = "\n".join(
+                [
+                    *lines[: 2 * _FRAMES_KEPT],
+                    f"... {omitted} lines cut ...",
+                    *lines[-2 * _FRAMES_KEPT :],
+                ]
+            )
+            return True
+    candidates = [
+        (len(value), key)
+        for key, value in line.items()
+        if isinstance(value, str) and key not in _FIXED_FIELDS and len(value) > 64
+    ]
+    if not candidates:
+        return False
+    length, key = max(candidates)
+    keep = max(64, length - excess - 32)
+    if keep >= length:
+        return False
+    line[key] = line[key][:keep] + _TRUNCATED.format(length - keep)
+    return True
+
+
+# The fields that say what a line is: never shortened.
+_FIXED_FIELDS = frozenset({"timestamp", "level", "logger", "service", "environment"})
+
+
 class _JSONRenderer:
-    def __init__(self, redactor: Callable[[], Redactor]) -> None:
+    def __init__(self, redactor: Callable[[], Redactor], max_bytes: int | None = None) -> None:
         self._redactor = redactor
+        self._max_bytes = max_bytes
 
     def _default(self, value: Any) -> Any:
-        return self._redactor().redact_text(str(value))
+        try:
+            text = str(value)
+        except Exception:  # a value whose __str__ raises still leaves a line behind
+            text = f"<{type(value).__name__} that cannot be shown>"
+        return self._redactor().redact_text(text)
 
     def __call__(self, _: WrappedLogger, __: str, event_dict: EventDict) -> str:
+        rendered = self._render(event_dict)
+        limit = self._max_bytes
+        # Characters are at most 4 bytes: most lines are known to fit without encoding.
+        if limit is None or len(rendered) * 4 <= limit:
+            return rendered
+        return self._fit(event_dict, rendered, limit)
+
+    def _render(self, event_dict: EventDict) -> str:
         try:
             return orjson.dumps(
                 event_dict, default=self._default, option=orjson.OPT_NON_STR_KEYS
@@ -361,6 +586,26 @@ class _JSONRenderer:
             import json
 
             return json.dumps(event_dict, default=self._default)
+
+    def _fit(self, event_dict: EventDict, rendered: str, limit: int) -> str:
+        """*rendered* shortened to at most *limit* bytes, still one JSON object."""
+        size = len(rendered.encode("utf-8", "replace"))
+        if size <= limit:
+            return rendered
+        line = dict(event_dict)
+        for _ in range(32):  # each round cuts a traceback or the longest value
+            if not _shorten(line, size - limit):
+                break
+            rendered = self._render(line)
+            size = len(rendered.encode("utf-8", "replace"))
+            if size <= limit:
+                return rendered
+        # Nothing left to cut (many small fields): say so rather than write it whole.
+        kept = {key: event_dict[key] for key in ("timestamp", "level") if key in event_dict}
+        kept["event"] = str(event_dict.get("event", ""))[:256]
+        kept["logger"] = event_dict.get("logger")
+        kept["truncated"] = f"the line was {size} bytes, above LOG_MAX_LINE_BYTES={limit}"
+        return self._render(kept)
 
 
 # --- stdlib bridge -------------------------------------------------------------------
@@ -374,8 +619,8 @@ class _BridgeHandler(logging.Handler):
             line = self.format(record)
         except DropEvent:
             return
-        except Exception:
-            self.handleError(record)
+        except Exception as exc:  # a record that cannot be formatted is dropped, not raised
+            _sink.drop(f"formatting a {record.name} record raised {type(exc).__name__}")
             return
         _sink.write(line)
 
@@ -390,9 +635,40 @@ class _StdlibState:
 
 # --- configuration ---------------------------------------------------------------------
 
-# One list object for the whole process: structlog loggers cached on first use hold a
-# reference to it, so it is updated in place, never replaced.
-_processors: list[Processor] = []
+
+class _Pipeline:
+    """The one processor structlog sees: runs the configured steps in order.
+
+    Reconfiguring replaces ``steps`` (a tuple) in one assignment, and a call reads it
+    once, so an event in flight runs either the old steps or the new ones, never a mix
+    that skips the redaction step. A step that raises drops the event (counted and
+    reported like a failed write): a log call never raises into its caller.
+    """
+
+    __slots__ = ("steps",)
+
+    def __init__(self) -> None:
+        self.steps: tuple[Processor, ...] = ()
+
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> Any:
+        result: Any = event_dict
+        step: Processor | None = None
+        try:
+            for step in self.steps:
+                result = step(logger, method_name, result)
+        except DropEvent:
+            raise
+        except Exception as exc:
+            where = type(step).__name__ if step is not None else "a step"
+            _sink.drop(f"the log pipeline step {where} raised {type(exc).__name__}")
+            raise DropEvent from None
+        return result
+
+
+_pipeline = _Pipeline()
+# One list object for the whole process, holding the pipeline: structlog loggers cached
+# on first use keep a reference to it; what changes is the pipeline's steps.
+_processors: list[Processor] = [_pipeline]
 _lock = threading.RLock()
 _stdlib_state: _StdlibState | None = None
 _handler: _BridgeHandler | None = None
@@ -479,7 +755,7 @@ def configure_logging(
     redactor = Redactor.from_settings(settings)
     finisher = _Finisher(settings, redactor)
     renderer: Processor = (
-        _JSONRenderer(finisher.redactor)
+        _JSONRenderer(finisher.redactor, getattr(settings, "log_max_line_bytes", None))
         if structured
         else structlog.dev.ConsoleRenderer(colors=_is_terminal(stream), sort_keys=False)
     )
@@ -496,7 +772,7 @@ def configure_logging(
 
     with _lock:
         _sink.stream = stream
-        _processors[:] = [*native, *tail]
+        _pipeline.steps = (*native, *tail)
         _set_min_level(min_level)
         structlog.configure(
             processors=_processors,
@@ -569,9 +845,11 @@ def reset_logging() -> None:
         structlog.reset_defaults()
         # Loggers cached while configured keep our objects: make them behave like
         # structlog's defaults (everything printed to stdout, console renderer).
-        _processors[:] = list(structlog.get_config()["processors"])
+        _pipeline.steps = tuple(structlog.get_config()["processors"])
         _set_min_level(logging.NOTSET)
         _sink.stream = None
+        _sink.failures.reset()
+        _forwarding_failures.reset()
         _captures.clear()
         _configured = False
 
@@ -596,3 +874,24 @@ def capture_events() -> Iterator[list[EventDict]]:
                 _captures[:] = [c for c in _captures if c is not captured]
         if configured_here:
             reset_logging()
+
+
+def use_process_lock(fd: int | None) -> None:
+    """Serialise writes with the other processes that share the file descriptor *fd*
+    (opened once, before they were forked), so long lines from several processes on
+    one pipe never interleave; ``None`` stops doing so."""
+    _sink.process_lock = None if fd is None else _ProcessLock(fd)
+
+
+@after_fork_in_child
+def _reset_after_fork() -> None:
+    global _lock
+    _lock = threading.RLock()
+    _sink.reset_after_fork()
+    _forwarding_failures.reset()
+
+
+@atexit.register
+def _report_failures_at_exit() -> None:
+    _sink.failures.report_remaining()
+    _forwarding_failures.report_remaining()

@@ -21,6 +21,8 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._forksafe import after_fork_in_child
+
 if TYPE_CHECKING:
     from ._settings import Settings
 
@@ -581,3 +583,9 @@ def reset_redactor() -> None:
     global _cached
     with _lock:
         _cached = None
+
+
+@after_fork_in_child
+def _reset_after_fork() -> None:
+    global _lock
+    _lock = threading.Lock()

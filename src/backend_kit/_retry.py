@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar, cast
 
+from ._forksafe import after_fork_in_child
+
 if TYPE_CHECKING:
     import tenacity
 
@@ -615,3 +617,9 @@ def _caller_name(frame: FrameType) -> str:
     name = getattr(code, "co_qualname", code.co_name)
     module = frame.f_globals.get("__name__")
     return f"{module}.{name}" if module else str(name)
+
+
+@after_fork_in_child
+def _reset_after_fork() -> None:
+    global _testing_lock
+    _testing_lock = threading.Lock()

@@ -19,6 +19,7 @@ from ._context import (
     current_request_id,
     enter_hooks,
 )
+from ._forksafe import after_fork_in_child
 from ._logging import set_event_reporter
 from ._redact import MASK, Redactor, get_redactor
 
@@ -430,3 +431,20 @@ def _scrub_personal_data(event: dict[str, Any], *, send_bodies: bool, send_clien
             event["user"] = kept
         else:
             event.pop("user", None)
+
+
+@after_fork_in_child
+def _fresh_transport_after_fork() -> None:
+    # The transport's queue holds the parent's unsent events (sending them here too
+    # would duplicate them), and its lock and connection pool may be mid-use by the
+    # parent's sender thread: the child gets a transport of its own.
+    global _lock
+    _lock = threading.Lock()
+    if _state is None or "sentry_sdk" not in sys.modules:
+        return
+    import sentry_sdk
+    from sentry_sdk.transport import make_transport
+
+    client = sentry_sdk.get_client()
+    if client.is_active():
+        client.transport = make_transport(client.options)

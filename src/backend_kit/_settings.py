@@ -27,6 +27,7 @@ from pydantic.types import _SecretBase
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ._errors import ConfigError, ConfigProblem
+from ._forksafe import after_fork_in_child
 from ._redact import Redactor, mask_url, url_credential
 
 __all__ = [
@@ -313,6 +314,30 @@ class Settings(BaseSettings):
         le=10,
         description="How many reverse proxies in front of the service append to "
         "X-Forwarded-For; 0 trusts none and logs the peer address.",
+    )
+    shutdown_drain_seconds: float = Field(
+        default=5.0,
+        ge=0.0,
+        le=300.0,
+        description="After SIGTERM, how long the service keeps serving with readiness "
+        "failing (and Connection: close on every response) before it stops, in seconds; "
+        "give the load balancer time to take it out. 0 stops at once.",
+    )
+    log_max_line_bytes: int | None = Field(
+        default=None,
+        ge=1024,
+        description="Longest log line written, in bytes (JSON format): longer lines have "
+        "their longest values shortened, with a marker, and a traceback keeps its first "
+        "and last frames. Unset writes every line whole. 16384 suits container runtimes "
+        "that split longer lines.",
+    )
+    health_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port on which each gunicorn worker also answers /livez, /readyz and "
+        "/startupz from a thread of its own (backend_kit.gunicorn), so probes never wait "
+        "behind busy request threads; unset serves them on the main port only.",
     )
 
     _sources: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)
@@ -719,3 +744,9 @@ def import_settings_class(path: str) -> type[Settings]:
     if not (isinstance(candidate, type) and issubclass(candidate, Settings)):
         raise fail(f"{module_name}:{attribute} is not a subclass of backend_kit.Settings")
     return candidate
+
+
+@after_fork_in_child
+def _reset_after_fork() -> None:
+    global _active_lock
+    _active_lock = threading.Lock()

@@ -124,19 +124,23 @@ class _RequestObserver:
         try:
             return self._app(environ, start_with_request_id)
         finally:
-            self._logger.finished(
-                method=environ.get("REQUEST_METHOD", ""),
-                route=environ.get(_ROUTE_ENVIRON_KEY),
-                path=_path(environ),
-                status=status,
-                started=started,
-                client=client_address(
-                    environ.get("REMOTE_ADDR"),
-                    environ.get("HTTP_X_FORWARDED_FOR"),
-                    self._trusted_proxies,
-                ),
-            )
-            context.__exit__(*sys.exc_info())
+            # Leaving the context must not depend on the log call before it: a context
+            # left behind would lend this request's id to the thread's next request.
+            try:
+                self._logger.finished(
+                    method=environ.get("REQUEST_METHOD", ""),
+                    route=environ.get(_ROUTE_ENVIRON_KEY),
+                    path=_path(environ),
+                    status=status,
+                    started=started,
+                    client=client_address(
+                        environ.get("REMOTE_ADDR"),
+                        environ.get("HTTP_X_FORWARDED_FOR"),
+                        self._trusted_proxies,
+                    ),
+                )
+            finally:
+                context.__exit__(*sys.exc_info())
 
 
 def extension(app: Flask) -> BackendKit:

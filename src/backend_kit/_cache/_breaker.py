@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import structlog
 
+from backend_kit._forksafe import reset_in_child
+
 __all__ = ["CircuitBreaker"]
 
 logger = structlog.get_logger("backend_kit.cache")
@@ -51,6 +53,10 @@ class CircuitBreaker:
         self._next_probe = 0.0
         self._last_warning: float | None = None
         self._unreported = 0
+        reset_in_child(self)
+
+    def _reset_after_fork(self) -> None:
+        self._lock = threading.Lock()
 
     def reset(self) -> None:
         """Forget every failure and recreate the lock (for a child process after fork)."""

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast
 import orjson
 
 from backend_kit import _settings
+from backend_kit._forksafe import reset_in_child
 
 from ._backend import DEFAULT_NAMESPACE, MISS, CacheBackend, check_namespace, check_ttl
 from ._default import current_settings, default_cache, switch
@@ -81,11 +82,15 @@ def _stale_entry(value: Any) -> list[Any] | None:
 
 class _Stats:
     # Hits and misses use itertools.count, whose next() is atomic: no lock on the hit path.
-    __slots__ = ("errors", "fallbacks", "hits", "loads", "lock", "misses")
+    __slots__ = ("__weakref__", "errors", "fallbacks", "hits", "loads", "lock", "misses")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.reset()
+        reset_in_child(self)
+
+    def _reset_after_fork(self) -> None:
+        self.lock = threading.Lock()
 
     def reset(self) -> None:
         self.hits, self.misses = itertools.count(), itertools.count()
@@ -112,7 +117,16 @@ class _Binding:
     """Finds the backend lazily on first call, and again when the active settings or
     the testing switch change."""
 
-    __slots__ = ("backend", "explicit", "generation", "lock", "maxsize", "memory", "settings")
+    __slots__ = (
+        "__weakref__",
+        "backend",
+        "explicit",
+        "generation",
+        "lock",
+        "maxsize",
+        "memory",
+        "settings",
+    )
 
     def __init__(self, explicit: CacheBackend | None, maxsize: int) -> None:
         self.explicit = explicit
@@ -123,6 +137,10 @@ class _Binding:
         self.memory: MemoryCache | None = None
         # Threads making the first calls together must agree on one backend, or each
         # would have its own single-flight and load separately.
+        self.lock = threading.Lock()
+        reset_in_child(self)
+
+    def _reset_after_fork(self) -> None:
         self.lock = threading.Lock()
 
     def get(self) -> CacheBackend:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from backend_kit import _settings
+from backend_kit._forksafe import after_fork_in_child
 from backend_kit._settings import Settings, get_settings
 
 from ._backend import CacheBackend
@@ -83,18 +84,6 @@ def default_cache(settings: Settings | None = None) -> CacheBackend:
         return cache
 
 
-def reset_redis_caches_after_fork() -> None:
-    """For a child process right after fork: each default Redis cache drops its
-    parent's connections, async clients, locks, flights and breaker state."""
-    global _lock
-    _lock = threading.Lock()
-    for cache in list(_redis_caches.values()):
-        from ._redis import RedisCache
-
-        if isinstance(cache, RedisCache):
-            cache._reset_after_fork()
-
-
 def use_memory_only(enabled: bool) -> None:
     """Switch every default backend to fresh in-memory caches (or back)."""
     global _shared_memory
@@ -102,3 +91,9 @@ def use_memory_only(enabled: bool) -> None:
         switch.memory_only = enabled
         switch.generation += 1
         _shared_memory = None
+
+
+@after_fork_in_child
+def _reset_after_fork() -> None:
+    global _lock
+    _lock = threading.Lock()

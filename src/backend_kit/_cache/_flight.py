@@ -9,6 +9,8 @@ from typing import Any, TypeVar, cast
 
 import structlog
 
+from backend_kit._forksafe import reset_in_child
+
 __all__ = ["BUSY", "AsyncSingleFlight", "ReentrantCacheCallError", "SingleFlight"]
 
 T = TypeVar("T")
@@ -65,9 +67,10 @@ class SingleFlight:
         self.wait_timeout = wait_timeout
         self._lock = threading.Lock()
         self._flights: dict[Hashable, _Flight] = {}
+        reset_in_child(self)
 
-    def reset(self) -> None:
-        """Forget every flight and recreate the lock (for a child process after fork)."""
+    def _reset_after_fork(self) -> None:
+        # Flights in progress belong to the parent's threads: waiters here would wait forever.
         self._lock = threading.Lock()
         self._flights = {}
 
@@ -130,6 +133,10 @@ class AsyncSingleFlight:
         # Keyed by loop too: a future belongs to one loop, and several threads may each
         # run their own.
         self._flights: dict[tuple[asyncio.AbstractEventLoop, Hashable], _AsyncFlight] = {}
+        reset_in_child(self)
+
+    def _reset_after_fork(self) -> None:
+        self._flights = {}
 
     async def run(self, key: Hashable, loader: Callable[[], Awaitable[T]]) -> T:
         """Await *loader* unless another task is already loading *key*; then wait for

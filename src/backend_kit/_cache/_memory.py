@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 
 from cachetools import TLRUCache
 
+from backend_kit._forksafe import after_fork_in_child
+
 from ._backend import MISS, CacheBackend, check_namespace
 
 __all__ = ["MemoryCache"]
@@ -51,6 +53,9 @@ class MemoryCache(CacheBackend):
         )
         with _registry_lock:
             _instances.add(self)
+
+    def _reset_after_fork(self) -> None:
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"MemoryCache(maxsize={self.maxsize})"
@@ -133,3 +138,11 @@ class MemoryCache(CacheBackend):
             caches = list(_instances)
         for cache in caches:
             cache._remove_where(lambda slot: slot[0] == namespace)
+
+
+@after_fork_in_child
+def _reset_after_fork() -> None:
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    for cache in list(_instances):
+        cache._reset_after_fork()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, TypeVar, cast
 
 import structlog
 
+from backend_kit._forksafe import reset_in_child
 from backend_kit._redact import mask_url
 
 from ._backend import MISS, CacheBackend, check_namespace
@@ -184,8 +185,6 @@ class RedisCache(CacheBackend):
     ) -> None:
         try:
             import redis
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
         except ImportError:  # pragma: no cover - exercised only without the extra
             raise _install_hint() from None
         if not timeout > 0 or not lock_ttl > 0:
@@ -199,9 +198,7 @@ class RedisCache(CacheBackend):
         self._mismatches = _MismatchLog(warn_interval)
         self._display_url = mask_url(url)
         self._options = _client_options(url, timeout, max_connections)
-        self._client: redis.Redis = redis.Redis(
-            connection_pool=redis.ConnectionPool(**self._options, retry=Retry(NoBackoff(), 0))
-        )
+        self._client: redis.Redis = self._new_client()
         self._async_lock = threading.Lock()
         self._async_clients: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, redis.asyncio.Redis
@@ -225,6 +222,7 @@ class RedisCache(CacheBackend):
             on_recovered=self._fallback.clear,
         )
         self._breaker = self.breaker  # what cached() reads to count its fallbacks
+        reset_in_child(self)
 
     def __repr__(self) -> str:
         return f"RedisCache({self._display_url!r}, prefix={self.prefix!r})"
@@ -267,11 +265,21 @@ class RedisCache(CacheBackend):
         await closer.__anext__()
         return client
 
+    def _new_client(self) -> redis.Redis:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        return redis.Redis(
+            connection_pool=redis.ConnectionPool(**self._options, retry=Retry(NoBackoff(), 0))
+        )
+
     def _reset_after_fork(self) -> None:
         """Drop what a child process must not share with its parent: pooled
-        connections, the async clients, locks, flights and breaker state."""
-        self._client.connection_pool.reset()
-        self._flight.reset()
+        connections, the async clients, locks and breaker state (the single-flight
+        table resets itself). A new pool, not ``pool.reset()``: that takes the pool's
+        lock, which a parent's thread may have held at the fork."""
+        self._client = self._new_client()
         self._async_lock = threading.Lock()
         self._async_clients = weakref.WeakKeyDictionary()
         self._closers = weakref.WeakKeyDictionary()
@@ -291,13 +299,14 @@ class RedisCache(CacheBackend):
     def _lock_key(self, full_key: str) -> str:
         return f"{self.prefix}#lock:{full_key}"
 
-    def _queue_version_read(self, pipe: Any, namespace: str) -> None:
+    def _queue_version_read(self, pipe: Any, namespace: str) -> Any:
         """Queue on *pipe*: create the namespace's version if missing, refresh its
         expiry (two replies to skip), then the caller reads it."""
         version_key = self._version_key(namespace)
         ttl_ms = VERSION_TTL_SECONDS * 1000
         pipe.set(version_key, _new_version(), nx=True, px=ttl_ms)
         pipe.pexpire(version_key, ttl_ms)
+        return pipe
 
     # -- talking to Redis, never raising its errors -------------------------------------
 

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from backend_kit._cache import default_cache
 from backend_kit._configure import configure
+from backend_kit._forksafe import after_fork_in_child
 from backend_kit._requests import RequestLogger
 from backend_kit._settings import Settings, active_settings_or_none, import_settings_class
 from backend_kit.health import (
@@ -144,3 +145,9 @@ def _django_cache_check(alias: str) -> HealthCheck:
     return HealthCheck(
         name=f"cache-{alias}", run=run, component_type="cache", measurement="responseTime"
     )
+
+
+@after_fork_in_child
+def _reset_after_fork() -> None:
+    global _lock
+    _lock = threading.Lock()

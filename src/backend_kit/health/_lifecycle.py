@@ -7,11 +7,14 @@ the load balancer stops sending traffic before the process exits.
 
 from __future__ import annotations
 
+import mmap
 import os
 import signal
 import threading
 from types import FrameType
 from typing import Any
+
+from backend_kit._forksafe import after_fork_in_child
 
 __all__ = [
     "install_sigterm_handler",
@@ -28,16 +31,37 @@ _draining = threading.Event()
 _started = threading.Event()
 _started.set()
 _installed: tuple[Any, Any] | None = None  # (our handler, the handler it chains to)
+# One byte of memory shared with the processes forked after `share_draining()`: a
+# pre-fork server's master starts draining, and every worker's readiness sees it.
+_shared: mmap.mmap | None = None
+
+
+def share_draining() -> None:
+    """Share the draining state with every process forked from now on: when any of
+    them (usually a pre-fork server's master) starts draining, all of them are.
+    Call it once, before forking. Idempotent."""
+    global _shared
+    if _shared is None:
+        shared = mmap.mmap(-1, 1)  # anonymous and MAP_SHARED: forked children see writes
+        shared[0] = 1 if _draining.is_set() else 0
+        _shared = shared
 
 
 def start_draining() -> None:
     """Make readiness fail from now on (liveness keeps passing). Idempotent."""
     _draining.set()
+    shared = _shared
+    if shared is not None:
+        shared[0] = 1
 
 
 def is_draining() -> bool:
-    """True once `start_draining` was called or SIGTERM was received."""
-    return _draining.is_set()
+    """True once `start_draining` was called or SIGTERM was received (in this process,
+    or in the one that called `share_draining` before forking this one)."""
+    if _draining.is_set():
+        return True
+    shared = _shared
+    return shared is not None and shared[0] == 1
 
 
 def mark_starting() -> None:
@@ -112,12 +136,25 @@ def _signal_main_thread(signum: int) -> None:
 def reset_lifecycle() -> None:
     """Back to serving and not draining, with the previous SIGTERM handler restored.
     Meant for tests."""
-    global _installed
+    global _installed, _shared
     _draining.clear()
     _started.set()
+    _shared = None
     with _lock:
         if _installed is not None and threading.current_thread() is threading.main_thread():
             if signal.getsignal(signal.SIGTERM) is _installed[0]:
                 previous = _installed[1]
                 signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
             _installed = None
+
+
+@after_fork_in_child
+def _reset_after_fork() -> None:
+    global _lock, _draining, _started
+    # Fresh objects carrying the same state: the old ones' internal locks may be held.
+    draining, started = threading.Event(), threading.Event()
+    if _draining.is_set():
+        draining.set()
+    if _started.is_set():
+        started.set()
+    _lock, _draining, _started = threading.Lock(), draining, started

@@ -19,6 +19,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
+from backend_kit._forksafe import reset_in_child
 from backend_kit._redact import Redactor, get_redactor
 
 from ._checks import CheckResult, CheckStatus, HealthCheck, HealthRegistry, Observation
@@ -98,6 +99,13 @@ class HealthRunner:
         self._settings = settings
         self._redactor: Redactor | None = None
         self._slots: dict[HealthCheck, _Slot] = {}
+        self._slots_lock = threading.Lock()
+        reset_in_child(self)
+
+    def _reset_after_fork(self) -> None:
+        # The threads running checks stayed in the parent: their runs would never end
+        # here. Forget every slot, so the child's first probe starts its own runs.
+        self._slots = {}
         self._slots_lock = threading.Lock()
 
     @classmethod
