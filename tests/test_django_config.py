@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
+import time
 
-from backend_kit import ConfigError, load_settings
+import pytest
+from pydantic_settings import SettingsConfigDict
+
+from backend_kit import ConfigError, Settings, load_settings
 from backend_kit.django import cache_from_url, database_from_url
+from tests.servers import silent_tcp_server
+
+
+class ShopSettings(Settings):
+    model_config = SettingsConfigDict(env_prefix="SHOP_")
 
 
 def test_postgres_url_becomes_a_database_entry() -> None:
@@ -17,7 +25,16 @@ def test_postgres_url_becomes_a_database_entry() -> None:
         "PASSWORD": "p@ss",
         "HOST": "db.internal",
         "PORT": "5433",
-        "OPTIONS": {"sslmode": "require", "connect_timeout": 5},
+        "OPTIONS": {
+            "sslmode": "require",
+            "connect_timeout": 5,
+            "options": "-c statement_timeout=10000",
+            "tcp_user_timeout": 15000,
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
+        },
         "CONN_MAX_AGE": 60,
         "CONN_HEALTH_CHECKS": True,
     }
@@ -33,7 +50,11 @@ def test_postgres_url_becomes_a_database_entry() -> None:
     ],
 )
 def test_sqlite_urls(url: str, name: str) -> None:
-    assert database_from_url(url) == {"ENGINE": "django.db.backends.sqlite3", "NAME": name}
+    assert database_from_url(url) == {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": name,
+        "OPTIONS": {"timeout": 10.0},
+    }
 
 
 def test_database_entry_from_settings_secret() -> None:
@@ -75,3 +96,73 @@ def test_database_entry_connects_to_the_real_postgres(postgres_url: str) -> None
         **entry["OPTIONS"],
     ) as connection:
         assert connection.execute("select 1").fetchone() == (1,)
+
+
+def test_timeouts_come_from_the_settings() -> None:
+    settings = load_settings(
+        database_url="postgres://u@h/db?options=-c%20search_path%3Dshop",
+        database_statement_timeout=1.5,
+    )
+    options = database_from_url(settings)["OPTIONS"]
+    assert options["options"] == "-c search_path=shop -c statement_timeout=1500"
+    assert options["tcp_user_timeout"] == 6500
+    mysql = database_from_url("mysql://u:p@h/db", settings=settings)["OPTIONS"]
+    assert (mysql["read_timeout"], mysql["write_timeout"]) == (2, 2)
+    sqlite = database_from_url("sqlite:///x.db", statement_timeout=0.25)
+    assert sqlite["OPTIONS"] == {"timeout": 0.25}
+
+
+def test_the_default_statement_timeout_is_below_gunicorns_worker_timeout() -> None:
+    default = Settings.model_fields["database_statement_timeout"].default
+    assert 0 < default < 30
+
+
+def test_errors_name_the_prefixed_variable() -> None:
+    settings = load_settings(ShopSettings, database_url="oracle://u:hunter22@h/x")
+    with pytest.raises(ConfigError) as caught:
+        database_from_url(settings)
+    assert "SHOP_DATABASE_URL" in str(caught.value)
+    assert "hunter22" not in str(caught.value)
+    with pytest.raises(ConfigError, match="SHOP_DATABASE_URL: required"):
+        database_from_url(None, settings=load_settings(ShopSettings))
+    with pytest.raises(ConfigError, match="SHOP_CACHE_URL"):
+        cache_from_url("memcached://x", settings=settings)
+
+
+def _connect(entry: dict[str, object]):  # type: ignore[no-untyped-def]
+    psycopg = pytest.importorskip("psycopg")
+    return psycopg.connect(
+        host=entry["HOST"],
+        port=entry["PORT"] or None,
+        user=entry["USER"],
+        password=entry["PASSWORD"] or None,
+        dbname=entry["NAME"],
+        autocommit=True,
+        **entry["OPTIONS"],  # type: ignore[arg-type]
+    )
+
+
+def test_a_statement_past_the_timeout_fails_in_bounded_time(postgres_url: str) -> None:
+    psycopg = pytest.importorskip("psycopg")
+    entry = database_from_url(postgres_url, statement_timeout=0.5)
+    with _connect(entry) as connection:
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled, match="statement timeout"):
+            connection.execute("SELECT pg_sleep(30)")
+        assert time.monotonic() - started < 10  # 0.5 s, with a wide margin for a busy box
+        # The connection is still usable afterwards: only the statement was cancelled.
+        assert connection.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_silent_server_costs_the_connect_timeout_not_forever() -> None:
+    psycopg = pytest.importorskip("psycopg")
+    with silent_tcp_server() as port:
+        entry = database_from_url(
+            f"postgres://u:secret@127.0.0.1:{port}/db", connect_timeout=2, statement_timeout=1
+        )
+        started = time.monotonic()
+        with pytest.raises(psycopg.OperationalError):
+            _connect(entry)
+        elapsed = time.monotonic() - started
+    # libpq counts whole seconds and waits up to twice that on some versions.
+    assert elapsed < 15

@@ -26,7 +26,10 @@ def create_app(settings: CatalogSettings | None = None) -> Flask:
     app = init_app(Flask("catalog"), settings=settings)  # logging, request ids, /readyz, ...
 
     assert settings.database_url is not None
-    store = ProductStore(sqlite_path(settings.database_url.get_secret_value()))
+    store = ProductStore(
+        sqlite_path(settings.database_url.get_secret_value()),
+        timeout=settings.database_statement_timeout,
+    )
     store.create_schema()
     exchange_rates = exchange_rates_source(
         str(settings.rates_url) if settings.rates_url else None,

@@ -225,6 +225,15 @@ class Settings(BaseSettings):
         gt=0.0,
         description="Longest time a readiness probe waits for all its checks, in seconds.",
     )
+    database_statement_timeout: float = Field(
+        default=10.0,
+        gt=0.0,
+        le=3600.0,
+        description="Longest time one database statement may run, in seconds; also bounds "
+        "the database read timeout and the SQLite busy timeout. Keep it below the server's "
+        "worker timeout (gunicorn: 30 s) so a hung database fails the request instead of "
+        "the worker being killed.",
+    )
     trusted_proxies: int = Field(
         default=0,
         ge=0,
