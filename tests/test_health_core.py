@@ -11,10 +11,12 @@ import textwrap
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from types import FrameType
 
 import pytest
 
+from backend_kit import Settings, load_settings
 from backend_kit.health import (
     HealthCheck,
     HealthRegistry,
@@ -159,11 +161,19 @@ def test_three_hung_critical_checks_fail_within_the_max_timeout_not_the_sum() ->
         assert [r.output for r in report.checks] == ["timed out after 1 s"] * 3
         # Parallel: about 1 s; the sum would be 3 s.
         assert 0.9 <= elapsed < 2.2
-        # A later probe does not wait again for the runs still stuck: it answers at once.
-        started = time.monotonic()
+        # The next probe (the cache interval is 0) abandons the stuck runs and starts
+        # fresh ones; at two stuck runs per check, probes answer at once and start none.
         assert runner.ready().status == "fail"
+        assert [s.calls for s in spies] == [2, 2, 2]
+        started = time.monotonic()
+        report = runner.ready()
         assert time.monotonic() - started < 0.5
-        assert [s.calls for s in spies] == [1, 1, 1]
+        assert report.status == "fail"
+        for result in report.checks:
+            assert result.output is not None
+            assert result.output.startswith("hung for ")
+            assert result.output.endswith("2 runs still stuck, no new run until one ends")
+        assert [s.calls for s in spies] == [2, 2, 2]
     finally:
         for spy in spies:
             spy.release.set()
@@ -275,8 +285,10 @@ def test_thread_count_stays_bounded_by_the_number_of_checks_after_1000_probes() 
         for spy in hung:
             spy.release.set()
     assert set(statuses) == {"fail"}
-    assert peak <= threads_before + len(registry)
-    assert [s.calls for s in hung] == [1, 1]  # the stuck runs were never started again
+    max_stuck = Settings.model_fields["health_max_stuck_runs"].default
+    assert peak <= threads_before + len(hung) * max_stuck + 1
+    # Each hung check was started again only until the bound on stuck runs was reached.
+    assert [s.calls for s in hung] == [max_stuck] * len(hung)
 
 
 def test_liveness_runs_no_check() -> None:
@@ -375,3 +387,96 @@ def test_sigterm_handler_is_not_installed_outside_the_main_thread() -> None:
     thread.start()
     thread.join()
     assert outcome == [False]
+
+
+class HangsOnce:
+    """Hangs on its first call (until released), healthy on every later one."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.release = threading.Event()
+
+    def __call__(self) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            self.release.wait(30)
+
+
+def test_a_check_that_hung_once_recovers_after_one_cache_interval() -> None:
+    body = HangsOnce()
+    runner = HealthRunner(
+        HealthRegistry([HealthCheck("flaky", run=body, timeout=0.3)]), cache_seconds=0.5
+    )
+    try:
+        first = runner.ready()
+        assert (first.status, first.checks[0].output) == ("fail", "timed out after 0.3 s")
+        assert runner.ready().status == "fail"  # cached during the interval, no new run
+        assert body.calls == 1
+        time.sleep(0.6)
+        # The stuck run is abandoned; the fresh one passes although the first still hangs.
+        assert runner.ready().status == "pass"
+        assert body.calls == 2
+    finally:
+        body.release.set()
+
+
+def test_readiness_is_back_within_one_cache_interval_after_recovery() -> None:
+    healthy = threading.Event()
+
+    def dependency() -> None:
+        if not healthy.is_set():
+            raise RuntimeError("down")
+
+    runner = HealthRunner(HealthRegistry([HealthCheck("dep", run=dependency)]), cache_seconds=0.5)
+    assert runner.ready().status == "fail"
+    healthy.set()
+    recovered_at = time.monotonic()
+    deadline = recovered_at + 5
+    while runner.ready().status != "pass" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert time.monotonic() - recovered_at < 0.5 + 0.4  # one interval, plus a busy box's slack
+
+
+def test_workers_sharing_a_directory_answer_alike_after_a_change(tmp_path: Path) -> None:
+    """Two runners stand for two worker processes: once one has seen the change, the
+    other answers the same, although its own result is still within the interval."""
+    healthy = threading.Event()
+    healthy.set()
+
+    def dependency() -> None:
+        if not healthy.is_set():
+            raise RuntimeError("down")
+
+    settings = load_settings(health_shared_dir=tmp_path / "health", health_cache_seconds=60)
+    worker_a = HealthRunner(HealthRegistry([HealthCheck("dep", run=dependency)]), settings=settings)
+    worker_b = HealthRunner(HealthRegistry([HealthCheck("dep", run=dependency)]), settings=settings)
+    assert worker_a.ready().status == worker_b.ready().status == "pass"
+    healthy.clear()
+    # Only a runner whose cache has expired notices; force one by a zero interval.
+    noticing = HealthRunner(
+        HealthRegistry([HealthCheck("dep", run=dependency)]), settings=settings, cache_seconds=0
+    )
+    assert noticing.ready().status == "fail"
+    statuses = [runner.ready().status for _ in range(20) for runner in (worker_a, worker_b)]
+    assert set(statuses) == {"fail"}
+    report = worker_b.ready()
+    assert report.checks[0].output == "RuntimeError: down"
+
+
+def test_async_check_keeps_its_redis_client_across_runs(redis_url: str) -> None:
+    redis_asyncio = pytest.importorskip("redis.asyncio")
+    client = redis_asyncio.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+    loops: set[int] = set()
+
+    async def redis_ping() -> None:
+        loops.add(id(asyncio.get_running_loop()))
+        assert await client.ping()
+
+    runner = HealthRunner(HealthRegistry([HealthCheck("redis", run=redis_ping)]), cache_seconds=0)
+    try:
+        statuses = [runner.ready().checks[0] for _ in range(5)]
+    finally:
+        # Closed on the loop that owns it, through the runner as well.
+        HealthRunner(HealthRegistry([HealthCheck("close", run=client.aclose)])).ready()
+    assert [r.status for r in statuses] == ["pass"] * 5, [r.output for r in statuses]
+    assert len(loops) == 1  # one long-lived loop, so the client's connection is reused

@@ -234,6 +234,21 @@ class Settings(BaseSettings):
         "worker timeout (gunicorn: 30 s) so a hung database fails the request instead of "
         "the worker being killed.",
     )
+    health_shared_dir: Path | None = Field(
+        default=None,
+        description="Directory the worker processes of one service share (a tmpfs such as "
+        "/dev/shm/<service>): each check result is written there and every worker answers "
+        "with the newest, so readiness changes once for all workers instead of flapping; "
+        "unset, each process keeps its own results.",
+    )
+    health_max_stuck_runs: int = Field(
+        default=2,
+        ge=1,
+        le=100,
+        description="How many runs of one check may hang at once (abandoned after their "
+        "timeout, still alive); at this bound a probe reports the check as hung without "
+        "starting another run.",
+    )
     trusted_proxies: int = Field(
         default=0,
         ge=0,

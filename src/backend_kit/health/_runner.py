@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import tempfile
 import threading
 import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
 
 from backend_kit._redact import Redactor, get_redactor
 
@@ -52,14 +57,142 @@ def _observation(value: Any) -> Observation | None:
 
 
 class _Slot:
-    __slots__ = ("lock", "result", "result_at", "running", "started_at")
+    __slots__ = (
+        "lock",
+        "result",
+        "result_at",
+        "result_wall",
+        "run_timeout",
+        "running",
+        "started_at",
+        "stuck",
+    )
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.result: CheckResult | None = None
-        self.result_at = 0.0
+        self.result_at = 0.0  # monotonic
+        self.result_wall = 0.0  # wall clock, to compare with other processes' results
         self.running: Future[CheckResult] | None = None
         self.started_at = 0.0
+        self.run_timeout = 0.0
+        # Runs abandoned after their timeout that have not ended yet, with their start.
+        self.stuck: list[tuple[Future[CheckResult], float]] = []
+
+
+class _EventLoopThread:
+    """One event loop in a daemon thread, for every async check of the process, so a
+    check may keep an async client (bound to its loop) from one run to the next."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self._run, name="backend_kit-health-loop", daemon=True
+        )
+        self.thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+
+_loop_lock = threading.Lock()
+_loop_thread: _EventLoopThread | None = None
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    global _loop_thread
+    with _loop_lock:
+        if _loop_thread is None or not _loop_thread.thread.is_alive():
+            _loop_thread = _EventLoopThread()
+        return _loop_thread.loop
+
+
+def reset_event_loop_after_fork() -> None:
+    """Forget the async checks' loop thread in a forked child, where the thread does not
+    exist; the next async check starts a new one."""
+    global _loop_thread, _loop_lock
+    _loop_lock = threading.Lock()
+    _loop_thread = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=reset_event_loop_after_fork)
+
+
+class _SharedResults:
+    """The newest result of each check, in files that the worker processes of one
+    service share (``HEALTH_SHARED_DIR``). Best effort: a file that cannot be read or
+    written is ignored, and each process falls back on its own results."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._created = False
+
+    def _path(self, check: HealthCheck) -> Path:
+        return self.directory / f"{check.key.replace(':', '__')}.json"
+
+    def read(self, check: HealthCheck) -> tuple[float, CheckResult] | None:
+        try:
+            record = orjson.loads(self._path(check).read_bytes())
+            observation = record.get("observation")
+            result = CheckResult(
+                check=check,
+                status=record["status"],
+                time=str(record["time"]),
+                duration=float(record["duration"]),
+                observation=Observation(*observation) if observation else None,
+                output=record.get("output"),
+            )
+            return float(record["at"]), result
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def write(self, check: HealthCheck, at: float, result: CheckResult) -> None:
+        observation = result.observation
+        record = {
+            "at": at,
+            "status": result.status,
+            "time": result.time,
+            "duration": result.duration,
+            "output": result.output,
+            "observation": None
+            if observation is None
+            else [_json_value(observation.value), observation.unit],
+        }
+        try:
+            if not self._created:
+                self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self._created = True
+            fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".result-")
+            with os.fdopen(fd, "wb") as file:
+                file.write(orjson.dumps(record))
+            # Atomic: a reader sees the old record or the new one, never half of one.
+            os.replace(temporary, self._path(check))
+        except OSError:
+            pass
+
+
+def _json_value(value: Any) -> Any:
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        return str(value)
+    return value
+
+
+def _run_on_loop(awaitable: Any, timeout: float) -> Any:
+    """Run an async check's *awaitable* on the shared loop, cancelled at *timeout*."""
+
+    async def bounded() -> Any:
+        return await asyncio.wait_for(awaitable, timeout)
+
+    running = asyncio.run_coroutine_threadsafe(bounded(), _event_loop())
+    # A check that blocks the loop itself cannot be cancelled; do not wait for it longer.
+    try:
+        return running.result(timeout=timeout + 1.0)
+    finally:
+        running.cancel()
 
 
 class HealthRunner:
@@ -99,6 +232,7 @@ class HealthRunner:
         self._redactor: Redactor | None = None
         self._slots: dict[HealthCheck, _Slot] = {}
         self._slots_lock = threading.Lock()
+        self._shared: _SharedResults | None = None
 
     @classmethod
     def from_settings(
@@ -185,6 +319,8 @@ class HealthRunner:
             else settings.health_cache_seconds
         )
         default_timeout = self._check_timeout or settings.health_check_timeout
+        max_stuck = settings.health_max_stuck_runs
+        shared = self._shared_results(settings)
         probe_started = time.monotonic()
         deadline_at = probe_started + (self._deadline or settings.health_deadline)
 
@@ -194,15 +330,36 @@ class HealthRunner:
         for check in checks:
             slot = self._slot(check)
             timeout = check.timeout or default_timeout
+            newest = shared.read(check) if shared is not None else None
             with slot.lock:
-                if slot.result is not None and probe_started - slot.result_at < cache_seconds:
+                now = time.monotonic()
+                if newest is not None and newest[0] > slot.result_wall:
+                    # Another worker saw the dependency more recently: answer as it does.
+                    slot.result, slot.result_wall = newest[1], newest[0]
+                    slot.result_at = now - max(0.0, time.time() - newest[0])
+                if slot.result is not None and now - slot.result_at < cache_seconds:
                     results[check] = slot.result
+                    continue
+                if slot.running is not None and now >= slot.started_at + slot.run_timeout:
+                    # Stuck past its timeout: leave it to end on its own, run afresh.
+                    slot.stuck.append((slot.running, slot.started_at))
+                    slot.running = None
+                slot.stuck = [(run, at) for run, at in slot.stuck if not run.done()]
+                if slot.running is None and len(slot.stuck) >= max_stuck:
+                    hung_for = now - min(at for _, at in slot.stuck)
+                    output = (
+                        f"hung for {hung_for:.0f} s: {len(slot.stuck)} runs still stuck, "
+                        "no new run until one ends"
+                    )
+                    result = self._result(check, "fail", now, output=output)
+                    self._remember(check, slot, result, shared)
+                    results[check] = result
                     continue
                 if slot.running is None:
                     slot.running = Future()
-                    slot.started_at = time.monotonic()
-                    self._start(check, slot, slot.running, timeout)
-                pending.append((check, slot, slot.running, slot.started_at, timeout))
+                    slot.started_at, slot.run_timeout = time.monotonic(), timeout
+                    self._start(check, slot, slot.running, timeout, shared)
+                pending.append((check, slot, slot.running, slot.started_at, slot.run_timeout))
 
         for check, slot, future, started_at, timeout in pending:
             check_deadline = started_at + timeout
@@ -220,19 +377,43 @@ class HealthRunner:
                 )
                 with slot.lock:
                     # Remembered like any failure, so later probes answer at once while
-                    # the run is still stuck (it replaces this result when it ends).
+                    # the run is still stuck; the first probe after the cache interval
+                    # abandons the run and starts a fresh one.
                     if slot.running is future:
-                        slot.result, slot.result_at = result, time.monotonic()
+                        self._remember(check, slot, result, shared)
                 results[check] = result
         return [results[check] for check in checks if check in results]
 
+    @staticmethod
+    def _remember(
+        check: HealthCheck, slot: _Slot, result: CheckResult, shared: _SharedResults | None
+    ) -> None:
+        """Keep *result* as the check's latest; called with the slot's lock held."""
+        slot.result, slot.result_at, slot.result_wall = result, time.monotonic(), time.time()
+        if shared is not None:
+            shared.write(check, slot.result_wall, result)
+
+    def _shared_results(self, settings: Settings) -> _SharedResults | None:
+        directory = settings.health_shared_dir
+        if directory is None:
+            return None
+        current = self._shared
+        if current is None or current.directory != directory:
+            current = self._shared = _SharedResults(Path(directory))
+        return current
+
     def _start(
-        self, check: HealthCheck, slot: _Slot, future: Future[CheckResult], timeout: float
+        self,
+        check: HealthCheck,
+        slot: _Slot,
+        future: Future[CheckResult],
+        timeout: float,
+        shared: _SharedResults | None,
     ) -> None:
         """Start a run; called with the slot's lock held."""
         thread = threading.Thread(
             target=self._execute,
-            args=(check, slot, future, timeout),
+            args=(check, slot, future, timeout, shared),
             name=f"backend_kit-health-{check.key}",
             daemon=True,  # a check stuck in a call without timeout must not block exit
         )
@@ -240,17 +421,23 @@ class HealthRunner:
             thread.start()
         except RuntimeError as exc:  # out of threads: fail this run, let the next try again
             result = self._result(check, "fail", time.monotonic(), output=f"not started: {exc}")
-            slot.result, slot.result_at, slot.running = result, time.monotonic(), None
+            self._remember(check, slot, result, shared)
+            slot.running = None
             future.set_result(result)
 
     def _execute(
-        self, check: HealthCheck, slot: _Slot, future: Future[CheckResult], timeout: float
+        self,
+        check: HealthCheck,
+        slot: _Slot,
+        future: Future[CheckResult],
+        timeout: float,
+        shared: _SharedResults | None,
     ) -> None:
         started_at = time.monotonic()
         try:
             value: Any = check.run()
             if inspect.isawaitable(value):
-                value = asyncio.run(asyncio.wait_for(value, timeout))
+                value = _run_on_loop(value, timeout)
             elapsed = time.monotonic() - started_at
             if elapsed > timeout:
                 result = self._result(
@@ -261,7 +448,7 @@ class HealthRunner:
                 )
             else:
                 result = self._result(check, "pass", started_at, observation=_observation(value))
-        except (TimeoutError, asyncio.TimeoutError):
+        except (TimeoutError, asyncio.TimeoutError, FutureTimeout):
             result = self._result(
                 check, "fail", started_at, output=f"timed out after {_seconds(timeout)}"
             )
@@ -271,15 +458,24 @@ class HealthRunner:
             result = self._result(check, "fail", started_at, output=output)
         except BaseException as exc:  # keep the slot usable, then let it propagate
             result = self._result(check, "fail", started_at, output=type(exc).__name__)
-            self._finish(slot, future, result)
+            self._finish(check, slot, future, result, shared)
             raise
-        self._finish(slot, future, result)
+        self._finish(check, slot, future, result, shared)
 
-    @staticmethod
-    def _finish(slot: _Slot, future: Future[CheckResult], result: CheckResult) -> None:
+    def _finish(
+        self,
+        check: HealthCheck,
+        slot: _Slot,
+        future: Future[CheckResult],
+        result: CheckResult,
+        shared: _SharedResults | None,
+    ) -> None:
         with slot.lock:
-            slot.result, slot.result_at = result, time.monotonic()
-            slot.running = None
+            if slot.running is future:
+                self._remember(check, slot, result, shared)
+                slot.running = None
+            else:  # abandoned: a newer run owns the slot; only free its place
+                slot.stuck = [(run, at) for run, at in slot.stuck if run is not future]
         future.set_result(result)
 
     def _result(
