@@ -140,8 +140,13 @@ def sqlite_check(
     timeout: float | None = None,
     critical: bool = True,
 ) -> HealthCheck:
-    """Open the SQLite database at *path* read-write (never creating it) and run
-    ``SELECT 1``. Fails when the file is missing, unreadable or locked past *timeout*.
+    """Open the SQLite database at *path* read-write (never creating it) and read its
+    schema, as the application's own queries would.
+
+    Fails when the file is missing or unreadable, when it holds no table (an empty file
+    left where the database was), or when another connection or process holds a lock
+    that keeps the schema from being read past the check's busy timeout (0.8 of
+    *timeout*, so SQLite's own "database is locked" is reported, not a bare timeout).
 
     Examples:
         >>> sqlite_check("db.sqlite3").key
@@ -152,11 +157,22 @@ def sqlite_check(
     def run() -> Observation:
         import sqlite3
 
-        uri = "file::memory:" if text == ":memory:" else f"{Path(text).resolve().as_uri()}?mode=rw"
+        in_memory = text == ":memory:"
+        uri = "file::memory:" if in_memory else f"{Path(text).resolve().as_uri()}?mode=rw"
+        busy_timeout = _effective_timeout(timeout) * 0.8
         started = time.perf_counter()
-        connection = sqlite3.connect(uri, uri=True, timeout=_effective_timeout(timeout))
+        connection = sqlite3.connect(uri, uri=True, timeout=busy_timeout)
         with closing(connection):
-            connection.execute("SELECT 1").fetchone()
+            # Reading sqlite_master takes a shared lock on the file, which an EXCLUSIVE
+            # lock held elsewhere refuses; SELECT 1 would not touch the file at all.
+            (tables,) = connection.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+            ).fetchone()
+        if not tables and not in_memory:
+            raise RuntimeError(
+                f"the database {Path(text).name} has no tables: the file is empty or not "
+                "the application's database (was it moved, or not migrated?)"
+            )
         return _elapsed_ms(started)
 
     return HealthCheck(
