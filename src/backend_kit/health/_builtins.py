@@ -38,6 +38,7 @@ __all__ = [
     "memory_check",
     "postgres_check",
     "redis_check",
+    "sentry_check",
     "sqlite_check",
 ]
 
@@ -446,6 +447,37 @@ def callable_check(
     )
 
 
+def sentry_check(*, name: str = "sentry", critical: bool = False) -> HealthCheck:
+    """Whether the Sentry transport delivers: fails (non-critical by default, so
+    readiness only warns) while events were dropped within the last warning interval,
+    naming how many and why; otherwise passes, observing the events dropped since start.
+
+    Examples:
+        >>> sentry_check().key
+        'sentry:droppedEvents'
+    """
+
+    def run() -> Observation:
+        from backend_kit._sentry import dropped_sentry_events
+
+        drops = dropped_sentry_events()
+        if drops.recent and drops.seconds_since_last is not None:
+            reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(drops.by_reason.items()))
+            raise RuntimeError(
+                f"{drops.total} events dropped since start ({reasons}), the last "
+                f"{drops.seconds_since_last:.0f} s ago; Sentry is not receiving them"
+            )
+        return Observation(drops.total, "events")
+
+    return HealthCheck(
+        name,
+        run=run,
+        component_type="http",
+        critical=critical,
+        measurement="droppedEvents",
+    )
+
+
 def _sqlite_path(url: str) -> str:
     path = urlsplit(url).path
     # sqlite:///relative.db and sqlite:////absolute/path.db, as Django and SQLAlchemy read them.
@@ -476,6 +508,7 @@ def checks_from_settings(
     - The cache: a `cache_check` through *cache_backend* (or the backend ``CACHE_URL``
       implies); without a backend, a `redis_check` for a ``redis://`` ``CACHE_URL`` and
       nothing for ``memory://`` (an in-process cache cannot be unreachable).
+    - ``SENTRY_DSN``: `sentry_check` (non-critical), so dropped events show.
     """
     if settings is None:
         from backend_kit._settings import get_settings
@@ -493,4 +526,6 @@ def checks_from_settings(
         registry.add(cache_check(backend))
     elif settings.cache_url.scheme in ("redis", "rediss", "unix"):
         registry.add(redis_check(settings.cache_url))
+    if settings.sentry_dsn is not None:
+        registry.add(sentry_check())
     return registry
