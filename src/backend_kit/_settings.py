@@ -371,9 +371,13 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("expected at least 16 characters; use a long random secret")
         if value is None and info.data.get("cache_serializer") == "pickle":
+            from ._sources import variable_name
+
+            # Named as the user sets it, with the class's prefix (SHOP_CACHE_SERIALIZER).
+            serializer = variable_name(cls, ("cache_serializer",))
             raise ValueError(
-                "required when CACHE_SERIALIZER=pickle, so pickled values are signed; "
-                "set it to a long random secret, or use CACHE_SERIALIZER=json"
+                f"required when {serializer}=pickle, so pickled values are signed; "
+                f"set it to a long random secret, or use {serializer}=json"
             )
         return value
 
