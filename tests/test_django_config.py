@@ -37,6 +37,7 @@ def test_postgres_url_becomes_a_database_entry() -> None:
         },
         "CONN_MAX_AGE": 60,
         "CONN_HEALTH_CHECKS": True,
+        "BACKEND_KIT_READ_TIMEOUT": 11.0,
     }
 
 
@@ -166,3 +167,76 @@ def test_a_silent_server_costs_the_connect_timeout_not_forever() -> None:
         elapsed = time.monotonic() - started
     # libpq counts whole seconds and waits up to twice that on some versions.
     assert elapsed < 15
+
+
+def _django_connection(entry: dict[str, object]):  # type: ignore[no-untyped-def]
+    """A Django connection (not one of the project's aliases) for *entry*."""
+    from django.db.utils import ConnectionHandler
+
+    return ConnectionHandler({"default": entry})["default"]
+
+
+def test_a_hung_postgres_costs_the_read_timeout(postgres_url: str, django_db_blocker) -> None:  # type: ignore[no-untyped-def]
+    """Behind a proxy that stops forwarding, statement_timeout cannot help (the server's
+    answer never arrives); the client-side read timeout ends the wait."""
+    pytest.importorskip("psycopg")
+    from urllib.parse import urlsplit
+
+    from django.db import OperationalError
+
+    from tests.faults.proxy import tcp_proxy
+
+    target = urlsplit(postgres_url)
+    with tcp_proxy(target.port or 5432) as proxy, django_db_blocker.unblock():
+        url = target._replace(netloc=f"{target.username}@127.0.0.1:{proxy.port}").geturl()
+        connection = _django_connection(
+            database_from_url(url, statement_timeout=0.5, connect_timeout=2)
+        )
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+                assert cursor.fetchone() == (1,)
+                # The server's own timeout answers first while it can answer.
+                with pytest.raises(OperationalError, match="statement timeout"):
+                    cursor.execute("SELECT pg_sleep(30)")
+            proxy.set_mode("hang")
+            started = time.monotonic()
+            with (
+                pytest.raises(OperationalError, match=r"did not answer within 1.5 s"),
+                connection.cursor() as cursor,
+            ):
+                cursor.execute("SELECT 1")
+            assert time.monotonic() - started < 10  # 1.5 s, with a wide margin
+            assert connection.errors_occurred
+            assert not connection.is_usable()  # the socket was shut down
+            proxy.set_mode("pass")
+            connection.close()
+            with connection.cursor() as cursor:  # a new connection works again
+                cursor.execute("SELECT 2")
+                assert cursor.fetchone() == (2,)
+        finally:
+            connection.close()
+
+
+def test_the_health_check_of_a_reused_connection_is_bounded_too(
+    postgres_url: str,
+    django_db_blocker,  # type: ignore[no-untyped-def]
+) -> None:
+    pytest.importorskip("psycopg")
+    from urllib.parse import urlsplit
+
+    from tests.faults.proxy import tcp_proxy
+
+    target = urlsplit(postgres_url)
+    with tcp_proxy(target.port or 5432) as proxy, django_db_blocker.unblock():
+        url = target._replace(netloc=f"{target.username}@127.0.0.1:{proxy.port}").geturl()
+        connection = _django_connection(database_from_url(url, statement_timeout=0.5))
+        try:
+            connection.ensure_connection()
+            proxy.set_mode("hang")
+            started = time.monotonic()
+            assert connection.is_usable() is False
+            assert time.monotonic() - started < 10
+        finally:
+            proxy.set_mode("pass")
+            connection.close()

@@ -22,6 +22,7 @@ from pydantic import SecretStr
 
 from .._errors import ConfigError, ConfigProblem
 from .._redact import mask_url
+from ._deadline import READ_TIMEOUT_KEY
 
 if TYPE_CHECKING:
     from .._settings import Settings
@@ -109,8 +110,10 @@ def database_from_url(
 
     PostgreSQL (``postgres://user:password@host:5432/name?sslmode=require``) gets a
     server-side ``statement_timeout``, a TCP user timeout (how long sent data may stay
-    unacknowledged) of the statement timeout plus the connect timeout, and TCP
-    keepalives. MySQL/MariaDB get read and write timeouts of the statement timeout.
+    unacknowledged) of the statement timeout plus the connect timeout, TCP keepalives,
+    and a client-side read timeout of the statement timeout plus 1 s
+    (``BACKEND_KIT_READ_TIMEOUT``, enforced when ``backend_kit.django`` is installed).
+    MySQL/MariaDB get read and write timeouts of the statement timeout.
     SQLite (``sqlite:///relative.sqlite3``, ``sqlite:////absolute/path.sqlite3``,
     ``sqlite://:memory:``) waits for a lock no longer than the statement timeout.
     Query parameters become ``OPTIONS`` and win over these defaults. Persistent
@@ -168,6 +171,10 @@ def database_from_url(
         "CONN_MAX_AGE": conn_max_age,
         "CONN_HEALTH_CHECKS": conn_health_checks,
     }
+    if engine.endswith("postgresql"):
+        # Bounds a server that stops answering (statement_timeout needs one that answers);
+        # enforced by backend_kit.django's app on every statement and health check.
+        config[READ_TIMEOUT_KEY] = seconds + 1.0
     return config
 
 
