@@ -15,6 +15,7 @@ effect within about 50 ms.
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import struct
 import threading
@@ -95,7 +96,9 @@ class TCPProxy:
                 _reset(client)
                 continue
             for sock in (client, upstream):
-                sock.settimeout(_POLL)
+                # Blocking, so a send never gives up half-way on a busy machine; the
+                # pumps wait for data with select() and a short timeout instead.
+                sock.settimeout(None)
             with self._lock:
                 self._pairs.append((client, upstream))
             self._spawn(self._pump, "proxy-up", client, upstream)
@@ -109,10 +112,11 @@ class TCPProxy:
                 self._stopping.wait(_POLL)
                 continue
             try:
+                readable, _, _ = select.select([source], [], [], _POLL)
+                if not readable:
+                    continue
                 data = source.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
+            except (OSError, ValueError):  # closed by a cut, or by the other pump
                 break
             if not data:
                 break
