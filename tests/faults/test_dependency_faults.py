@@ -106,7 +106,8 @@ def test_database_faults_fail_requests_within_the_documented_timeouts(
     database_run: ScenarioResult,
 ) -> None:
     before = database_run.phase("before")
-    assert before.samples and before.errors == []
+    assert before.samples
+    assert before.errors == []
     for phase in database_run.phases:
         slowest = max((s.latency for s in phase.samples), default=0.0)
         assert slowest <= DATABASE_REQUEST_BOUND, f"{phase.name}: a request took {slowest:.2f} s"
