@@ -480,3 +480,29 @@ def test_async_check_keeps_its_redis_client_across_runs(redis_url: str) -> None:
         HealthRunner(HealthRegistry([HealthCheck("close", run=client.aclose)])).ready()
     assert [r.status for r in statuses] == ["pass"] * 5, [r.output for r in statuses]
     assert len(loops) == 1  # one long-lived loop, so the client's connection is reused
+
+
+def test_a_slow_run_that_ends_late_does_not_bring_back_an_older_state(tmp_path: Path) -> None:
+    """Worker A starts a run that fails slowly; worker B starts later and passes first.
+    A's failure looked at the dependency earlier, so neither worker answers with it."""
+    settings = load_settings(health_shared_dir=tmp_path / "health", health_cache_seconds=60)
+
+    def slow_failure() -> None:
+        time.sleep(0.5)
+        raise RuntimeError("down a moment ago")
+
+    worker_a = HealthRunner(
+        HealthRegistry([HealthCheck("dep", run=slow_failure)]), settings=settings
+    )
+    worker_b = HealthRunner(
+        HealthRegistry([HealthCheck("dep", run=lambda: None)]), settings=settings
+    )
+    answers: list[str] = []
+    first = threading.Thread(target=lambda: answers.append(worker_a.ready().status))
+    first.start()
+    time.sleep(0.1)
+    assert worker_b.ready().status == "pass"
+    first.join(timeout=10)
+    assert answers == ["fail"]  # the probe that waited for it got it, as it was then
+    statuses = [runner.ready().status for _ in range(10) for runner in (worker_a, worker_b)]
+    assert set(statuses) == {"pass"}

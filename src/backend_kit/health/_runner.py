@@ -65,6 +65,7 @@ class _Slot:
         "run_timeout",
         "running",
         "started_at",
+        "started_wall",
         "stuck",
     )
 
@@ -72,9 +73,12 @@ class _Slot:
         self.lock = threading.Lock()
         self.result: CheckResult | None = None
         self.result_at = 0.0  # monotonic
-        self.result_wall = 0.0  # wall clock, to compare with other processes' results
+        # When the dependency was looked at (the run's start, wall clock): what decides
+        # which of two results, from this process or another, is the newer.
+        self.result_wall = 0.0
         self.running: Future[CheckResult] | None = None
         self.started_at = 0.0
+        self.started_wall = 0.0
         self.run_timeout = 0.0
         # Runs abandoned after their timeout that have not ended yet, with their start.
         self.stuck: list[tuple[Future[CheckResult], float]] = []
@@ -149,6 +153,9 @@ class _SharedResults:
             return None
 
     def write(self, check: HealthCheck, at: float, result: CheckResult) -> None:
+        current = self.read(check)
+        if current is not None and current[0] > at:
+            return  # another worker published a later observation meanwhile
         observation = result.observation
         record = {
             "at": at,
@@ -352,12 +359,13 @@ class HealthRunner:
                         "no new run until one ends"
                     )
                     result = self._result(check, "fail", now, output=output)
-                    self._remember(check, slot, result, shared)
+                    self._remember(check, slot, result, shared, time.time())
                     results[check] = result
                     continue
                 if slot.running is None:
                     slot.running = Future()
                     slot.started_at, slot.run_timeout = time.monotonic(), timeout
+                    slot.started_wall = time.time()
                     self._start(check, slot, slot.running, timeout, shared)
                 pending.append((check, slot, slot.running, slot.started_at, slot.run_timeout))
 
@@ -380,18 +388,27 @@ class HealthRunner:
                     # the run is still stuck; the first probe after the cache interval
                     # abandons the run and starts a fresh one.
                     if slot.running is future:
-                        self._remember(check, slot, result, shared)
+                        self._remember(check, slot, result, shared, slot.started_wall)
                 results[check] = result
         return [results[check] for check in checks if check in results]
 
     @staticmethod
     def _remember(
-        check: HealthCheck, slot: _Slot, result: CheckResult, shared: _SharedResults | None
+        check: HealthCheck,
+        slot: _Slot,
+        result: CheckResult,
+        shared: _SharedResults | None,
+        observed_at: float,
     ) -> None:
-        """Keep *result* as the check's latest; called with the slot's lock held."""
-        slot.result, slot.result_at, slot.result_wall = result, time.monotonic(), time.time()
+        """Keep *result*, which looked at the dependency at wall-clock *observed_at*, as
+        the check's latest, unless a result observed later is known already (a slow run
+        that ends after a quicker, newer one must not bring back an older state).
+        Called with the slot's lock held."""
+        if observed_at < slot.result_wall:
+            return
+        slot.result, slot.result_at, slot.result_wall = result, time.monotonic(), observed_at
         if shared is not None:
-            shared.write(check, slot.result_wall, result)
+            shared.write(check, observed_at, result)
 
     def _shared_results(self, settings: Settings) -> _SharedResults | None:
         directory = settings.health_shared_dir
@@ -421,7 +438,7 @@ class HealthRunner:
             thread.start()
         except RuntimeError as exc:  # out of threads: fail this run, let the next try again
             result = self._result(check, "fail", time.monotonic(), output=f"not started: {exc}")
-            self._remember(check, slot, result, shared)
+            self._remember(check, slot, result, shared, time.time())
             slot.running = None
             future.set_result(result)
 
@@ -472,7 +489,7 @@ class HealthRunner:
     ) -> None:
         with slot.lock:
             if slot.running is future:
-                self._remember(check, slot, result, shared)
+                self._remember(check, slot, result, shared, slot.started_wall)
                 slot.running = None
             else:  # abandoned: a newer run owns the slot; only free its place
                 slot.stuck = [(run, at) for run, at in slot.stuck if run is not future]
