@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.faults import harness  # noqa: E402
-from tests.faults.harness import ScenarioResult  # noqa: E402
+from tests.faults import harness
+from tests.faults.harness import ScenarioResult
 
 
 def problems(result: ScenarioResult, *, cache: bool) -> list[str]:
