@@ -1,5 +1,5 @@
 """What dependency faults cost under load: both example apps under gunicorn (2 workers x
-8 threads, 8 load clients, /readyz probed every 50 ms) while a TCP proxy cuts and then
+12 threads, 8 load clients, /readyz probed every 50 ms) while a TCP proxy cuts and then
 hangs their dependency, with Sentry pointed at an endpoint that never answers.
 
 - cache: the Flask example, its shared cache on a throwaway redis-server behind the

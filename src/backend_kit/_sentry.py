@@ -161,7 +161,7 @@ def configure_sentry(
         }
         if settings.sentry_traces_sample_rate > 0:
             options["traces_sampler"] = _TracesSampler(settings.sentry_traces_sample_rate, exclude)
-        _drops.interval = drop_warning_interval
+        _drops.restart(drop_warning_interval)
         options["transport"] = transport if transport is not None else _counting_transport()
         sentry_sdk.init(**options)
         _state = state
@@ -398,6 +398,12 @@ class _DropCounter:
         self.last_drop: float | None = None
         self.last_warning: float | None = None
 
+    def restart(self, interval: float) -> None:
+        """A new configuration: a new interval, whose first drop is warned at once."""
+        with self.lock:
+            self.interval = interval
+            self.last_warning = None
+
     def record(self, reason: str, category: str | None, quantity: int) -> None:
         if reason not in _LOSS_REASONS or category not in _EVENT_CATEGORIES:
             return
@@ -478,6 +484,14 @@ def _counting_transport() -> Any:
         # per envelope (sentry-sdk's own default is 30 s); meanwhile the queue fills and
         # further events are dropped, and counted, at once.
         TIMEOUT = 5
+        # Off once the client is closed: its worker may go on sending what was queued
+        # (to an endpoint that never answers, for minutes), and those outcomes belong
+        # to a configuration that is gone.
+        counting = True
+
+        def kill(self) -> None:
+            self.counting = False
+            super().kill()
 
         def record_lost_event(
             self,
@@ -487,13 +501,14 @@ def _counting_transport() -> Any:
             *,
             quantity: int = 1,
         ) -> None:
-            with contextlib.suppress(Exception):
-                category = item.data_category if item is not None else data_category
-                _drops.record(reason, category, 1 if item is not None else quantity)
+            if self.counting:
+                with contextlib.suppress(Exception):
+                    category = item.data_category if item is not None else data_category
+                    _drops.record(reason, category, 1 if item is not None else quantity)
             super().record_lost_event(reason, data_category, item, quantity=quantity)
 
         def on_dropped_event(self, reason: str) -> None:
-            if reason == "status_429":  # the one envelope the server refused
+            if reason == "status_429" and self.counting:  # the envelope the server refused
                 with contextlib.suppress(Exception):
                     _drops.record("rate_limited", "error", 1)
             super().on_dropped_event(reason)

@@ -308,7 +308,9 @@ def _log_lines(path: Path) -> list[dict[str, Any]]:
     return lines
 
 
-GUNICORN = ["--workers", "2", "--threads", "8", "--graceful-timeout", "5", "--timeout", "30"]
+# Twelve threads per worker: gunicorn may hand all eight load clients to one worker, and
+# the readiness probe must still find a free thread there.
+GUNICORN = ["--workers", "2", "--threads", "12", "--graceful-timeout", "5", "--timeout", "30"]
 
 CACHE_PHASES = [
     Phase("before", "pass", 2.0),
