@@ -3,9 +3,11 @@
 Every check has a slot holding its last result and, while it runs, the one run in
 flight. A probe reuses a result younger than the cache interval, joins a run in flight,
 or starts one in a daemon thread; it then waits for each run no longer than that run's
-own timeout (counted from when the run started) and the probe's overall deadline. So a
-hung dependency costs one thread per check, however many probes arrive, and never
-holds a response past its timeout.
+own timeout (counted from when the run started) and the probe's overall deadline. A run
+stuck past its timeout is abandoned by the first probe after the cache interval, which
+starts a fresh one; at most ``HEALTH_MAX_STUCK_RUNS`` abandoned runs per check may be
+alive, so a hung dependency costs a bounded number of threads however many probes
+arrive. With ``HEALTH_SHARED_DIR``, results are shared between the worker processes.
 """
 
 from __future__ import annotations
