@@ -507,3 +507,40 @@ def test_a_slow_run_that_ends_late_does_not_bring_back_an_older_state(tmp_path: 
     assert answers == ["fail"]  # the probe that waited for it got it, as it was then
     statuses = [runner.ready().status for _ in range(10) for runner in (worker_a, worker_b)]
     assert set(statuses) == {"pass"}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")
+def test_a_forked_child_forgets_the_parents_stuck_runs() -> None:
+    """The parent's stuck runs live in threads the child does not have; the child must
+    not count them, or it would report the check hung for ever."""
+    hung = threading.Event()
+    calls = {"parent": 0}
+
+    def check() -> None:
+        if os.getpid() == parent_pid:
+            calls["parent"] += 1
+            hung.wait(30)  # stuck in the parent
+
+    parent_pid = os.getpid()
+    runner = HealthRunner(
+        HealthRegistry([HealthCheck("dep", run=check, timeout=0.2)]), cache_seconds=0
+    )
+    try:
+        for _ in range(3):  # two stuck runs: the bound is reached in the parent
+            runner.ready()
+        assert runner.ready().checks[0].output.startswith("hung for ")  # type: ignore[union-attr]
+        read_end, write_end = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - runs in the child
+            try:
+                os.write(write_end, runner.ready().status.encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        _, status = os.waitpid(child, 0)
+        assert os.read(read_end, 16) == b"pass"
+        os.close(read_end)
+        assert status == 0
+    finally:
+        hung.set()

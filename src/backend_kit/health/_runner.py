@@ -18,6 +18,7 @@ import os
 import tempfile
 import threading
 import time
+import weakref
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timezone
@@ -122,8 +123,17 @@ def reset_event_loop_after_fork() -> None:
     _loop_thread = None
 
 
+_runners: weakref.WeakSet[HealthRunner] = weakref.WeakSet()
+
+
+def _reset_runners_after_fork() -> None:
+    for runner in list(_runners):
+        runner.forget_runs_after_fork()
+
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=reset_event_loop_after_fork)
+    os.register_at_fork(after_in_child=_reset_runners_after_fork)
 
 
 class _SharedResults:
@@ -242,6 +252,7 @@ class HealthRunner:
         self._slots: dict[HealthCheck, _Slot] = {}
         self._slots_lock = threading.Lock()
         self._shared: _SharedResults | None = None
+        _runners.add(self)
 
     @classmethod
     def from_settings(
@@ -516,6 +527,15 @@ class HealthRunner:
             observation=observation,
             output=output,
         )
+
+    def forget_runs_after_fork(self) -> None:
+        """In a forked child: forget the runs in flight and the stuck ones (their threads
+        stayed in the parent and will never finish here) and every lock, keeping the
+        results. Called for every runner by an ``os.register_at_fork`` hook."""
+        self._slots_lock = threading.Lock()
+        for slot in list(self._slots.values()):
+            slot.lock = threading.Lock()
+            slot.running, slot.stuck = None, []
 
     # -- helpers --------------------------------------------------------------------
 
