@@ -134,6 +134,7 @@ def configure_sentry(
         "shutdown_timeout": shutdown_timeout,
         "transport": transport,
         "integrations": tuple(integrations),
+        "drop_warning_interval": drop_warning_interval,
     }
     with _lock:
         if _state is not None:
