@@ -6,6 +6,9 @@ hangs their dependency, with Sentry pointed at an endpoint that never answers.
   proxy; "downstream calls" are the calls that reached the exchange-rate service.
 - database: the Django example on PostgreSQL (a schema of its own) behind the proxy,
   DATABASE_STATEMENT_TIMEOUT=0.5 (read timeout 1.5 s), connect timeout 2 s.
+- sqlite: the Flask example while another process holds an EXCLUSIVE lock on its
+  database file (the "hang" phase); requests wait for the lock up to the statement
+  timeout.
 
 Prints, per phase (before, during, after each fault): requests, errors, p50/p99/max
 latency, how long /readyz took to turn, how often it changed, downstream calls. Exits
@@ -52,13 +55,14 @@ def problems(result: ScenarioResult, *, cache: bool) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=["cache", "database"], help="run one scenario")
+    parser.add_argument("--only", choices=["cache", "database", "sqlite"], help="run one scenario")
     args = parser.parse_args()
     results: list[tuple[ScenarioResult, bool]] = []
     with tempfile.TemporaryDirectory(prefix="bk-faults-") as tmp:
         for name, scenario, cache in (
             ("cache", harness.cache_scenario, True),
             ("database", harness.database_scenario, False),
+            ("sqlite", harness.sqlite_scenario, False),
         ):
             if args.only in (None, name):
                 workdir = Path(tmp) / name

@@ -26,7 +26,7 @@ from urllib.parse import quote, urlsplit
 
 import orjson
 
-from tests.faults.proxy import Mode, TCPProxy, tcp_proxy
+from tests.faults.proxy import Mode, tcp_proxy
 from tests.servers import gunicorn_server, redis_server, silent_tcp_server
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -192,7 +192,7 @@ class _Prober:
 def run_phases(
     port: int,
     paths: list[str],
-    proxy: TCPProxy,
+    switch: Callable[[Mode], None],
     phases: list[Phase],
     downstream: Callable[[], int] = lambda: 0,
 ) -> tuple[list[PhaseResult], list[Sample]]:
@@ -202,12 +202,12 @@ def run_phases(
     marks: list[tuple[Phase, float, float, int, int]] = []
     try:
         for phase in phases:
-            proxy.set_mode(phase.mode)
+            switch(phase.mode)
             started, calls_before = time.monotonic(), downstream()
             time.sleep(phase.seconds)
             marks.append((phase, started, time.monotonic(), calls_before, downstream()))
     finally:
-        proxy.set_mode("pass")
+        switch("pass")
         load.stop()
         prober.stop()
     results = []
@@ -359,7 +359,7 @@ def cache_scenario(tmp: Path) -> ScenarioResult:
         )
         _create_product(server.port, "tea")
         paths = ["/products/tea/price?currency=EUR", "/products/tea"]
-        phases, sent = run_phases(server.port, paths, proxy, CACHE_PHASES, rates.count)
+        phases, sent = run_phases(server.port, paths, proxy.set_mode, CACHE_PHASES, rates.count)
         server.stop()  # flushes every log line before they are counted
         return ScenarioResult("cache (Flask, Redis)", phases, _log_lines(log_path), sent)
 
@@ -413,7 +413,7 @@ def database_scenario(tmp: Path) -> ScenarioResult:
             )
             _create_product(server.port, "tea")
             phases, sent = run_phases(
-                server.port, ["/products", "/products/tea"], proxy, DATABASE_PHASES
+                server.port, ["/products", "/products/tea"], proxy.set_mode, DATABASE_PHASES
             )
             server.stop()
             return ScenarioResult(
@@ -422,6 +422,74 @@ def database_scenario(tmp: Path) -> ScenarioResult:
     finally:
         with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5) as admin:
             admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+SQLITE_PHASES = [
+    Phase("before", "pass", 2.0),
+    Phase("locked", "hang", 3.0),
+    Phase("after lock", "pass", 2.0),
+]
+
+
+class SQLiteLock:
+    """Another process holding an EXCLUSIVE lock on an SQLite file while in ``hang``
+    mode, as a stuck writer or a backup would."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._holder: subprocess.Popen[str] | None = None
+
+    def switch(self, mode: Mode) -> None:
+        if mode != "pass" and self._holder is None:
+            self._holder = subprocess.Popen(
+                [sys.executable, "-c", _LOCK_HOLDER, str(self.path)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert self._holder.stdout is not None
+            assert self._holder.stdout.readline().strip() == "locked"
+        elif mode == "pass" and self._holder is not None:
+            self._holder.communicate(input="", timeout=10)
+            self._holder = None
+
+
+_LOCK_HOLDER = (
+    "import sqlite3, sys\n"
+    "connection = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+    "connection.execute('BEGIN EXCLUSIVE')\n"
+    "print('locked', flush=True)\n"
+    "sys.stdin.read()\n"
+)
+
+
+def sqlite_scenario(tmp: Path) -> ScenarioResult:
+    """The Flask example on its SQLite file while another process locks it."""
+    database = tmp / "catalog.sqlite3"
+    with ExitStack() as stack:
+        sentry_port = stack.enter_context(silent_tcp_server())
+        env = _env(
+            "CATALOG_",
+            tmp,
+            {
+                "SERVICE_NAME": "catalog-faults",
+                "DATABASE_URL": f"sqlite:///{database}",
+                "SENTRY_DSN": f"http://publickey@127.0.0.1:{sentry_port}/1",
+            },
+        )
+        log_path = tmp / "flask-sqlite.log"
+        server = stack.enter_context(
+            gunicorn_server(
+                "app:app", cwd=EXAMPLES / "flask_app", env=env, log_path=log_path, options=GUNICORN
+            )
+        )
+        _create_product(server.port, "tea")
+        lock = SQLiteLock(database)
+        phases, sent = run_phases(
+            server.port, ["/products", "/products/tea"], lock.switch, SQLITE_PHASES
+        )
+        server.stop()
+        return ScenarioResult("database (Flask, SQLite)", phases, _log_lines(log_path), sent)
 
 
 def _create_product(port: int, sku: str) -> None:

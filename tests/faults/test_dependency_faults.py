@@ -33,6 +33,11 @@ def database_run(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) ->
     return harness.database_scenario(tmp_path_factory.mktemp("database-faults"))
 
 
+@pytest.fixture(scope="module")
+def sqlite_run(tmp_path_factory: pytest.TempPathFactory) -> ScenarioResult:
+    return harness.sqlite_scenario(tmp_path_factory.mktemp("sqlite-faults"))
+
+
 def _assert_readiness_follows(phase: PhaseResult, expected: int, within: float) -> None:
     """The first answer of *expected* comes within *within* seconds, and once it came,
     every later probe of the phase answers the same (no flapping between workers)."""
@@ -161,9 +166,31 @@ def test_an_unanswering_sentry_is_reported_not_silent(database_run: ScenarioResu
     assert all(line["level"] == "warning" for line in warnings)
 
 
-def test_the_figures_table_has_a_row_per_phase(
-    cache_run: ScenarioResult, database_run: ScenarioResult
+# -- SQLite locked by another process ---------------------------------------------------
+
+
+def test_a_locked_sqlite_database_fails_requests_after_the_statement_timeout(
+    sqlite_run: ScenarioResult,
 ) -> None:
-    table = harness.table([cache_run, database_run])
-    rows = table.splitlines()
-    assert len(rows) == 2 + len(cache_run.phases) + len(database_run.phases)
+    before, locked, after = (sqlite_run.phase(n) for n in ("before", "locked", "after lock"))
+    assert before.samples
+    assert before.errors == []
+    inside = [s for s in _started_in(locked, sqlite_run) if s in locked.samples]
+    assert inside, "no request started and ended while the database was locked"
+    assert {s.status for s in inside} == {500}
+    for sample in inside:  # each waited for the lock about the statement timeout, no more
+        assert harness.STATEMENT_TIMEOUT * 0.9 <= sample.latency <= harness.STATEMENT_TIMEOUT + 1.5
+    started_after = [s for s in _started_in(after, sqlite_run) if s in after.samples]
+    assert started_after
+    assert {s.status for s in started_after} == {200}
+    _assert_readiness_follows(locked, 503, FAULT_DETECTED_WITHIN)
+    _assert_readiness_follows(after, 200, RECOVERY_SEEN_WITHIN)
+    _assert_logs_complete_and_separate(sqlite_run)
+
+
+def test_the_figures_table_has_a_row_per_phase(
+    cache_run: ScenarioResult, database_run: ScenarioResult, sqlite_run: ScenarioResult
+) -> None:
+    runs = [cache_run, database_run, sqlite_run]
+    rows = harness.table(runs).splitlines()
+    assert len(rows) == 2 + sum(len(run.phases) for run in runs)
