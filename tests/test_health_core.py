@@ -544,3 +544,19 @@ def test_a_forked_child_forgets_the_parents_stuck_runs() -> None:
         assert status == 0
     finally:
         hung.set()
+
+
+def test_a_shared_directory_others_may_write_to_is_not_trusted(tmp_path: Path) -> None:
+    shared = tmp_path / "health"
+    shared.mkdir()
+    shared.chmod(0o777)
+    (shared / "dep__status.json").write_bytes(
+        b'{"at": 9e12, "status": "pass", "time": "t", "duration": 0, "output": null}'
+    )
+    settings = load_settings(health_shared_dir=shared, health_cache_seconds=60)
+
+    def down() -> None:
+        raise RuntimeError("down")
+
+    runner = HealthRunner(HealthRegistry([HealthCheck("dep", run=down)]), settings=settings)
+    assert runner.ready().status == "fail"  # the planted "pass" is not believed

@@ -143,12 +143,36 @@ class _SharedResults:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self._created = False
+        self._trusted: bool | None = None
 
     def _path(self, check: HealthCheck) -> Path:
         return self.directory / f"{check.key.replace(':', '__')}.json"
 
+    def _usable(self) -> bool:
+        """Created if missing; used only when it belongs to this user and nobody else
+        may write to it, since what it holds decides readiness."""
+        if self._trusted is None:
+            try:
+                self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                info = self.directory.stat()
+            except OSError:
+                return False  # perhaps a moment's problem: try again next time
+            getuid = getattr(os, "getuid", None)
+            owned = getuid is None or info.st_uid == getuid()
+            self._trusted = owned and not info.st_mode & 0o022
+            if not self._trusted:
+                from backend_kit._logging import get_logger
+
+                get_logger("backend_kit.health").warning(
+                    "health_shared_dir_ignored",
+                    directory=str(self.directory),
+                    reason="not owned by this user, or writable by others",
+                )
+        return self._trusted
+
     def read(self, check: HealthCheck) -> tuple[float, CheckResult] | None:
+        if not self._usable():
+            return None
         try:
             record = orjson.loads(self._path(check).read_bytes())
             observation = record.get("observation")
@@ -179,10 +203,9 @@ class _SharedResults:
             if observation is None
             else [_json_value(observation.value), observation.unit],
         }
+        if not self._usable():
+            return
         try:
-            if not self._created:
-                self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-                self._created = True
             fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".result-")
             with os.fdopen(fd, "wb") as file:
                 file.write(orjson.dumps(record))
