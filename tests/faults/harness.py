@@ -93,6 +93,12 @@ class PhaseResult:
                 return at - self.started
         return None
 
+    def last_error_end(self) -> float:
+        """Seconds from the phase start until the last failed request of the phase
+        ended (0 when none failed): how long requests took to recover."""
+        ends = [s.started + s.latency - self.started for s in self.errors]
+        return max(ends, default=0.0)
+
     def probe_changes(self) -> int:
         """How often the readiness status changed within the phase."""
         statuses = [s for _, s in self.probes]
@@ -524,9 +530,10 @@ def table(results: list[ScenarioResult]) -> str:
     """One row per phase: requests, errors, p50/p99 (ms), readiness changes, downstream."""
     header = (
         "| scenario | phase | requests | errors | p50 ms | p99 ms | max ms "
-        "| /readyz 503 after ms | /readyz 200 after ms | readiness changes | downstream calls |"
+        "| /readyz 503 after ms | /readyz 200 after ms | last error ends ms | readiness changes "
+        "| downstream calls |"
     )
-    rows = [header, "|" + " --- |" * 11]
+    rows = [header, "|" + " --- |" * 12]
     for result in results:
         for phase in result.phases:
             latencies = [s.latency for s in phase.samples]
@@ -536,6 +543,7 @@ def table(results: list[ScenarioResult]) -> str:
                 f"| {_ms(max(latencies, default=0.0))} "
                 f"| {_ms(phase.first_probe(503)) if phase.mode != 'pass' else '-'} "
                 f"| {_ms(phase.first_probe(200)) if phase.mode == 'pass' else '-'} "
+                f"| {_ms(phase.last_error_end()) if phase.mode == 'pass' else '-'} "
                 f"| {phase.probe_changes()} | {phase.downstream_calls} |"
             )
     return "\n".join(rows)
