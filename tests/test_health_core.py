@@ -30,6 +30,7 @@ from backend_kit.health import (
     reset_lifecycle,
     start_draining,
 )
+from backend_kit.health._runner import SETTLE_SECONDS
 from tests.health_support import Spy, assert_report_valid
 
 
@@ -504,7 +505,8 @@ def test_a_slow_run_that_ends_late_does_not_bring_back_an_older_state(tmp_path: 
     time.sleep(0.1)
     assert worker_b.ready().status == "pass"
     first.join(timeout=10)
-    assert answers == ["fail"]  # the probe that waited for it got it, as it was then
+    # Even the probe that waited for the slow run answers with the newer observation.
+    assert answers == ["pass"]
     statuses = [runner.ready().status for _ in range(10) for runner in (worker_a, worker_b)]
     assert set(statuses) == {"pass"}
 
@@ -560,3 +562,29 @@ def test_a_shared_directory_others_may_write_to_is_not_trusted(tmp_path: Path) -
 
     runner = HealthRunner(HealthRegistry([HealthCheck("dep", run=down)]), settings=settings)
     assert runner.ready().status == "fail"  # the planted "pass" is not believed
+
+
+def test_with_shared_results_a_change_is_not_reversed_within_a_second(tmp_path: Path) -> None:
+    """Workers may disagree for a moment after a recovery (one of them still sees the
+    fault): the first change is taken at once, a reversal only after the settle time."""
+    healthy = threading.Event()
+
+    def dependency() -> None:
+        if not healthy.is_set():
+            raise RuntimeError("down")
+
+    settings = load_settings(health_shared_dir=tmp_path / "health", health_cache_seconds=0)
+    runner = HealthRunner(HealthRegistry([HealthCheck("dep", run=dependency)]), settings=settings)
+    healthy.set()
+    assert runner.ready().status == "pass"  # the first status
+    healthy.clear()
+    changed_at = time.monotonic()  # no later than the failing run looks
+    assert runner.ready().status == "fail"  # a change: at once
+    healthy.set()
+    statuses = []
+    while time.monotonic() - changed_at < SETTLE_SECONDS * 0.5:
+        statuses.append(runner.ready().status)  # a reversal within the second: held
+    assert statuses
+    assert set(statuses) == {"fail"}
+    time.sleep(SETTLE_SECONDS * 0.6)
+    assert runner.ready().status == "pass"  # after it: taken

@@ -69,6 +69,7 @@ class _Slot:
         "running",
         "started_at",
         "started_wall",
+        "status_since",
         "stuck",
     )
 
@@ -79,6 +80,8 @@ class _Slot:
         # When the dependency was looked at (the run's start, wall clock): what decides
         # which of two results, from this process or another, is the newer.
         self.result_wall = 0.0
+        # When the current status began (wall clock); 0 while it is the first one seen.
+        self.status_since = 0.0
         self.running: Future[CheckResult] | None = None
         self.started_at = 0.0
         self.started_wall = 0.0
@@ -170,7 +173,8 @@ class _SharedResults:
                 )
         return self._trusted
 
-    def read(self, check: HealthCheck) -> tuple[float, CheckResult] | None:
+    def read(self, check: HealthCheck) -> tuple[float, float, CheckResult] | None:
+        """The newest shared result of *check*: (observed at, status since, result)."""
         if not self._usable():
             return None
         try:
@@ -184,17 +188,18 @@ class _SharedResults:
                 observation=Observation(*observation) if observation else None,
                 output=record.get("output"),
             )
-            return float(record["at"]), result
+            return float(record["at"]), float(record.get("since", 0.0)), result
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def write(self, check: HealthCheck, at: float, result: CheckResult) -> None:
+    def write(self, check: HealthCheck, at: float, since: float, result: CheckResult) -> None:
         current = self.read(check)
         if current is not None and current[0] > at:
             return  # another worker published a later observation meanwhile
         observation = result.observation
         record = {
             "at": at,
+            "since": since,
             "status": result.status,
             "time": result.time,
             "duration": result.duration,
@@ -221,6 +226,21 @@ def _json_value(value: Any) -> Any:
     except TypeError:
         return str(value)
     return value
+
+
+#: With shared results, a change of a check's status is not reversed within this many
+#: seconds, so readiness does not flap while the workers' views of a dependency settle
+#: after a fault or a recovery.
+SETTLE_SECONDS = 1.0
+
+
+def _adopt(slot: _Slot, newest: tuple[float, float, CheckResult]) -> None:
+    """Take another worker's result when it looked at the dependency later than ours;
+    called with the slot's lock held."""
+    observed_at, since, result = newest
+    if observed_at > slot.result_wall:
+        slot.result, slot.result_wall, slot.status_since = result, observed_at, since
+        slot.result_at = time.monotonic() - max(0.0, time.time() - observed_at)
 
 
 def _run_on_loop(awaitable: Any, timeout: float) -> Any:
@@ -376,10 +396,8 @@ class HealthRunner:
             newest = shared.read(check) if shared is not None else None
             with slot.lock:
                 now = time.monotonic()
-                if newest is not None and newest[0] > slot.result_wall:
-                    # Another worker saw the dependency more recently: answer as it does.
-                    slot.result, slot.result_wall = newest[1], newest[0]
-                    slot.result_at = now - max(0.0, time.time() - newest[0])
+                if newest is not None:
+                    _adopt(slot, newest)
                 if slot.result is not None and now - slot.result_at < cache_seconds:
                     results[check] = slot.result
                     continue
@@ -409,7 +427,11 @@ class HealthRunner:
             check_deadline = started_at + timeout
             wait_until = min(check_deadline, deadline_at)
             try:
-                results[check] = future.result(timeout=max(0.0, wait_until - time.monotonic()))
+                own = future.result(timeout=max(0.0, wait_until - time.monotonic()))
+                with slot.lock:
+                    # What the slot keeps: this run's result, unless it was set aside
+                    # (a reversal too soon after a change, or an older observation).
+                    results[check] = slot.result or own
             except FutureTimeout:
                 if wait_until < check_deadline:
                     waited = _seconds(deadline_at - probe_started)
@@ -425,7 +447,7 @@ class HealthRunner:
                     # abandons the run and starts a fresh one.
                     if slot.running is future:
                         self._remember(check, slot, result, shared, slot.started_wall)
-                results[check] = result
+                    results[check] = slot.result or result
         return [results[check] for check in checks if check in results]
 
     @staticmethod
@@ -437,14 +459,32 @@ class HealthRunner:
         observed_at: float,
     ) -> None:
         """Keep *result*, which looked at the dependency at wall-clock *observed_at*, as
-        the check's latest, unless a result observed later is known already (a slow run
-        that ends after a quicker, newer one must not bring back an older state).
+        the check's latest, unless
+        - a result observed later is known already, here or from another worker (a slow
+          run that ends after a quicker, newer one must not bring back an older state);
+        - with results shared between workers, it reverses a change of status less
+          than `SETTLE_SECONDS` old (workers that disagree for a moment after a fault
+          or a recovery must not make readiness flap; a reversal that lasts is taken
+          by a run after that second).
         Called with the slot's lock held."""
+        if shared is not None:
+            newest = shared.read(check)
+            if newest is not None:
+                _adopt(slot, newest)
         if observed_at < slot.result_wall:
             return
+        previous = slot.result
+        since = slot.status_since
+        if previous is None:
+            since = 0.0
+        elif previous.status != result.status:
+            if shared is not None and since and observed_at - since < SETTLE_SECONDS:
+                return
+            since = observed_at
         slot.result, slot.result_at, slot.result_wall = result, time.monotonic(), observed_at
+        slot.status_since = since
         if shared is not None:
-            shared.write(check, observed_at, result)
+            shared.write(check, observed_at, since, result)
 
     def _shared_results(self, settings: Settings) -> _SharedResults | None:
         directory = settings.health_shared_dir
