@@ -432,7 +432,8 @@ def database_scenario(tmp: Path) -> ScenarioResult:
 
 SQLITE_PHASES = [
     Phase("before", "pass", 2.0),
-    Phase("locked", "hang", 3.0),
+    # Longer than a request's bound (statement timeout + 2 s of slack in the tests).
+    Phase("locked", "hang", 4.0),
     Phase("after lock", "pass", 2.0),
 ]
 
