@@ -388,6 +388,43 @@ def test_readiness_follows_its_redis(example: RunningExample) -> None:
     assert status == 200, f"still {status} after {attempts} probes with Redis back"
 
 
+BAD_JSON_BODIES = {
+    "malformed": (b'{"sku": "tea-1", ', "unexpected end of data"),
+    "100k deep": (b"[" * 100_000 + b"]" * 100_000, "depth limit exceeded"),
+    "1e400": (b'{"sku": "tea-big", "name": "Tea", "price": 1e400}', "infinity"),
+    "NaN": (b'{"sku": "tea-nan", "name": "Tea", "price": NaN}', "expected a JSON value"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_JSON_BODIES))
+def test_bad_json_gets_400_with_a_clear_message(example: RunningExample, case: str) -> None:
+    body, reason = BAD_JSON_BODIES[case]
+    connection = http.client.HTTPConnection("127.0.0.1", example.gunicorn.port, timeout=TIMEOUT)
+    try:
+        connection.request(
+            "POST", "/products", body=body, headers={"Content-Type": "application/json"}
+        )
+        response = connection.getresponse()
+        status, answer = response.status, orjson.loads(response.read())
+    finally:
+        connection.close()
+    assert status == 400
+    assert answer["error"].startswith("the request body is not valid JSON (")
+    assert reason in answer["error"]
+    assert answer["error"].endswith(
+        "send a JSON object with finite numbers and at most 1024 levels of nesting"
+    )
+
+
+def test_a_price_too_large_to_store_gets_400(example: RunningExample) -> None:
+    product = {"sku": f"tea-huge-{example.name}", "name": "Tea", "price": 1e300}
+    status, _, answer = example.request("POST", "/products", body=product)
+    assert (status, answer) == (
+        400,
+        {"error": "price must be a number from 0 to 1000000000 (US dollars)"},
+    )
+
+
 def test_the_flask_example_runs_on_embedded_defaults(tmp_path: Path) -> None:
     """What ``make demo`` runs: no Redis, no rates service, no network; only a database file."""
     env = {

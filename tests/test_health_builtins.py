@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -152,7 +154,9 @@ def test_sqlite_passes_on_an_existing_file_and_fails_on_a_missing_one(tmp_path: 
     import sqlite3
 
     path = tmp_path / "app.sqlite3"
-    sqlite3.connect(path).close()
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE t (x)")
+    connection.close()
     assert run_one(sqlite_check(path)).status == "pass"
     missing = tmp_path / "missing.sqlite3"
     result = run_one(sqlite_check(missing))
@@ -160,6 +164,67 @@ def test_sqlite_passes_on_an_existing_file_and_fails_on_a_missing_one(tmp_path: 
     assert "unable to open database file" in (result.output or "")
     assert not missing.exists()  # the check never creates the database
     assert run_one(sqlite_check(":memory:")).status == "pass"
+
+
+def _sqlite_database(path: Any) -> None:
+    import sqlite3
+
+    connection = sqlite3.connect(path)
+    with connection:
+        connection.execute("CREATE TABLE products (sku TEXT PRIMARY KEY)")
+    connection.close()
+
+
+def test_sqlite_fails_while_another_process_holds_an_exclusive_lock(tmp_path: Any) -> None:
+    path = tmp_path / "app.sqlite3"
+    _sqlite_database(path)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys\n"
+            "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "c.execute('BEGIN EXCLUSIVE')\n"
+            "print('locked', flush=True)\n"
+            "sys.stdin.read()\n",
+            str(path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "locked"
+        result, elapsed = timed(sqlite_check(path, timeout=0.5))
+        assert result.status == "fail"
+        assert result.output == "OperationalError: database is locked"
+        assert elapsed < 5
+    finally:
+        holder.communicate(input="", timeout=10)
+    assert run_one(sqlite_check(path, timeout=0.5)).status == "pass"  # lock released
+
+
+def test_sqlite_fails_on_an_empty_file_left_where_the_database_was(tmp_path: Any) -> None:
+    path = tmp_path / "app.sqlite3"
+    _sqlite_database(path)
+    assert run_one(sqlite_check(path)).status == "pass"
+    path.rename(tmp_path / "moved.sqlite3")
+    path.touch()
+    result = run_one(sqlite_check(path))
+    assert result.status == "fail"
+    assert result.output == (
+        "RuntimeError: the database app.sqlite3 has no tables: the file is empty or not "
+        "the application's database (was it moved, or not migrated?)"
+    )
+
+
+def test_sqlite_fails_on_a_file_that_is_not_a_database(tmp_path: Any) -> None:
+    path = tmp_path / "app.sqlite3"
+    path.write_bytes(b"not a database at all, just some bytes" * 10)
+    result = run_one(sqlite_check(path))
+    assert result.status == "fail"
+    assert result.output == "DatabaseError: file is not a database"
 
 
 # -- Redis -------------------------------------------------------------------------------

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from django.db import IntegrityError
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -55,9 +55,9 @@ def products(request: HttpRequest) -> JsonResponse:
     if request.method == "GET":
         return JsonResponse({"products": [p.as_json() for p in Product.objects.all()]})
     try:
-        body = json.loads(request.body)
-    except ValueError:
-        body = None
+        body = _read_json(request.body)
+    except ValueError as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
     product = _parse_product(body)
     if isinstance(product, str):
         return JsonResponse({"error": product}, status=400)
@@ -117,6 +117,22 @@ def _parse_product(body: Any) -> Product | str:
         return "sku must be a string of 1 to 64 characters without '/'"
     if not isinstance(name, str) or not name.strip():
         return "name must be a non-empty string"
-    if isinstance(price, bool) or not isinstance(price, (int, float)) or price < 0:
-        return "price must be a non-negative number (US dollars)"
+    if isinstance(price, bool) or not isinstance(price, (int, float)) or not 0 <= price <= 1e9:
+        return "price must be a number from 0 to 1000000000 (US dollars)"
     return Product(sku=sku, name=name, price_cents=round(price * 100))
+
+
+def _read_json(body: bytes) -> Any:
+    """The JSON value of a request *body*, or a `ValueError` saying what is wrong.
+
+    orjson refuses what the standard library would let through into a 500: NaN and
+    Infinity, numbers too large for a float (1e400), and nesting over 1024 levels (the
+    standard parser recurses until RecursionError).
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(
+            f"the request body is not valid JSON ({exc}); send a JSON object with finite "
+            "numbers and at most 1024 levels of nesting"
+        ) from None
