@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from ._context import (
     EXCEPTION_REQUEST_ID_ATTRIBUTE,
     REQUEST_ID_KEY,
+    TASK_TAG_KEYS,
+    current_context,
     current_request_id,
     enter_hooks,
 )
@@ -270,6 +272,11 @@ class _Hooks:
                 if not isinstance(tags, dict):
                     tags = event["tags"] = {}
                 tags.setdefault(REQUEST_ID_KEY, request_id)
+                # A background task's ids (backend_kit.celery) are tags as well.
+                context = current_context()
+                for key in TASK_TAG_KEYS:
+                    if isinstance(context.get(key), str):
+                        tags.setdefault(key, context[key])
             return self._redactor().redact_for_output(event)
         except Exception as exc:
             _warn(what, exc)

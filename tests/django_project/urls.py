@@ -10,5 +10,6 @@ urlpatterns = [
     path("whoami-async", views.whoami_async),
     path("boom", views.boom),
     path("form", views.form),
+    path("publish-task", views.publish_task),
     path("", include("backend_kit.django.urls")),
 ]

@@ -37,3 +37,16 @@ def boom(request: HttpRequest) -> HttpResponse:
 
 def form(request: HttpRequest) -> HttpResponse:
     return HttpResponse("posted")
+
+
+def publish_task(request: HttpRequest) -> JsonResponse:
+    """Publish ``tests.echo`` with the Celery app the test installed, to its queue."""
+    from tests import celery_tasks
+
+    assert celery_tasks.publisher is not None, "the test sets celery_tasks.publisher"
+    result = celery_tasks.publisher.send_task(
+        "tests.echo",
+        args=(request.GET.get("value", ""),),
+        queue=request.GET["queue"],
+    )
+    return JsonResponse({"task_id": result.id, "request_id": current_request_id()})

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
 from backend_kit._redact import Redactor, get_redactor
+from backend_kit.context import start_thread
 
 from ._checks import CheckResult, CheckStatus, HealthCheck, HealthRegistry, Observation
 from ._lifecycle import is_draining, is_started
@@ -230,14 +231,17 @@ class HealthRunner:
         self, check: HealthCheck, slot: _Slot, future: Future[CheckResult], timeout: float
     ) -> None:
         """Start a run; called with the slot's lock held."""
-        thread = threading.Thread(
-            target=self._execute,
-            args=(check, slot, future, timeout),
-            name=f"backend_kit-health-{check.key}",
-            daemon=True,  # a check stuck in a call without timeout must not block exit
-        )
         try:
-            thread.start()
+            # The check sees the probe's context (its request id in the check's logs).
+            start_thread(
+                self._execute,
+                check,
+                slot,
+                future,
+                timeout,
+                name=f"backend_kit-health-{check.key}",
+                daemon=True,  # a check stuck in a call without timeout must not block exit
+            )
         except RuntimeError as exc:  # out of threads: fail this run, let the next try again
             result = self._result(check, "fail", time.monotonic(), output=f"not started: {exc}")
             slot.result, slot.result_at, slot.running = result, time.monotonic(), None
