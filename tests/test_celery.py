@@ -84,7 +84,7 @@ class Worker:
             [
                 sys.executable, "-m", "celery", "-A", "tests.celery_tasks", "--quiet",
                 "worker", "-P", "solo", "--without-gossip", "--without-mingle",
-                "--without-heartbeat", "-n", f"{self.queue}@%h",
+                "-n", f"{self.queue}@%h",
             ],
             cwd=PROJECT_ROOT,
             env=environment,

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ARGS_PLACEHOLDER",
+    "SIGNAL_UID",
     "heartbeat_path",
     "init_celery",
     "reset_celery",
@@ -85,6 +86,8 @@ _apps: weakref.WeakSet[Celery] = weakref.WeakSet()
 # Where a running task keeps its context and start time (the attribute is set on
 # Celery's per-run request object, so concurrent tasks in threads never share it).
 _RUN_ATTRIBUTE = "_backend_kit_run"
+#: The ``dispatch_uid`` of every Celery signal receiver backend_kit connects.
+SIGNAL_UID = _UID = "backend_kit.celery"
 
 
 def init_celery(app: AppT, *, settings: Settings | None = None) -> AppT:
@@ -112,11 +115,11 @@ def init_celery(app: AppT, *, settings: Settings | None = None) -> AppT:
             app.steps["worker"].add(HeartbeatStep)
             _apps.add(app)
         if not _connected:
-            signals.setup_logging.connect(_on_setup_logging, weak=False)
-            signals.before_task_publish.connect(_on_publish, weak=False)
-            signals.task_prerun.connect(_on_prerun, weak=False)
-            signals.task_postrun.connect(_on_postrun, weak=False)
-            signals.task_revoked.connect(_on_revoked, weak=False)
+            signals.setup_logging.connect(_on_setup_logging, weak=False, dispatch_uid=_UID)
+            signals.before_task_publish.connect(_on_publish, weak=False, dispatch_uid=_UID)
+            signals.task_prerun.connect(_on_prerun, weak=False, dispatch_uid=_UID)
+            signals.task_postrun.connect(_on_postrun, weak=False, dispatch_uid=_UID)
+            signals.task_revoked.connect(_on_revoked, weak=False, dispatch_uid=_UID)
             for name in _ARGUMENT_LOGGERS:
                 logging.getLogger(name).addFilter(_hide_arguments)
             _connected = True
@@ -127,11 +130,14 @@ def reset_celery() -> None:
     """Disconnect what `init_celery` connected (for tests). Apps keep their settings."""
     global _connected, _settings_for_processes
     with _lock:
-        signals.setup_logging.disconnect(_on_setup_logging)
-        signals.before_task_publish.disconnect(_on_publish)
-        signals.task_prerun.disconnect(_on_prerun)
-        signals.task_postrun.disconnect(_on_postrun)
-        signals.task_revoked.disconnect(_on_revoked)
+        for signal in (
+            signals.setup_logging,
+            signals.before_task_publish,
+            signals.task_prerun,
+            signals.task_postrun,
+            signals.task_revoked,
+        ):
+            signal.disconnect(dispatch_uid=_UID)
         for name in _ARGUMENT_LOGGERS:
             logging.getLogger(name).removeFilter(_hide_arguments)
         _settings_for_processes = None
