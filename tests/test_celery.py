@@ -268,6 +268,13 @@ def test_outcomes_sentry_and_secrets_on_one_worker(
                 retried = app.send_task("tests.flaky", args=(1,), queue=queue).id
                 inner = app.send_task("tests.inner_retry", queue=queue).id
             outside = app.send_task("tests.noop", queue=queue).id
+            # Revoked before it is published: the worker discards it when it arrives.
+            revoked = str(uuid.uuid4())
+            replies = app.control.revoke(revoked, reply=True, limit=1, timeout=WAIT / 3)
+            assert replies, "the worker did not acknowledge the revoke"
+            with request_context("req-revoked"):
+                app.send_task("tests.echo", args=(CANARY,), task_id=revoked, queue=queue)
+            worker.wait_finished(revoked, "revoked")
             for task_id in (ok, inner, outside):
                 worker.wait_finished(task_id)
             worker.wait_finished(failed, "failure")
@@ -288,8 +295,11 @@ def test_outcomes_sentry_and_secrets_on_one_worker(
             ("tests.flaky", "success", 1),
             ("tests.inner_retry", "success", 0),
             ("tests.noop", "success", 0),
+            ("tests.echo", "revoked", 0),
         ]
     )
+    (revoked_finished,) = worker.finished(revoked)
+    assert revoked_finished["request_id"] == "req-revoked"
     for event in events:
         if event["event"] == "task_finished":
             assert isinstance(event["duration_ms"], float)

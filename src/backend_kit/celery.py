@@ -259,17 +259,18 @@ def _on_postrun(
         context.__exit__(None, None, None)
 
 
-def _on_revoked(request: Any = None, **_: Any) -> None:
-    # Sent in the worker's main process for a task discarded or terminated by revoke.
+def _on_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
+    # Sent in the worker's main process for a task discarded or terminated by revoke;
+    # *request* is the task's request context, *sender* the task.
     if request is None:
         return
-    headers = getattr(request, "request_dict", None) or {}
+    headers = _task_headers(request)
     values = extract_context(headers)
+    name = getattr(sender, "name", None) or headers.get("task")
     with request_context(
         values.pop("request_id", None),
         **values,
-        task_id=getattr(request, "id", None),
-        task_name=getattr(request, "name", None),
+        **{TASK_ID_KEY: headers.get("id"), TASK_NAME_KEY: name},
     ):
         _log.warning(
             "task_finished",
