@@ -19,6 +19,10 @@ app.conf.task_default_queue = os.environ.get("BK_TEST_QUEUE", "backend_kit-tests
 app.conf.broker_connection_retry_on_startup = True
 app.conf.worker_prefetch_multiplier = 1
 
+if os.environ.get("BK_TEST_BEAT"):
+    # For `celery beat`: a no-op every half second, published outside any request.
+    app.conf.beat_schedule = {"noop": {"task": "tests.noop", "schedule": 0.5}}
+
 log = backend_kit.get_logger("tests.celery_tasks")
 
 #: Set by the Flask and Django test views: the Celery app they publish with.

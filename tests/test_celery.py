@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +67,16 @@ def rabbitmq_url() -> str:
 class Worker:
     """``celery worker`` for tests.celery_tasks in a subprocess, its stdout collected."""
 
-    def __init__(self, broker_url: str, env: dict[str, str]) -> None:
-        self.queue = f"bk-test-{uuid.uuid4().hex}"
+    def __init__(
+        self,
+        broker_url: str,
+        env: dict[str, str],
+        *,
+        command: tuple[str, ...] = ("worker", "-P", "solo"),
+        queue: str | None = None,
+        tmp: Path | None = None,
+    ) -> None:
+        self.queue = queue or f"bk-test-{uuid.uuid4().hex}"
         self.lines: list[str] = []
         self.stderr = ""
         self._condition = threading.Condition()
@@ -83,8 +91,12 @@ class Worker:
         self.process = subprocess.Popen(
             [
                 sys.executable, "-m", "celery", "-A", "tests.celery_tasks", "--quiet",
-                "worker", "-P", "solo", "--without-gossip", "--without-mingle",
-                "-n", f"{self.queue}@%h",
+                *command,
+                *(
+                    ("--without-gossip", "--without-mingle", "-n", f"{self.queue}@%h")
+                    if command[0] == "worker"
+                    else ("--schedule", str((tmp or Path(".")) / "beat-schedule"))
+                ),
             ],
             cwd=PROJECT_ROOT,
             env=environment,
@@ -113,7 +125,7 @@ class Worker:
         Celery's signal handler prints (not logs) when the worker is told to stop."""
         with self._condition:
             lines = list(self.lines)
-        if lines[-2:] == ["", "worker: Warm shutdown (MainProcess)"]:
+        if lines[-2:] == ["", "worker: Warm shutdown (MainProcess)"]:  # only a worker's
             lines = lines[:-2]
         return [orjson.loads(line) for line in lines]
 
@@ -163,13 +175,33 @@ class Worker:
 
 
 @contextmanager
-def running_worker(broker_url: str, **env: str) -> Iterator[Worker]:
-    worker = Worker(broker_url, env)
+def running_worker(
+    broker_url: str, *, command: tuple[str, ...] = ("worker", "-P", "solo"), **env: str
+) -> Iterator[Worker]:
+    worker = Worker(broker_url, env, command=command)
     try:
         worker.wait_ready()
         yield worker
     finally:
         worker.stop()
+        delete_queue(broker_url, worker.queue)
+
+
+def delete_queue(broker_url: str, queue: str) -> None:
+    """Leave nothing behind on the shared brokers: the test's queue and its exchange."""
+    from kombu import Connection
+
+    if broker_url.startswith("redis://"):
+        import redis
+
+        with redis.Redis.from_url(broker_url, socket_timeout=5) as client:
+            # kombu's bindings of the queue, and the queue itself.
+            client.delete(f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}", queue)
+        return
+    with suppress(OSError), Connection(broker_url, connect_timeout=5) as connection:
+        channel = connection.default_channel
+        channel.queue_delete(queue)
+        channel.exchange_delete(queue)
 
 
 @pytest.fixture
@@ -258,7 +290,12 @@ def test_outcomes_sentry_and_secrets_on_one_worker(
 ) -> None:
     app = publisher(celery_redis_url)
     with sentry_receiver() as receiver:  # noqa: SIM117 - the worker needs the receiver's DSN
-        with running_worker(celery_redis_url, SENTRY_DSN=receiver.dsn) as worker:
+        with running_worker(
+            celery_redis_url,
+            # The pool most workers run: tasks in a forked child process.
+            command=("worker", "-P", "prefork", "--concurrency", "1"),
+            SENTRY_DSN=receiver.dsn,
+        ) as worker:
             queue = worker.queue
             with request_context("req-outcomes"):
                 ok = app.send_task("tests.echo", args=(CANARY,), queue=queue).id
@@ -467,3 +504,27 @@ def test_headers_round_trip_and_unsafe_ids_are_dropped() -> None:
     assert extract_context({"x-request-id": "bad\nid"}) == {}
     assert extract_context({"x-request-id": "x" * 129}) == {}
     assert extract_context(None) == {}
+
+
+def test_beat_logs_through_the_pipeline_and_its_tasks_get_fresh_request_ids(
+    celery_redis_url: str, tmp_path: Path
+) -> None:
+    with running_worker(celery_redis_url) as worker:
+        beat = Worker(
+            celery_redis_url,
+            {"BK_TEST_BEAT": "1"},
+            command=("beat",),
+            queue=worker.queue,
+            tmp=tmp_path,
+        )
+        try:
+            worker.wait_for(lambda events: sum(e["event"] == "task_finished" for e in events) >= 2)
+        finally:
+            beat.stop()
+    beat_events = beat.events()  # every line of beat's output is a JSON log line
+    assert beat_events[0]["event"] == "beat: Starting..."
+    assert all(e["logger"].startswith("celery") for e in beat_events)
+    finished = [e for e in worker.events() if e["event"] == "task_finished"]
+    assert {e["task_name"] for e in finished} == {"tests.noop"}
+    request_ids = [e["request_id"] for e in finished]
+    assert len(set(request_ids)) == len(request_ids)  # one fresh id per task
