@@ -528,3 +528,36 @@ def test_beat_logs_through_the_pipeline_and_its_tasks_get_fresh_request_ids(
     assert {e["task_name"] for e in finished} == {"tests.noop"}
     request_ids = [e["request_id"] for e in finished]
     assert len(set(request_ids)) == len(request_ids)  # one fresh id per task
+
+
+@pytest.mark.parametrize("opted_in", [False, True])
+def test_celery_lines_lose_the_arguments_unless_opted_in(
+    opted_in: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Celery's task-received line, as Celery writes it, through the filter init_celery
+    installs: arguments replaced (or kept, when opted in), the task's ids added."""
+    import logging
+
+    from backend_kit import configure
+    from backend_kit.testing import capture_logs
+
+    if opted_in:
+        monkeypatch.setenv("CELERY_LOG_TASK_ARGS", "true")
+    configure(load_settings())
+    init_celery(Celery("publisher"))
+    fields = {"id": "t-1", "name": "tests.echo", "args": repr((CANARY,)), "kwargs": "{}"}
+    try:
+        with capture_logs() as logs:
+            logging.getLogger("celery.worker.strategy").info(
+                "Task %(name)s[%(id)s] received: %(args)s", fields, extra={"data": fields}
+            )
+    finally:
+        reset_celery()
+    (line,) = logs
+    assert (line["task_id"], line["task_name"]) == ("t-1", "tests.echo")
+    if opted_in:
+        assert CANARY in line["event"]
+        assert line["data"]["args"] == repr((CANARY,))
+    else:
+        assert line["event"] == f"Task tests.echo[t-1] received: {ARGS_PLACEHOLDER}"
+        assert "data" not in line
