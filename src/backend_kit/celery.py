@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 __all__ = [
     "ARGS_PLACEHOLDER",
     "SIGNAL_UID",
+    "HeartbeatStep",
+    "broker_check",
     "heartbeat_path",
     "init_celery",
     "reset_celery",
