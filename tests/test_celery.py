@@ -561,3 +561,23 @@ def test_celery_lines_lose_the_arguments_unless_opted_in(
     else:
         assert line["event"] == f"Task tests.echo[t-1] received: {ARGS_PLACEHOLDER}"
         assert "data" not in line
+
+
+def test_the_amqp_broker_check_passes_on_rabbitmq_and_gives_up_on_a_silent_server(
+    rabbitmq_url: str,
+) -> None:
+    from backend_kit.celery import broker_check
+    from backend_kit.health import HealthRegistry, HealthRunner
+    from tests.servers import silent_tcp_server
+
+    up = HealthRunner(HealthRegistry([broker_check(rabbitmq_url, timeout=2)]), cache_seconds=0)
+    assert up.ready().status == "pass"
+    with silent_tcp_server() as port, ThreadPoolExecutor(1) as pool:
+        silent = broker_check(f"amqp://guest:guest@127.0.0.1:{port}//", timeout=0.5)
+        # The client itself gives up (the runner's deadline would only abandon it).
+        started = time.monotonic()
+        future = pool.submit(silent.run)
+        error = future.exception(timeout=WAIT)
+        elapsed = time.monotonic() - started
+    assert isinstance(error, Exception)
+    assert elapsed < 2, elapsed  # a handshake that never comes costs the timeout, once

@@ -367,7 +367,8 @@ def broker_check(url: str, *, name: str = "broker", timeout: float | None = None
             transport_options={"read_timeout": seconds, "write_timeout": seconds},
         )
         try:
-            connection.connect()
+            # One attempt: connect() would retry after a pause the probe has no time for.
+            connection.ensure_connection(max_retries=0)
         finally:
             connection.release()
 
