@@ -363,6 +363,28 @@ class Settings(BaseSettings):
         "/startupz from a thread of its own (backend_kit.gunicorn), so probes never wait "
         "behind busy request threads; unset serves them on the main port only.",
     )
+    celery_broker_url: SecretURL | None = Field(
+        default=None,
+        description="Celery broker, for example redis://host:6379/1 or "
+        "amqp://user:password@host:5672//; backend_kit.celery.init_celery() sets it on the "
+        "Celery app, and the worker's readiness probe checks it.",
+    )
+    celery_log_task_args: bool = Field(
+        default=False,
+        description="Show task arguments (through the redaction policy) in Celery's log "
+        "lines; by default they are replaced by a placeholder.",
+    )
+    celery_heartbeat_file: Path | None = Field(
+        default=None,
+        description="File a Celery worker touches on every heartbeat, for its liveness "
+        "probe; default: backend_kit-celery-worker.heartbeat in the temporary directory.",
+    )
+    celery_heartbeat_seconds: float = Field(
+        default=10.0,
+        gt=0.0,
+        description="How often a Celery worker touches its heartbeat file, in seconds; "
+        "liveness fails when the file is three intervals old.",
+    )
 
     _sources: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)
 
