@@ -167,7 +167,9 @@ def _query(text: str, kind: Kind) -> dict[str, str]:
     return query
 
 
-def _tls_options(query: Mapping[str, str], tls: bool, defaults: Mapping[str, Any]) -> dict[str, Any]:
+def _tls_options(
+    query: Mapping[str, str], tls: bool, defaults: Mapping[str, Any]
+) -> dict[str, Any]:
     given = {name: query[name] for name in TLS_OPTIONS if name in query}
     if given and not tls:
         raise ValueError(
@@ -219,7 +221,9 @@ def _server_target(
             raise ValueError("the port must be a number from 1 to 65535")
         segments = [segment for segment in parts.path.split("/") if segment]
         if len(segments) > 1:
-            raise ValueError(f"expected at most a database number after the host: {scheme}://host:port/0")
+            raise ValueError(
+                f"expected at most a database number after the host: {scheme}://host:port/0"
+            )
         if segments:
             _database(segments[0])
     if "db" in query:
@@ -313,19 +317,19 @@ def redis_client(
     if target.kind == "server":
         from redis.connection import parse_url
 
-        options = {**parse_url(target.url), **target.options, **policy}
+        options = {**parse_url(target.url), **target.options, **policy}  # type: ignore[no-untyped-call]
         options.update(retry_on_error=[], retry=no_retry, max_connections=max_connections)
         return redis.Redis(connection_pool=redis.ConnectionPool(**options))
     if target.kind == "sentinel":
         from redis.sentinel import Sentinel
 
-        sentinel = Sentinel(
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
             list(target.nodes),
             min_other_sentinels=0,
             sentinel_kwargs={**target.sentinel_options, **policy, "retry": Retry(NoBackoff(), 0)},
         )
         assert target.service_name is not None
-        return sentinel.master_for(
+        return sentinel.master_for(  # type: ignore[no-any-return,no-untyped-call]
             target.service_name,
             redis_class=redis.Redis,
             **_ssl_flag(target),
@@ -338,7 +342,7 @@ def redis_client(
     from redis.cluster import ClusterNode, RedisCluster
 
     return RedisCluster(
-        startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
+        startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],  # type: ignore[no-untyped-call]
         retry=no_retry,
         **_ssl_flag(target),
         **target.options,
@@ -369,13 +373,13 @@ async def async_redis_client(
     if target.kind == "sentinel":
         from redis.asyncio.sentinel import Sentinel
 
-        sentinel = Sentinel(
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
             list(target.nodes),
             min_other_sentinels=0,
             sentinel_kwargs={**target.sentinel_options, **policy, "retry": Retry(NoBackoff(), 0)},
         )
         assert target.service_name is not None
-        return sentinel.master_for(
+        return sentinel.master_for(  # type: ignore[no-any-return]
             target.service_name,
             redis_class=redis.asyncio.Redis,
             **_ssl_flag(target),
@@ -422,3 +426,14 @@ def close_client(client: redis.Redis | redis.cluster.RedisCluster) -> None:
     client.close()
     if not isinstance(client, RedisCluster):
         client.connection_pool.disconnect()
+
+
+def tls_options_from_settings(settings: Any) -> dict[str, Any]:
+    """The ``REDIS_SSL_*`` settings as TLS options for `parse_redis_url`."""
+    options = {
+        "ssl_ca_certs": settings.redis_ssl_ca_certs,
+        "ssl_certfile": settings.redis_ssl_certfile,
+        "ssl_keyfile": settings.redis_ssl_keyfile,
+        "ssl_cert_reqs": settings.redis_ssl_cert_reqs,
+    }
+    return {name: value for name, value in options.items() if value is not None}

@@ -175,8 +175,10 @@ class Settings(BaseSettings):
     )
     cache_url: SecretURL = Field(
         default=SecretURL("memory://"),
-        description="Cache backend: memory:// (in-process) or redis://host:port/db "
-        "(shared between processes).",
+        description="Cache backend: memory:// (in-process), or a Redis shared between "
+        "processes: redis://host:port/db, rediss://host:port/db (TLS), "
+        "unix:///path/to/redis.sock, redis+sentinel://[password@]host1:port1,host2:port2/"
+        "service_name/db or redis+cluster://host1:port1,host2:port2.",
     )
     cache_serializer: Literal["json", "pickle"] = Field(
         default="json",
@@ -198,6 +200,27 @@ class Settings(BaseSettings):
         default=None,
         description="Prefix of every key written to Redis; defaults to SERVICE_NAME "
         "followed by a colon, so services sharing a Redis do not collide.",
+    )
+    redis_ssl_ca_certs: Path | None = Field(
+        default=None,
+        description="CA bundle (PEM) that verifies the certificate of every Redis the "
+        "kit connects to over TLS (rediss://), unless the URL sets ssl_ca_certs; "
+        "default: the system's CAs.",
+    )
+    redis_ssl_certfile: Path | None = Field(
+        default=None,
+        description="Client certificate (PEM) for Redis servers that authenticate "
+        "clients by certificate, unless the URL sets ssl_certfile.",
+    )
+    redis_ssl_keyfile: Path | None = Field(
+        default=None,
+        description="Private key (PEM) of REDIS_SSL_CERTFILE, unless the URL sets ssl_keyfile.",
+    )
+    redis_ssl_cert_reqs: Literal["required", "optional", "none"] = Field(
+        default="required",
+        description="Whether the Redis server's certificate must be valid (required), "
+        "is checked if sent (optional) or not checked (none), unless the URL sets "
+        "ssl_cert_reqs.",
     )
     health_token: SecretStr | None = Field(
         default=None,
@@ -335,8 +358,24 @@ class Settings(BaseSettings):
     @field_validator("cache_url")
     @classmethod
     def _check_cache_url(cls, value: SecretURL) -> SecretURL:
-        if value.scheme not in {"memory", "redis", "rediss", "unix"} or not _has_scheme(value):
-            raise ValueError("expected memory:// or redis://host:port/db")
+        if value.scheme == "memory" and _has_scheme(value):
+            return value
+        from ._redis_clients import parse_redis_url
+
+        try:
+            parse_redis_url(value.get_secret_value())
+        except ValueError as exc:
+            message = str(exc)
+            if message.startswith("expected redis://"):
+                message = "expected memory:// or " + message.removeprefix("expected ")
+            raise ValueError(message) from None
+        return value
+
+    @field_validator("redis_ssl_ca_certs", "redis_ssl_certfile", "redis_ssl_keyfile")
+    @classmethod
+    def _check_redis_tls_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no file at {value}")
         return value
 
     @field_validator("cache_signing_key")

@@ -36,7 +36,8 @@ def current_settings() -> Settings:
 def default_cache(settings: Settings | None = None) -> CacheBackend:
     """The cache backend named by ``CACHE_URL`` in *settings* (default: the active
     settings): a process-wide `MemoryCache` for ``memory://``, or a `RedisCache` with a
-    pooled client for ``redis://host:port/db``, shared by every caller with the same
+    pooled client for a Redis URL (one server, Sentinel or Cluster; TLS options from
+    the ``REDIS_SSL_*`` settings), shared by every caller with the same
     settings. Inside `backend_kit.testing.memory_cache()`, the block's memory cache.
 
     Raises `ImportError` with an install hint when Redis is configured but redis-py is
@@ -58,7 +59,17 @@ def default_cache(settings: Settings | None = None) -> CacheBackend:
     prefix = settings.cache_key_prefix or f"{settings.service_name}:"
     secret = settings.cache_signing_key
     signing_key = secret.get_secret_value() if secret is not None else None
-    config = (url, prefix, settings.cache_serializer, signing_key, settings.cache_timeout)
+    from backend_kit._redis_clients import tls_options_from_settings
+
+    tls = tls_options_from_settings(settings)
+    config = (
+        url,
+        prefix,
+        settings.cache_serializer,
+        signing_key,
+        settings.cache_timeout,
+        tuple(sorted(tls.items())),
+    )
     with _lock:
         cache = _redis_caches.get(config)
         if cache is None:
@@ -70,6 +81,7 @@ def default_cache(settings: Settings | None = None) -> CacheBackend:
                 serializer=settings.cache_serializer,
                 signing_key=signing_key,
                 timeout=settings.cache_timeout,
+                tls_options=tls,
             )
         return cache
 
