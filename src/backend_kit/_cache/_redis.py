@@ -479,11 +479,14 @@ class RedisCache(CacheBackend):
                 # holder stores its value before releasing the lock, so whoever gets
                 # the lock next sees it.
                 holding = True  # a claim interrupted midway may still have taken it
-                acquired, (raw, version) = yield _Commands(
+                # Single-key commands only (a cluster pipeline refuses MGET); the three
+                # keys share a hash slot, so on a cluster too this is one round trip
+                # to one node.
+                acquired, raw, version = yield _Commands(
                     lambda pipe: (
                         pipe.set(self._lock_key(full_key), token, nx=True, px=self._lock_ms),
-                        # Two keys of one hash slot: the value and its version.
-                        pipe.mget(full_key, self._version_key(full_key)),
+                        pipe.get(full_key),
+                        pipe.get(self._version_key(full_key)),
                     )
                 )
                 holding = bool(acquired)
@@ -554,7 +557,10 @@ class RedisCache(CacheBackend):
         with contextlib.suppress(_Failed):
             yield _Commands(
                 lambda pipe: (
-                    pipe.eval(
+                    # EVAL by name: the sync cluster pipeline's eval() takes no script.
+                    # Its two keys (the value, its version) share a hash slot.
+                    pipe.execute_command(
+                        "EVAL",
                         _SET_IF_VERSION,
                         2,
                         full_key,
@@ -563,7 +569,7 @@ class RedisCache(CacheBackend):
                         int(ttl * 1000),
                         version or b"0",
                     ),
-                    pipe.eval(_RELEASE, 1, self._lock_key(full_key), token),
+                    pipe.execute_command("EVAL", _RELEASE, 1, self._lock_key(full_key), token),
                 )
             )
 
