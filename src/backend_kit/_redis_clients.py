@@ -285,7 +285,6 @@ def _policy(timeout: float) -> dict[str, Any]:
         "socket_connect_timeout": timeout,
         "socket_timeout": timeout,
         "socket_keepalive": True,
-        "retry_on_timeout": False,
         "health_check_interval": 0,
     }
 
@@ -355,8 +354,9 @@ async def async_redis_client(
     target: RedisTarget, *, timeout: float, max_connections: int = 64
 ) -> redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster:
     """`redis_client` for asyncio: `redis.asyncio.Redis` or
-    `redis.asyncio.cluster.RedisCluster` (which reads the layout on first use), bound
-    to the running event loop."""
+    `redis.asyncio.cluster.RedisCluster`, for use in the running event loop. A cluster
+    client reads the cluster's layout before it is returned, and raises the cluster's
+    error when no node answers."""
     import redis.asyncio
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
@@ -391,9 +391,7 @@ async def async_redis_client(
         )
     from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-    # The async cluster client takes every option by name, and has no retry_on_timeout.
-    del policy["retry_on_timeout"]
-    return RedisCluster(
+    cluster = RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
         retry=Retry(NoBackoff(), 0),
         retry_on_error=[],
@@ -402,6 +400,15 @@ async def async_redis_client(
         **policy,
         max_connections=max_connections,
     )
+    # Read the layout now, once: left to the first commands, concurrent ones would
+    # race the initialisation, which closes the connections some of them are using
+    # (redis-py hides that behind its retries, which are off here).
+    try:
+        await cluster.initialize()
+    except BaseException:
+        await cluster.aclose()
+        raise
+    return cluster
 
 
 def _ssl_flag(target: RedisTarget) -> dict[str, Any]:

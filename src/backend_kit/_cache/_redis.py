@@ -256,9 +256,11 @@ class RedisCache(CacheBackend):
         )
         with self._async_lock:
             client = self._async_clients.get(loop)
-            if client is not None:
-                return client
-            client = self._async_clients[loop] = made
+            if client is None:
+                client = self._async_clients[loop] = made
+        if client is not made:  # another task of this loop made one meanwhile
+            await made.aclose()
+            return client
         # The loop closes its async generators when it shuts down (asyncio.run does):
         # this one closes the client's connections then, inside the loop.
         closer = _close_at_shutdown(client)
