@@ -349,7 +349,8 @@ def test_single_flight_across_processes_on_keys_spread_over_the_cluster(cluster:
     client = cache.client
     assert isinstance(client, RedisCluster)
     keys = [f"key-{number}" for number in range(24)]
-    owners = {client.nodes_manager.get_node_from_slot(client.keyslot(cache._key("default", k))).port for k in keys}  # fmt: skip
+    slots = {client.keyslot(cache._key("default", key)) for key in keys}
+    owners = {client.nodes_manager.get_node_from_slot(slot).port for slot in slots}
     assert owners == {node.port for node in cluster.nodes}  # every master holds some
 
     start = time.time() + 2.0
