@@ -35,9 +35,10 @@ from _report import Results, add_json_option
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backend_kit import RedisCache, cached  # noqa: E402
-from backend_kit._redis_clients import parse_redis_url, redis_client  # noqa: E402
-from tests.redis_deployments import redis_cluster, sentinel_group, tls_redis_server  # noqa: E402
+from tests.redis_deployments import redis_cluster, sentinel_group, tls_redis_server
+
+from backend_kit import RedisCache, cached
+from backend_kit._redis_clients import parse_redis_url, redis_client
 
 results = Results("bench_redis_deployments")
 TARGET = 1.1
