@@ -431,8 +431,21 @@ def test_health_checks_ping_every_primary_of_the_cluster(cluster: Cluster) -> No
     runner = HealthRunner(checks_from_settings(settings), settings=settings, cache_seconds=0)
     assert runner.ready().status == "pass"
     assert run_one(redis_check(cluster.url, timeout=2)).status == "pass"
+    cache = RedisCache(cluster.url, prefix="bk-down:", timeout=0.3)
+    assert [cache.get_or_set(f"k{n}", lambda n=n: n, ttl=60) for n in range(24)] == list(range(24))
     cluster.nodes[-1].kill()
     result = run_one(redis_check(cluster.url, timeout=1))
     assert result.status == "fail"
     report = runner.ready()
     assert report.status == "fail"
+    # Cached calls keep answering, while the other nodes see the master fail and the
+    # cluster stops serving (no replicas): from Redis or from the memory tier.
+    deadline = time.monotonic() + 4
+    answers = 0
+    while time.monotonic() < deadline:
+        for n in range(24):
+            assert cache.get_or_set(f"k{n}", lambda n=n: n, ttl=60) == n
+            answers += 1
+    assert answers >= 24
+    assert cache.fallbacks > 0
+    cache.close()

@@ -192,6 +192,10 @@ class RedisCache(CacheBackend):
         self._closers: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, AsyncGenerator[None, None]
         ] = weakref.WeakKeyDictionary()
+        # The creation of a loop's client, awaited by every task that needs it meanwhile.
+        self._opening: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, asyncio.Task[AsyncClient]
+        ] = weakref.WeakKeyDictionary()
         # Strong references to releases that must finish even if their caller is cancelled.
         self._releasing: set[asyncio.Task[None]] = set()
         self._errors = redis_errors()
@@ -251,22 +255,30 @@ class RedisCache(CacheBackend):
         return client
 
     async def _open_aclient(self, loop: asyncio.AbstractEventLoop) -> AsyncClient:
-        made = await async_redis_client(
-            self._target, timeout=self.timeout, max_connections=self._max_connections
-        )
+        # One creation per loop, shared by the tasks that arrive meanwhile: a cluster
+        # client reads the cluster's layout when it is made, once is enough. Shielded,
+        # so a waiter being cancelled does not cancel it for the others.
         with self._async_lock:
-            client = self._async_clients.get(loop)
-            if client is None:
-                client = self._async_clients[loop] = made
-        if client is not made:  # another task of this loop made one meanwhile
-            await made.aclose()
+            opening = self._opening.get(loop)
+            if opening is None:
+                opening = self._opening[loop] = loop.create_task(self._make_aclient(loop))
+        return await asyncio.shield(opening)
+
+    async def _make_aclient(self, loop: asyncio.AbstractEventLoop) -> AsyncClient:
+        try:
+            client = await async_redis_client(
+                self._target, timeout=self.timeout, max_connections=self._max_connections
+            )
+            # The loop closes its async generators when it shuts down (asyncio.run
+            # does): this one closes the client's connections then, inside the loop.
+            closer = _close_at_shutdown(client)
+            self._closers[loop] = closer
+            await closer.__anext__()
+            self._async_clients[loop] = client
             return client
-        # The loop closes its async generators when it shuts down (asyncio.run does):
-        # this one closes the client's connections then, inside the loop.
-        closer = _close_at_shutdown(client)
-        self._closers[loop] = closer
-        await closer.__anext__()
-        return client
+        finally:
+            with self._async_lock:
+                self._opening.pop(loop, None)
 
     def _reset_after_fork(self) -> None:
         """Drop what a child process must not share with its parent: pooled
@@ -278,6 +290,7 @@ class RedisCache(CacheBackend):
         self._async_lock = threading.Lock()
         self._async_clients = weakref.WeakKeyDictionary()
         self._closers = weakref.WeakKeyDictionary()
+        self._opening = weakref.WeakKeyDictionary()
         self._releasing = set()
         self.breaker.reset()
         self._fallback = MemoryCache(self._fallback.maxsize)
