@@ -28,6 +28,7 @@ __all__ = [
     "SentinelGroup",
     "make_certificates",
     "redis_cluster",
+    "redis_process",
     "sentinel_group",
     "tls_redis_server",
 ]
@@ -86,6 +87,18 @@ class RedisProcess:
 def _plain_server(port: int, workdir: Path, *extra: str) -> RedisProcess:
     args = ["--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
     return RedisProcess(port, [*args, "--dir", str(workdir), *extra], workdir)
+
+
+@contextmanager
+def redis_process(*extra: str) -> Iterator[RedisProcess]:
+    """One plain redis-server on a free port, with *extra* options."""
+    with tempfile.TemporaryDirectory(prefix="bk-redis-") as workdir:
+        process = _plain_server(free_port(), Path(workdir), *extra)
+        process.start()
+        try:
+            yield process
+        finally:
+            process.kill()
 
 
 # -- TLS ---------------------------------------------------------------------------

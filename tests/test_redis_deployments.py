@@ -4,6 +4,7 @@ Every deployment is made of real ``redis-server`` processes on free loopback por
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -30,7 +31,13 @@ from backend_kit.health import (
     redis_check,
 )
 
-from .redis_deployments import Cluster, redis_cluster, sentinel_group, tls_redis_server
+from .redis_deployments import (
+    Cluster,
+    redis_cluster,
+    redis_process,
+    sentinel_group,
+    tls_redis_server,
+)
 from .servers import silent_tcp_server
 
 
@@ -151,6 +158,24 @@ def test_every_kind_of_client_has_timeouts_and_no_retries_of_its_own() -> None:
         assert kwargs["retry"].get_retries() == 0
         assert kwargs["socket_timeout"] == kwargs["socket_connect_timeout"] == 0.2
     client.close()
+
+
+def test_a_unix_socket(tmp_path: Path) -> None:
+    socket_path = tmp_path / "redis.sock"
+    with redis_process("--unixsocket", str(socket_path), "--unixsocketperm", "700"):
+        url = f"unix://{socket_path}?db=1"
+        cache = RedisCache(url, prefix="bk-unix:")
+        assert cache.get_or_set("k", lambda: "over the socket", ttl=60) == "over the socket"
+        assert cache.get("k") == "over the socket"
+
+        async def never() -> str:
+            raise AssertionError("the value is cached")
+
+        assert asyncio.run(cache.aget_or_set("k", never, ttl=60)) == "over the socket"
+        assert cache.fallbacks == 0
+        assert run_one(redis_check(url, timeout=2)).status == "pass"
+        cache.clear()
+        cache.close()
 
 
 def test_a_sentinel_that_never_answers_costs_a_bounded_time() -> None:
@@ -348,6 +373,10 @@ def test_single_flight_across_processes_on_keys_spread_over_the_cluster(cluster:
     cache = RedisCache(cluster.url, prefix=prefix)
     client = cache.client
     assert isinstance(client, RedisCluster)
+    # The cluster client too has no retries of its own, and the cache's timeouts.
+    assert client.retry.get_retries() == 0
+    node_kwargs = client.get_default_node().redis_connection.connection_pool.connection_kwargs  # type: ignore[union-attr]
+    assert node_kwargs["socket_timeout"] == node_kwargs["socket_connect_timeout"] == 0.5
     keys = [f"key-{number}" for number in range(24)]
     slots = {client.keyslot(cache._key("default", key)) for key in keys}
     owners = {client.nodes_manager.get_node_from_slot(slot).port for slot in slots}
@@ -401,8 +430,6 @@ def test_namespace_invalidation_across_slots(cluster: Cluster) -> None:
 
 
 def test_async_calls_and_a_forked_child_on_the_cluster(cluster: Cluster) -> None:
-    import asyncio
-
     cache = RedisCache(cluster.url, prefix=f"bk-async-{uuid.uuid4().hex[:8]}:")
     loads: list[int] = []
 

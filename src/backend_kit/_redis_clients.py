@@ -318,6 +318,7 @@ def redis_client(
 
         options = {**parse_url(target.url), **target.options, **policy}  # type: ignore[no-untyped-call]
         options.update(retry_on_error=[], retry=no_retry, max_connections=max_connections)
+        _drop_tcp_options(options)
         return redis.Redis(connection_pool=redis.ConnectionPool(**options))
     if target.kind == "sentinel":
         from redis.sentinel import Sentinel
@@ -369,6 +370,7 @@ async def async_redis_client(
         options.update(
             retry_on_error=[], retry=Retry(NoBackoff(), 0), max_connections=max_connections
         )
+        _drop_tcp_options(options)
         return redis.asyncio.Redis(connection_pool=redis.asyncio.ConnectionPool(**options))
     if target.kind == "sentinel":
         from redis.asyncio.sentinel import Sentinel
@@ -411,6 +413,12 @@ async def async_redis_client(
     return cluster
 
 
+def _drop_tcp_options(options: dict[str, Any]) -> None:
+    """A Unix socket has no keepalive option (its connections refuse the argument)."""
+    if "path" in options:
+        options.pop("socket_keepalive", None)
+
+
 def _ssl_flag(target: RedisTarget) -> dict[str, Any]:
     return {"ssl": True} if target.tls else {}
 
@@ -429,10 +437,16 @@ def ping_every_node(client: redis.Redis | redis.cluster.RedisCluster) -> None:
 def close_client(client: redis.Redis | redis.cluster.RedisCluster) -> None:
     """Close *client* and its pooled connections."""
     from redis.cluster import RedisCluster
+    from redis.sentinel import SentinelConnectionPool
 
     client.close()
-    if not isinstance(client, RedisCluster):
-        client.connection_pool.disconnect()
+    if isinstance(client, RedisCluster):
+        return
+    pool = client.connection_pool
+    pool.disconnect()
+    if isinstance(pool, SentinelConnectionPool):
+        for sentinel in pool.sentinel_manager.sentinels:
+            sentinel.close()
 
 
 def tls_options_from_settings(settings: Any) -> dict[str, Any]:
