@@ -119,6 +119,18 @@ def test_a_malformed_url_is_a_config_error_naming_the_variable(url: str, message
         assert "hunter2-canary" not in text
 
 
+def test_tls_settings_are_checked_at_load(tmp_path: Path) -> None:
+    key = tmp_path / "client.key"
+    key.write_text("not checked beyond existing")
+    with pytest.raises(ConfigError) as error:
+        load_settings(redis_ssl_keyfile=str(key), redis_ssl_ca_certs=str(tmp_path / "nope.pem"))
+    text = str(error.value)
+    assert "REDIS_SSL_KEYFILE: set REDIS_SSL_CERTFILE too" in text
+    assert "REDIS_SSL_CA_CERTS: no file at" in text
+    with pytest.raises(ConfigError, match="REDIS_SSL_CERT_REQS"):
+        load_settings(redis_ssl_cert_reqs="sometimes")
+
+
 def test_config_check_through_the_real_cli(tmp_path: Path) -> None:
     script = Path(sysconfig.get_path("scripts")) / "backend-kit"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "backend_kit.cli"]

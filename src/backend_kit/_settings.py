@@ -373,9 +373,15 @@ class Settings(BaseSettings):
 
     @field_validator("redis_ssl_ca_certs", "redis_ssl_certfile", "redis_ssl_keyfile")
     @classmethod
-    def _check_redis_tls_file(cls, value: Path | None) -> Path | None:
+    def _check_redis_tls_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"no file at {value}")
+        if (
+            value is not None
+            and info.field_name == "redis_ssl_keyfile"
+            and info.data.get("redis_ssl_certfile") is None
+        ):
+            raise ValueError("set REDIS_SSL_CERTFILE too: the key belongs to a certificate")
         return value
 
     @field_validator("cache_signing_key")

@@ -63,6 +63,7 @@ _ARGUMENTS = re.compile(r":(?=[\[{#])")
 _TAG_END = re.compile(r"\|[0-9a-f]\}[:#]")
 #: How many hash slots (at most) the keys of one namespace spread over.
 TAGS_PER_NAMESPACE: Final = 16
+_crc32 = zlib.crc32
 _FIRST_POLL = 0.005
 _MAX_POLL = 0.05
 
@@ -390,20 +391,24 @@ class RedisCache(CacheBackend):
     def _read(self, key: str, namespace: str) -> Any:
         # A hit is one GET: namespace invalidation deletes keys rather than making every
         # read also fetch the namespace's version.
-        if not self.breaker.allow():
+        breaker = self.breaker
+        if not breaker.allow():
             return self._fallback_read(key, namespace)
-        full_key = self._key(namespace, key)
+        # `_key`, inlined: this is the hot path of every hit.
+        full_key = f"{self.prefix}{{{namespace}|{_crc32(key.encode()) & 15:x}}}:{key}"
         try:
             client = self._client
             if client is None:
                 client = self._sync()
             raw = client.get(full_key)
         except self._errors as exc:
-            self.breaker.failure(exc)
+            breaker.failure(exc)
             return self._fallback_read(key, namespace)
-        self.breaker.success()
+        breaker.success()
+        if raw is None:
+            return MISS
         # The clients are created without decode_responses, so replies are bytes.
-        return self._decode(full_key, cast("bytes | None", raw))
+        return self._decode(full_key, cast("bytes", raw))
 
     async def _aread(self, key: str, namespace: str) -> Any:
         if not self.breaker.allow():
