@@ -391,10 +391,11 @@ class RedisCache(CacheBackend):
     def _read(self, key: str, namespace: str) -> Any:
         # A hit is one GET: namespace invalidation deletes keys rather than making every
         # read also fetch the namespace's version.
+        # The hot path of every hit: `_key` inlined, and the breaker asked only when it
+        # is not closed (its own checks, read here without the method calls).
         breaker = self.breaker
-        if not breaker.allow():
+        if breaker._next_probe and not breaker.allow():
             return self._fallback_read(key, namespace)
-        # `_key`, inlined: this is the hot path of every hit.
         full_key = f"{self.prefix}{{{namespace}|{_crc32(key.encode()) & 15:x}}}:{key}"
         try:
             client = self._client
@@ -404,11 +405,12 @@ class RedisCache(CacheBackend):
         except self._errors as exc:
             breaker.failure(exc)
             return self._fallback_read(key, namespace)
-        breaker.success()
+        if breaker._failures:
+            breaker.success()
         if raw is None:
             return MISS
         # The clients are created without decode_responses, so replies are bytes.
-        return self._decode(full_key, cast("bytes", raw))
+        return self._decode(full_key, raw)  # type: ignore[arg-type]
 
     async def _aread(self, key: str, namespace: str) -> Any:
         if not self.breaker.allow():
