@@ -259,7 +259,12 @@ def test_sentinel_failover_mid_load_keeps_cached_calls_answering() -> None:
     with sentinel_group(down_after_ms=500, failover_timeout_ms=2000) as group:
         assert run_one(redis_check(group.url, timeout=2)).status == "pass"
         cache = RedisCache(
-            group.url, prefix="bk-failover:", timeout=0.3, probe_interval=0.2, warn_interval=1
+            group.url,
+            prefix="bk-failover:",
+            timeout=0.3,
+            probe_interval=0.2,
+            warn_interval=1,
+            lock_ttl=4.0,
         )
         keys = range(20)
         loads: list[tuple[float, int]] = []
@@ -275,6 +280,11 @@ def test_sentinel_failover_mid_load_keeps_cached_calls_answering() -> None:
         assert [price(item) for item in keys] == [item * 10 for item in keys]
         assert len(loads) == len(keys)
         master = redis.Redis(port=group.master.port, socket_timeout=5)
+        # Another process's load was running when the master died: its lock reached
+        # the replica, its value never will.
+        held_lock = cache._lock_key(cache._key("default", "held-at-failover"))
+        master.set(held_lock, "a holder on the old master", px=4000)
+        lock_taken_at = time.monotonic()
         assert master.execute_command("WAIT", 1, 5000) == 1  # the replica has every value
         master.close()
 
@@ -336,6 +346,17 @@ def test_sentinel_failover_mid_load_keeps_cached_calls_answering() -> None:
         promoted = redis.Redis(port=group.replica.port, socket_timeout=5)
         assert promoted.exists(cache._key("default", "after-failover")) == 1
         promoted.close()
+        # The lock taken on the old master holds the key back for at most lock_ttl after
+        # it was taken; then this process loads it, once.
+        held_loads: list[float] = []
+        value = cache.get_or_set(
+            "held-at-failover", lambda: held_loads.append(time.monotonic()) or "loaded", ttl=60
+        )
+        assert (value, len(held_loads)) == ("loaded", 1)
+        held_for = held_loads[0] - lock_taken_at
+        print(f"a lock from the old master held its key back for {held_for:.2f} s")
+        assert held_for < 4.0 + 3.0
+        assert cache.get_or_set("held-at-failover", lambda: "again", ttl=60) == "loaded"
         assert run_one(redis_check(group.url, timeout=2)).status == "pass"
         cache.close()
 
