@@ -172,6 +172,23 @@ def test_every_kind_of_client_has_timeouts_and_no_retries_of_its_own() -> None:
     client.close()
 
 
+def test_tls_reaches_the_sentinels_and_the_master_they_name(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("a CA bundle")
+    url = f"rediss+sentinel://pw@127.0.0.1:1,127.0.0.1:2/svc/0?ssl_ca_certs={ca}"
+    client = redis_client(parse_redis_url(url), timeout=0.2)
+    pool = client.connection_pool
+    assert pool.connection_class.__name__ == "SentinelManagedSSLConnection"
+    assert pool.connection_kwargs["ssl_ca_certs"] == str(ca)
+    assert pool.connection_kwargs["password"] == "pw"
+    for sentinel in pool.sentinel_manager.sentinels:  # type: ignore[attr-defined]
+        kwargs = sentinel.connection_pool.connection_kwargs
+        assert kwargs["ssl_ca_certs"] == str(ca)
+        assert kwargs.get("password") is None  # the master's password is not the Sentinels'
+        assert sentinel.connection_pool.connection_class.__name__ == "SSLConnection"
+    client.close()
+
+
 def test_a_unix_socket(tmp_path: Path) -> None:
     socket_path = tmp_path / "redis.sock"
     with redis_process("--unixsocket", str(socket_path), "--unixsocketperm", "700"):
