@@ -131,6 +131,19 @@ def test_tls_settings_are_checked_at_load(tmp_path: Path) -> None:
         load_settings(redis_ssl_cert_reqs="sometimes")
 
 
+def test_no_password_of_a_sentinel_url_is_shown() -> None:
+    url = "redis+sentinel://master-canary@h1:26379/svc/0?sentinel_password=sentinel-canary"
+    shown = [
+        repr(RedisCache(url)),
+        str(load_settings(cache_url=url).cache_url),
+        parse_redis_url(url).display,
+        repr(parse_redis_url(url)),
+    ]
+    for text in shown:
+        assert "canary" not in text
+        assert "h1:26379/svc/0" in text or "sentinel" in text
+
+
 def test_config_check_through_the_real_cli(tmp_path: Path) -> None:
     script = Path(sysconfig.get_path("scripts")) / "backend-kit"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "backend_kit.cli"]

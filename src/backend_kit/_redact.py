@@ -59,6 +59,8 @@ _MAX_CACHED_TEXTS = 4096
 _URL_USERINFO = re.compile(
     r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/?#@\s]*)(?::(?P<password>[^/?#@\s]*))?@"
 )
+# One name=value pair of a query string (no nested or overlapping quantifiers: linear).
+_URL_QUERY_PARAMETER = re.compile(r"(?P<lead>[?&])(?P<name>[^=&#\s]+)=[^&#\s]*")
 _AUTH_SCHEME = re.compile(r"\b(?P<scheme>Bearer|Basic)\s+[A-Za-z0-9\-._~+/]+=*", re.IGNORECASE)
 # A Cookie header carries many name=value pairs, all of them secret: mask to end of line.
 _COOKIE_HEADER = re.compile(r"(?P<name>\b(?:set-)?cookie\s*:\s*)[^\r\n]+", re.IGNORECASE)
@@ -86,13 +88,24 @@ def _mask_userinfo(match: re.Match[str]) -> str:
 
 
 def mask_url(url: str) -> str:
-    """Return *url* with the password (or a bare key in the user part) masked.
+    """Return *url* with the password (or a bare key in the user part) masked, and the
+    values of query parameters with a sensitive name (``sentinel_password=...``).
 
     Examples:
         >>> mask_url("postgres://app:s3cret@db:5432/app")
         'postgres://app:***@db:5432/app'
     """
-    return _URL_USERINFO.sub(_mask_userinfo, url)
+    masked = _URL_USERINFO.sub(_mask_userinfo, url)
+    if "?" in masked:
+        masked = _URL_QUERY_PARAMETER.sub(_mask_query_parameter, masked)
+    return masked
+
+
+def _mask_query_parameter(match: re.Match[str]) -> str:
+    name = _fold(match.group("name"))
+    if any(key in name for key in DEFAULT_SENSITIVE_KEYS):
+        return f"{match.group('lead')}{match.group('name')}={MASK}"
+    return match.group(0)
 
 
 class Redactor:
