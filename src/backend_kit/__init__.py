@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from ._active import get_redactor, get_settings
 from ._cache import (
     CacheBackend,
     CachedFunction,
@@ -23,10 +24,11 @@ from ._configure import configure
 from ._context import bind_context, current_context, current_request_id, request_context
 from ._errors import ConfigError, ConfigProblem
 from ._logging import configure_logging, get_logger
-from ._redact import Redactor, get_redactor
+from ._redact import Redactor
 from ._retry import Attempt, RetryingBlock, RetryPolicy, retry, retry_context
+from ._secrets import SecretURL
 from ._sentry import configure_sentry
-from ._settings import SecretURL, Settings, get_settings, load_settings
+from ._settings import Settings, load_settings
 
 try:
     __version__ = version("backend-kit")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from ._active import get_settings, reset_redactor, set_active_settings
 from ._logging import configure_logging, reset_logging
-from ._redact import reset_redactor
 from ._sentry import configure_sentry, reset_sentry
-from ._settings import Settings, get_settings, set_active_settings
+from ._settings import Settings
 
 __all__ = ["configure", "reset"]
 

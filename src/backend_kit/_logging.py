@@ -40,10 +40,10 @@ from structlog.exceptions import DropEvent
 from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
+from ._active import active_settings_or_none, get_redactor, get_settings
 from ._context import get_context_mapping
 from ._forksafe import after_fork_in_child
-from ._redact import Redactor, get_redactor
-from ._settings import active_settings_or_none, get_settings
+from ._redact import Redactor
 
 if TYPE_CHECKING:
     from ._settings import Settings

@@ -549,7 +549,8 @@ class _Run:
 
 
 def _redacted_message(exc: BaseException | None) -> str:
-    from ._redact import Redactor, get_redactor
+    from ._active import get_redactor
+    from ._redact import Redactor
 
     try:
         redactor = get_redactor()

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._active import get_redactor
 from ._context import (
     EXCEPTION_REQUEST_ID_ATTRIBUTE,
     REQUEST_ID_KEY,
@@ -21,7 +22,7 @@ from ._context import (
 )
 from ._forksafe import after_fork_in_child
 from ._logging import set_event_reporter
-from ._redact import MASK, Redactor, get_redactor
+from ._redact import MASK, Redactor
 
 if TYPE_CHECKING:
     from ._settings import Settings
@@ -97,7 +98,7 @@ def configure_sentry(
         False
     """
     global _state
-    from ._settings import get_settings
+    from ._active import get_settings
 
     if shutdown_timeout < 0:
         raise ValueError(f"shutdown_timeout must be zero or more seconds, got {shutdown_timeout!r}")
@@ -277,7 +278,7 @@ class _Hooks:
         self._state = state
 
     def _redactor(self) -> Redactor:
-        from ._settings import active_settings_or_none
+        from ._active import active_settings_or_none
 
         active = active_settings_or_none()
         if active is None or active is self._state.settings:

@@ -26,6 +26,7 @@ from pydantic_settings.exceptions import SettingsError
 
 from ._errors import ConfigProblem
 from ._redact import Redactor
+from ._secrets import SecretURL, field_is_secret
 
 if TYPE_CHECKING:
     from ._settings import Settings
@@ -93,8 +94,6 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
 
 
 def _is_secret(annotation: Any) -> bool:
-    from ._settings import field_is_secret
-
     return field_is_secret(annotation)
 
 
@@ -523,8 +522,6 @@ def _format_default(value: Any) -> str:
 
 def type_label(annotation: Any) -> str:
     """A short, human name for a field's type (``int``, ``URL``, ``one of: a, b``)."""
-    from ._settings import SecretURL
-
     origin = get_origin(annotation)
     if origin is typing.Annotated:
         return type_label(get_args(annotation)[0])

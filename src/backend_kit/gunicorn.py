@@ -48,9 +48,11 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("backend_kit.gunicorn needs gunicorn: pip install gunicorn") from exc
 
+from ._active import set_active_settings
+from ._class_import import import_settings_class
 from ._errors import ConfigError
 from ._logging import _ProcessLock, configure_logging, use_process_lock
-from ._settings import Settings, import_settings_class, set_active_settings
+from ._settings import Settings
 from .health import health_paths, is_draining, start_draining
 from .health._lifecycle import share_draining
 

@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from ._settings import Settings, get_settings, replace_settings, set_active_settings
+from ._active import get_settings, set_active_settings
+from ._settings import Settings, replace_settings
 
 if TYPE_CHECKING:
     from sentry_sdk.envelope import Envelope

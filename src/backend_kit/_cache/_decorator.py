@@ -12,7 +12,7 @@ from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast
 
 import orjson
 
-from backend_kit import _settings
+from backend_kit._active import active_settings_or_none
 from backend_kit._forksafe import reset_in_child
 
 from ._backend import DEFAULT_NAMESPACE, MISS, CacheBackend, check_namespace, check_ttl
@@ -147,7 +147,7 @@ class _Binding:
         backend = self.backend
         if backend is not None and (
             self.explicit is not None
-            or (self.settings is _settings._active and self.generation == switch.generation)
+            or (self.settings is active_settings_or_none() and self.generation == switch.generation)
         ):
             return backend
         return self._resolve()
@@ -316,7 +316,7 @@ def cached(
                 if backend is None or (
                     explicit is None
                     and (
-                        binding.settings is not _settings._active
+                        binding.settings is not active_settings_or_none()
                         or binding.generation != switch.generation
                     )
                 ):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from backend_kit import _settings
+from backend_kit._active import get_settings
 from backend_kit._forksafe import after_fork_in_child
-from backend_kit._settings import Settings, get_settings
+from backend_kit._settings import Settings
 
 from ._backend import CacheBackend
 from ._memory import MemoryCache
@@ -30,8 +30,8 @@ switch = _Switch()
 
 
 def current_settings() -> Settings:
-    active = _settings._active
-    return active if active is not None else get_settings()
+    """The active settings, loading them from the environment when there are none."""
+    return get_settings()
 
 
 def default_cache(settings: Settings | None = None) -> CacheBackend:

@@ -19,8 +19,9 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
+from backend_kit._active import get_redactor
 from backend_kit._forksafe import reset_in_child
-from backend_kit._redact import Redactor, get_redactor
+from backend_kit._redact import Redactor
 
 from ._checks import CheckResult, CheckStatus, HealthCheck, HealthRegistry, Observation
 from ._lifecycle import is_draining, is_started
@@ -322,7 +323,7 @@ class HealthRunner:
     def _active_settings(self) -> Settings:
         if self._settings is not None:
             return self._settings
-        from backend_kit._settings import get_settings
+        from backend_kit._active import get_settings
 
         return get_settings()
 
