@@ -21,7 +21,7 @@ from ._context import (
     enter_hooks,
 )
 from ._forksafe import after_fork_in_child
-from ._logging import set_event_reporter
+from ._logging import exc_info_of, set_event_reporter
 from ._redact import MASK, Redactor
 
 if TYPE_CHECKING:
@@ -350,9 +350,7 @@ class _Hooks:
             return
         from sentry_sdk.utils import event_from_exception
 
-        from ._logging import _exc_info
-
-        exc_info = _exc_info(event_dict.get("exc_info"))
+        exc_info = exc_info_of(event_dict.get("exc_info"))
         event: dict[str, Any]
         hint: dict[str, Any]
         if exc_info is not None:

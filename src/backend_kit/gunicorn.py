@@ -51,7 +51,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from ._active import set_active_settings
 from ._class_import import import_settings_class
 from ._errors import ConfigError
-from ._logging import _ProcessLock, configure_logging, use_process_lock
+from ._logging import ProcessLock, configure_logging, use_process_lock
 from ._settings import Settings
 from .health import health_paths, is_draining, start_draining
 from .health._lifecycle import share_draining
@@ -356,7 +356,7 @@ def _report_once(error: ConfigError) -> bool:
     # log lock).
     shared = _config_reported
     if shared is not None and _lock_file is not None:
-        lock = _ProcessLock(_lock_file.fileno())
+        lock = ProcessLock(_lock_file.fileno())
         locked = lock.acquire()  # bounded wait; without it, a second report is the worst
         try:
             first = shared[0] == 0
