@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from ._active import get_redactor, get_settings
+from ._active import get_redactor, get_settings, is_configured
 from ._cache import (
     CacheBackend,
     CachedFunction,
@@ -20,7 +20,7 @@ from ._cache import (
     cached,
     default_cache,
 )
-from ._configure import configure
+from ._configure import configure, reset
 from ._context import bind_context, current_context, current_request_id, request_context
 from ._errors import ConfigError, ConfigProblem
 from ._logging import configure_logging, get_logger
@@ -63,8 +63,10 @@ __all__ = [
     "get_logger",
     "get_redactor",
     "get_settings",
+    "is_configured",
     "load_settings",
     "request_context",
+    "reset",
     "retry",
     "retry_context",
 ]

@@ -1,6 +1,9 @@
-"""The active settings: the ones passed to `backend_kit.configure`, or loaded implicitly.
+"""The active settings, and the one lock that guards the library's configuration state.
 
-One slot, behind one lock. A module that needs the settings calls `get_settings()` or
+The settings are the ones passed to `backend_kit.configure`, or loaded implicitly. The
+same lock (`state_lock`) is held by `configure`, `reset`, `configure_logging` and
+`configure_sentry` while they change what they own, so no reader sees half of a
+change. A module that needs the settings calls `get_settings()` or
 `active_settings_or_none()`; nothing reads the slot's variables directly.
 
 Before `configure()`, `get_settings(cls)` loads *cls* from the environment and keeps it
@@ -26,11 +29,12 @@ __all__ = [
     "is_configured",
     "reset_redactor",
     "set_active_settings",
+    "state_lock",
 ]
 
 S = TypeVar("S", bound=Settings)
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 # The settings passed to configure(), or None.
 _configured: Settings | None = None
 # Settings loaded from the environment on first use, while nothing is configured.
@@ -93,6 +97,28 @@ def is_configured() -> bool:
     return _configured is not None
 
 
+def state_lock() -> threading.RLock:
+    """The lock guarding backend_kit's configuration state (re-entrant; renewed in a
+    forked child)."""
+    return _lock
+
+
+ActiveSnapshot = tuple["Settings | None", "Settings | None"]
+
+
+def snapshot_active() -> ActiveSnapshot:
+    """What `restore_active` needs to put the current settings back exactly."""
+    with _lock:
+        return (_configured, _implicit)
+
+
+def restore_active(snapshot: ActiveSnapshot) -> None:
+    """Put back the settings `snapshot_active` saw (configured or implicit, as they were)."""
+    global _configured, _implicit
+    with _lock:
+        _configured, _implicit = snapshot
+
+
 def get_redactor() -> Redactor:
     """The redactor for the active settings (see `backend_kit.get_settings`)."""
     global _redactor
@@ -116,4 +142,4 @@ def reset_redactor() -> None:
 @after_fork_in_child
 def _reset_after_fork() -> None:
     global _lock
-    _lock = threading.Lock()
+    _lock = threading.RLock()

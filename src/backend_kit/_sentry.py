@@ -8,12 +8,11 @@ without Sentry never pays for it.
 from __future__ import annotations
 
 import sys
-import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._active import get_redactor
+from ._active import get_redactor, state_lock
 from ._context import (
     EXCEPTION_REQUEST_ID_ATTRIBUTE,
     REQUEST_ID_KEY,
@@ -57,7 +56,6 @@ class _SentryState:
     call: dict[str, Any]
 
 
-_lock = threading.Lock()
 _state: _SentryState | None = None
 
 
@@ -130,7 +128,7 @@ def configure_sentry(
         "transport": transport,
         "integrations": tuple(integrations),
     }
-    with _lock:
+    with state_lock():
         if _state is not None:
             _close_client(_state.shutdown_timeout)
         state = _SentryState(settings, redactor, shutdown_timeout, call)
@@ -189,7 +187,7 @@ def reset_sentry(*, timeout: float | None = None) -> None:
     """Flush (for at most *timeout* seconds, default the configured shutdown timeout),
     close the Sentry client and forget everything `configure_sentry()` set up."""
     global _state
-    with _lock:
+    with state_lock():
         state = _state
         _state = None
         set_event_reporter(None)
@@ -437,8 +435,6 @@ def _fresh_transport_after_fork() -> None:
     # The transport's queue holds the parent's unsent events (sending them here too
     # would duplicate them), and its lock and connection pool may be mid-use by the
     # parent's sender thread: the child gets a transport of its own.
-    global _lock
-    _lock = threading.Lock()
     if _state is None or "sentry_sdk" not in sys.modules:
         return
     import sentry_sdk

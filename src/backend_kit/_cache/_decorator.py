@@ -7,6 +7,7 @@ import inspect
 import itertools
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast
 
@@ -88,6 +89,7 @@ class _Stats:
         self.lock = threading.Lock()
         self.reset()
         reset_in_child(self)
+        _all_stats.add(self)
 
     def _reset_after_fork(self) -> None:
         self.lock = threading.Lock()
@@ -139,9 +141,18 @@ class _Binding:
         # would have its own single-flight and load separately.
         self.lock = threading.Lock()
         reset_in_child(self)
+        _all_bindings.add(self)
 
     def _reset_after_fork(self) -> None:
         self.lock = threading.Lock()
+
+    def forget(self) -> None:
+        """Drop the backend found so far (not one given explicitly) and the memory cache."""
+        with self.lock:
+            self.backend = self.explicit
+            self.settings = None
+            self.generation = -1
+            self.memory = None
 
     def get(self) -> CacheBackend:
         backend = self.backend
@@ -169,6 +180,21 @@ class _Binding:
             backend = default_cache(settings)
         self.settings, self.generation, self.backend = settings, generation, backend
         return backend
+
+
+# Every cached function's binding and counters, for `forget_cached_functions`.
+_all_bindings: weakref.WeakSet[_Binding] = weakref.WeakSet()
+_all_stats: weakref.WeakSet[_Stats] = weakref.WeakSet()
+
+
+def forget_cached_functions() -> None:
+    """Every cached function finds its backend again on its next call, with an empty
+    memory cache of its own, and its `cache_info` counters start from zero."""
+    for binding in list(_all_bindings):
+        binding.forget()
+    for stats in list(_all_stats):
+        with stats.lock:
+            stats.reset()
 
 
 def cached(

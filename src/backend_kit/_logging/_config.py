@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 from collections.abc import Mapping
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal, TextIO, cast
@@ -13,8 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO, cast
 import structlog
 from structlog.typing import FilteringBoundLogger, Processor
 
-from .._active import get_settings
-from .._forksafe import after_fork_in_child
+from .._active import get_settings, state_lock
 from .._redact import Redactor
 from ._processors import (
     LEVELS,
@@ -103,10 +101,12 @@ _pipeline = Pipeline()
 # One list object for the whole process, holding the pipeline: structlog loggers cached
 # on first use keep a reference to it; what changes is the pipeline's steps.
 _processors: list[Processor] = [_pipeline]
-_lock = threading.RLock()
 _stdlib_state: StdlibState | None = None
 _handler: BridgeHandler | None = None
 _configured = False
+# The user's own structlog configuration from before the first configure_logging(), put
+# back by reset_logging(); None when structlog was on its defaults.
+_previous_structlog: dict[str, Any] | None = None
 
 
 def _is_terminal(stream: TextIO | None) -> bool:
@@ -143,7 +143,7 @@ def configure_logging(
         >>> configure_logging(level="INFO", format="json", stream=io.StringIO())
         >>> get_logger("billing").debug("not written")  # costs almost nothing
     """
-    global _handler, _configured, _stdlib_state
+    global _handler, _configured, _stdlib_state, _previous_structlog
     settings = settings if settings is not None else get_settings()
     root_level = _level_number(level if level is not None else settings.log_level, "level")
     chosen_format = format if format is not None else settings.log_format
@@ -178,10 +178,14 @@ def configure_logging(
     if per_logger:
         native.append(LevelByLogger(per_logger, root_level))
 
-    with _lock:
+    with state_lock():
         sink.stream = stream
         _pipeline.steps = (*native, *tail)
         _set_min_level(min_level)
+        if not _configured:
+            _previous_structlog = (
+                dict(structlog.get_config()) if structlog.is_configured() else None
+            )
         structlog.configure(
             processors=_processors,
             wrapper_class=_LevelledLogger,
@@ -234,11 +238,12 @@ def is_logging_configured() -> bool:
 
 
 def reset_logging() -> None:
-    """Undo `configure_logging()`: structlog back to its defaults, the root logger's
-    previous handlers and level restored, per-logger levels and adopted loggers restored.
+    """Undo `configure_logging()`: structlog's configuration as it was before (its
+    defaults, or the user's own), the root logger's previous handlers and level, and
+    per-logger levels and adopted loggers restored.
     """
-    global _configured, _stdlib_state
-    with _lock:
+    global _configured, _stdlib_state, _previous_structlog
+    with state_lock():
         if _stdlib_state is not None:
             root = logging.getLogger()
             root.handlers = list(_stdlib_state.root_handlers)
@@ -250,7 +255,11 @@ def reset_logging() -> None:
                 target.handlers = handlers
                 target.propagate = propagate
             _stdlib_state = None
-        structlog.reset_defaults()
+        if _configured and _previous_structlog is not None:
+            structlog.configure(**_previous_structlog)
+        else:
+            structlog.reset_defaults()
+        _previous_structlog = None
         # Loggers cached while configured keep our objects: make them behave like
         # structlog's defaults (everything printed to stdout, console renderer).
         _pipeline.steps = tuple(structlog.get_config()["processors"])
@@ -260,9 +269,3 @@ def reset_logging() -> None:
         forwarding_failures.reset()
         captures.clear()
         _configured = False
-
-
-@after_fork_in_child
-def _reset_after_fork() -> None:
-    global _lock
-    _lock = threading.RLock()

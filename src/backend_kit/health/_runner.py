@@ -14,6 +14,7 @@ import asyncio
 import inspect
 import threading
 import time
+import weakref
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timezone
@@ -64,6 +65,12 @@ class _Slot:
         self.started_at = 0.0
 
 
+def forget_health_results() -> None:
+    """Every runner of the process forgets its checks' last results (for tests)."""
+    for runner in list(_runners):
+        runner.forget_results()
+
+
 class HealthRunner:
     """Runs the probes of a service over the checks of *registry*.
 
@@ -102,6 +109,12 @@ class HealthRunner:
         self._slots: dict[HealthCheck, _Slot] = {}
         self._slots_lock = threading.Lock()
         reset_in_child(self)
+        _runners.add(self)
+
+    def forget_results(self) -> None:
+        """Forget every check's last result, so the next probe runs each check again."""
+        with self._slots_lock:
+            self._slots = {}
 
     def _reset_after_fork(self) -> None:
         # The threads running checks stayed in the parent: their runs would never end
@@ -351,3 +364,6 @@ class HealthRunner:
             release_id=settings.release,
             output=output,
         )
+
+
+_runners: weakref.WeakSet[HealthRunner] = weakref.WeakSet()
