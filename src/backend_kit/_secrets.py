@@ -31,6 +31,16 @@ def masked_userinfo(userinfo: str) -> str:
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 
 
+def _userinfo_span(url: str) -> tuple[int, int] | None:
+    """Where *url*'s userinfo starts (after the scheme) and ends (its last ``@``)."""
+    at = url.rfind("@")
+    if at == -1:
+        return None
+    scheme = _SCHEME.match(url)
+    start = scheme.end() if scheme is not None else 0
+    return (start, at) if at >= start else None
+
+
 def mask_url(url: str) -> str:
     """Return *url* with its credentials masked: everything up to the last ``@`` is
     userinfo, of which only the user name before the first ``:`` is kept (a bare user
@@ -42,13 +52,10 @@ def mask_url(url: str) -> str:
         >>> mask_url("postgres://app:p@ss/w#rd@db/app")
         'postgres://app:***@db/app'
     """
-    at = url.rfind("@")
-    if at == -1:
+    span = _userinfo_span(url)
+    if span is None:
         return url
-    scheme = _SCHEME.match(url)
-    start = scheme.end() if scheme is not None else 0
-    if at < start:
-        return url
+    start, at = span
     return f"{url[:start]}{masked_userinfo(url[start:at])}{url[at:]}"
 
 
@@ -60,14 +67,10 @@ def url_credential(url: str) -> str | None:
         >>> url_credential("postgres://app:p@ss/word@db/app")
         'p@ss/word'
     """
-    at = url.rfind("@")
-    if at == -1:
+    span = _userinfo_span(url)
+    if span is None or span[0] == span[1]:
         return None
-    scheme = _SCHEME.match(url)
-    start = scheme.end() if scheme is not None else 0
-    if at <= start:
-        return None
-    user, colon, password = url[start:at].partition(":")
+    user, colon, password = url[slice(*span)].partition(":")
     return (password if colon else user) or None
 
 
