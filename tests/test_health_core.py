@@ -25,9 +25,9 @@ from backend_kit.health import (
     is_draining,
     mark_started,
     mark_starting,
-    reset_lifecycle,
     start_draining,
 )
+from backend_kit.health._lifecycle import reset_lifecycle
 from tests.health_support import Spy, assert_report_valid
 
 
