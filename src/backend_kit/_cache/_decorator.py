@@ -75,6 +75,11 @@ class CachedFunction(Protocol[P, R]):
 _STALE_MARK = "~backend_kit.stale"
 
 
+# What a read found: a value to return, a stale value to return while one caller
+# refreshes it, or nothing (load it).
+_RETURN, _REFRESH, _LOAD = 0, 1, 2
+
+
 def _stale_entry(value: Any) -> list[Any] | None:
     if type(value) is list and len(value) == 3 and value[0] == _STALE_MARK:
         return value
@@ -276,18 +281,46 @@ def cached(
                 stats.loads += 1
                 stats.errors += failed
 
+        def read_outcome(backend: CacheBackend, value: Any) -> tuple[int, Any]:
+            """What a read found, counted: (_RETURN, value), (_REFRESH, stale value)
+            or (_LOAD, None). Shared by the sync and async paths."""
+            breaker = backend._breaker
+            if breaker is not None and breaker.failing:
+                next(stats.fallbacks)
+            if stale_ttl is None:
+                if value is not MISS:
+                    next(stats.hits)
+                    return _RETURN, value
+            else:
+                entry = _stale_entry(value)
+                if entry is not None:
+                    next(stats.hits)
+                    if time.time() < entry[1]:
+                        return _RETURN, entry[2]
+                    return _REFRESH, entry[2]
+            next(stats.misses)
+            return _LOAD, None
+
+        def still_fresh(value: Any) -> list[Any] | None:
+            # Another caller may have refreshed the entry since it was read.
+            current = _stale_entry(value)
+            return current if current is not None and time.time() < current[1] else None
+
+        def stamped(result: Any) -> Any:
+            return result if stale_ttl is None else [_STALE_MARK, time.time() + ttl, result]
+
+        def unstamped(loaded: Any) -> Any:
+            return loaded if stale_ttl is None else loaded[2]
+
         if inspect.iscoroutinefunction(function):
             coroutine_function = cast("Callable[P, Awaitable[Any]]", function)
 
             async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
                 backend = binding.get()
                 cache_key = make_key(args, kwargs)
-                value = await backend._aread(cache_key, space)
-                breaker = backend._breaker
-                if breaker is not None and breaker.failing:
-                    next(stats.fallbacks)
-                if value is not MISS and stale_ttl is None:
-                    next(stats.hits)
+                flight_key = (space, cache_key)
+                outcome, value = read_outcome(backend, await backend._aread(cache_key, space))
+                if outcome == _RETURN:
                     return value
 
                 async def load() -> Any:
@@ -297,42 +330,22 @@ def cached(
                         count_load(True)
                         raise
                     count_load(False)
-                    return result
+                    return stamped(result)
 
-                if stale_ttl is None:
-                    next(stats.misses)
-                    return await backend._async_flight.run(
-                        (space, cache_key),
-                        lambda: backend._aload_shared(cache_key, space, load, ttl),
-                    )
+                if outcome == _REFRESH:
 
-                async def stamped_load() -> list[Any]:
-                    result = await load()
-                    return [_STALE_MARK, time.time() + ttl, result]
-
-                entry = _stale_entry(value)
-                if entry is not None:
-                    next(stats.hits)
-                    if time.time() < entry[1]:
-                        return entry[2]
-
-                    async def refresh() -> list[Any]:
-                        # Another task may have refreshed the entry since it was read.
-                        current = _stale_entry(await backend._aread(cache_key, space))
-                        if current is not None and time.time() < current[1]:
+                    async def refresh() -> Any:
+                        current = still_fresh(await backend._aread(cache_key, space))
+                        if current is not None:
                             return current
-                        return await backend._atry_load_shared(
-                            cache_key, space, stamped_load, stored_ttl
-                        )
+                        return await backend._atry_load_shared(cache_key, space, load, stored_ttl)
 
-                    refreshed = await backend._async_flight.try_run((space, cache_key), refresh)
-                    return entry[2] if refreshed is BUSY else refreshed[2]
-                next(stats.misses)
+                    refreshed = await backend._async_flight.try_run(flight_key, refresh)
+                    return value if refreshed is BUSY else refreshed[2]
                 loaded = await backend._async_flight.run(
-                    (space, cache_key),
-                    lambda: backend._aload_shared(cache_key, space, stamped_load, stored_ttl),
+                    flight_key, lambda: backend._aload_shared(cache_key, space, load, stored_ttl)
                 )
-                return loaded[2]
+                return unstamped(loaded)
 
             wrapper: Callable[..., Any] = async_wrapper
         else:
@@ -363,12 +376,13 @@ def cached(
                 else:
                     cache_key = make_key(args, kwargs)
                 value = backend._read(cache_key, space)
-                breaker = backend._breaker
-                if breaker is not None and breaker.failing:
-                    next(stats.fallbacks)
-                if value is not MISS and stale_ttl is None:
-                    next(stats.hits)
+                if value is not MISS and stale_ttl is None and backend._breaker is None:
+                    next(stats.hits)  # read_outcome's first answer, inlined for the hit
                     return value
+                outcome, value = read_outcome(backend, value)
+                if outcome == _RETURN:
+                    return value
+                flight_key = (space, cache_key)
 
                 def load() -> Any:
                     try:
@@ -377,40 +391,22 @@ def cached(
                         count_load(True)
                         raise
                     count_load(False)
-                    return result
+                    return stamped(result)
 
-                if stale_ttl is None:
-                    next(stats.misses)
-                    return backend._flight.run(
-                        (space, cache_key),
-                        lambda: backend._load_shared(cache_key, space, load, ttl),
-                    )
+                if outcome == _REFRESH:
 
-                def stamped_load() -> list[Any]:
-                    result = load()
-                    return [_STALE_MARK, time.time() + ttl, result]
-
-                entry = _stale_entry(value)
-                if entry is not None:
-                    next(stats.hits)
-                    if time.time() < entry[1]:
-                        return entry[2]
-
-                    def refresh() -> list[Any]:
-                        # Another thread may have refreshed the entry since it was read.
-                        current = _stale_entry(backend._read(cache_key, space))
-                        if current is not None and time.time() < current[1]:
+                    def refresh() -> Any:
+                        current = still_fresh(backend._read(cache_key, space))
+                        if current is not None:
                             return current
-                        return backend._try_load_shared(cache_key, space, stamped_load, stored_ttl)
+                        return backend._try_load_shared(cache_key, space, load, stored_ttl)
 
-                    refreshed = backend._flight.try_run((space, cache_key), refresh)
-                    return entry[2] if refreshed is BUSY else refreshed[2]
-                next(stats.misses)
+                    refreshed = backend._flight.try_run(flight_key, refresh)
+                    return value if refreshed is BUSY else refreshed[2]
                 loaded = backend._flight.run(
-                    (space, cache_key),
-                    lambda: backend._load_shared(cache_key, space, stamped_load, stored_ttl),
+                    flight_key, lambda: backend._load_shared(cache_key, space, load, stored_ttl)
                 )
-                return loaded[2]
+                return unstamped(loaded)
 
             wrapper = sync_wrapper
 
