@@ -85,8 +85,9 @@ def _logger_factory(*args: Any) -> _NamedLogger:
 def get_logger(name: str | None = None, **initial_values: Any) -> FilteringBoundLogger:
     """A structlog logger named *name* (default: the calling module's ``__name__``).
 
-    Works before `configure_logging()` too (structlog's defaults apply until then).
-    Extra keyword arguments are bound to every line of this logger.
+    Works before `configure_logging()` too (structlog's processors apply until then), and
+    a logger made before it follows every later `configure_logging()` and
+    `reset_logging()`. Extra keyword arguments are bound to every line of this logger.
 
     Examples:
         >>> log = get_logger("billing", component="invoices")
@@ -94,7 +95,18 @@ def get_logger(name: str | None = None, **initial_values: Any) -> FilteringBound
     """
     if name is None:
         name = _caller_module(2)
-    return cast(FilteringBoundLogger, structlog.get_logger(name, **initial_values))
+    if not _configured and structlog.is_configured():
+        # The application configured structlog itself: its configuration (logger
+        # factory, wrapper class) is in charge until configure_logging().
+        return cast(FilteringBoundLogger, structlog.get_logger(name, **initial_values))
+    # Our own bound logger rather than structlog's lazy proxy, which looks the
+    # configuration up again on every attribute access: the level's methods live on
+    # the class (a filtered call is a no-op method), and the one processor it holds,
+    # the pipeline, is what reconfiguration changes.
+    return cast(
+        FilteringBoundLogger,
+        _LevelledLogger(_NamedLogger(name), _processors, initial_values),
+    )
 
 
 _pipeline = Pipeline()
@@ -260,9 +272,9 @@ def reset_logging() -> None:
         else:
             structlog.reset_defaults()
         _previous_structlog = None
-        # Loggers cached while configured keep our objects: make them behave like
-        # structlog's defaults (everything printed to stdout, console renderer).
-        _pipeline.steps = tuple(structlog.get_config()["processors"])
+        # Loggers made or cached while configured keep our objects: make them run
+        # whatever structlog is configured with from now on.
+        _pipeline.steps = None
         _set_min_level(logging.NOTSET)
         sink.stream = None
         sink.failures.reset()

@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
+import structlog
 from structlog.exceptions import DropEvent
 from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -217,18 +218,25 @@ class Pipeline:
     once, so an event in flight runs either the old steps or the new ones, never a mix
     that skips the redaction step. A step that raises drops the event (counted and
     reported like a failed write): a log call never raises into its caller.
+
+    ``steps`` is None while logging is not configured: the pipeline then runs the
+    processors structlog is configured with at the time of the call (its defaults, or
+    what `structlog.testing.capture_logs` puts there), as structlog's own loggers do.
     """
 
     __slots__ = ("steps",)
 
     def __init__(self) -> None:
-        self.steps: tuple[Processor, ...] = ()
+        self.steps: tuple[Processor, ...] | None = None
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> Any:
         result: Any = event_dict
         step: Processor | None = None
+        steps = self.steps
+        if steps is None:
+            steps = tuple(structlog.get_config()["processors"])
         try:
-            for step in self.steps:
+            for step in steps:
                 result = step(logger, method_name, result)
         except DropEvent:
             raise
