@@ -93,6 +93,7 @@ BENCHMARKS = (
     Benchmark("bench_retry.py", "Retries", ("--number", "5000", "--repeat", "3")),
     Benchmark("bench_cache.py", "Caching"),
     Benchmark("health_probe.py", "Health probes"),
+    Benchmark("bench_health_deadline.py", "Readiness with every dependency hung", ("--runs", "3")),
     Benchmark("bench_flask.py", "Flask, test client", ("--requests", "1000", "--repeat", "3")),
     Benchmark("bench_django.py", "Django, test client", ("--requests", "1000", "--repeat", "3")),
     Benchmark("bench_gunicorn.py", "gunicorn + wrk", ("--duration", "1", "--repeat", "2")),

@@ -282,14 +282,16 @@ class Settings(BaseSettings):
         "later probes, in seconds; 0 runs the checks on every probe.",
     )
     health_check_timeout: float = Field(
-        default=2.0,
+        default=0.8,
         gt=0.0,
-        description="Timeout of a health check that sets none of its own, in seconds.",
+        description="Timeout of a health check that sets none of its own, in seconds. "
+        "The default answers within Kubernetes' default probe timeout of 1 s.",
     )
     health_deadline: float = Field(
-        default=5.0,
+        default=0.9,
         gt=0.0,
-        description="Longest time a readiness probe waits for all its checks, in seconds.",
+        description="Longest time a readiness probe waits for all its checks, in seconds; "
+        "keep it under the orchestrator's probe timeout.",
     )
     trusted_proxies: int = Field(
         default=0,

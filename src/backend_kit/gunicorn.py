@@ -144,7 +144,7 @@ def container_defaults(settings: Settings | None = None) -> dict[str, Any]:
       ``--access-logfile -`` and it comes out in the same format.
     """
     statement = 30.0
-    deadline = 5.0
+    deadline = 0.9  # HEALTH_DEADLINE's default
     if settings is not None:
         statement = _seconds(getattr(settings, "database_statement_timeout", None), 30.0)
         deadline = float(settings.health_deadline)
