@@ -84,6 +84,7 @@ class Benchmark:
 
 
 BENCHMARKS = (
+    Benchmark("bench_import.py", "Import", ("--runs", "5")),
     Benchmark("bench_logging.py", "Logging", ("--calls", "5000", "--repeat", "3")),
     Benchmark(
         "bench_log_lock.py",

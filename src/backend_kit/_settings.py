@@ -147,6 +147,10 @@ class Settings(BaseSettings):
         env_file=".env",
         env_file_encoding="utf-8",
         secrets_dir="/run/secrets",
+        # The validation schema is built when the first settings are loaded, not at
+        # import: a process that imports backend_kit without loading settings (a CLI's
+        # --help, the pytest plugin) does not pay for it.
+        defer_build=True,
     )
 
     service_name: str = Field(
