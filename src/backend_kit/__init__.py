@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ._redact import Redactor
     from ._retry import Attempt, RetryingBlock, RetryPolicy, retry, retry_context
     from ._secrets import SecretURL
-    from ._sentry import configure_sentry
+    from ._sentry import SentryDrops, configure_sentry, dropped_sentry_events
     from ._settings import Settings, load_settings
 
     __version__: str
@@ -52,6 +52,7 @@ __all__ = [
     "RetryPolicy",
     "RetryingBlock",
     "SecretURL",
+    "SentryDrops",
     "Settings",
     "UnencodableArgumentError",
     "__version__",
@@ -63,6 +64,7 @@ __all__ = [
     "current_context",
     "current_request_id",
     "default_cache",
+    "dropped_sentry_events",
     "get_logger",
     "get_redactor",
     "get_settings",
@@ -106,6 +108,8 @@ _MODULE_OF = {
     "retry_context": "_retry",
     "SecretURL": "_secrets",
     "configure_sentry": "_sentry",
+    "SentryDrops": "_sentry",
+    "dropped_sentry_events": "_sentry",
     "Settings": "_settings",
     "load_settings": "_settings",
 }

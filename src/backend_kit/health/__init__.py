@@ -25,6 +25,7 @@ from ._builtins import (
     memory_check,
     postgres_check,
     redis_check,
+    sentry_check,
     sqlite_check,
 )
 from ._checks import (
@@ -75,6 +76,7 @@ __all__ = [
     "memory_check",
     "postgres_check",
     "redis_check",
+    "sentry_check",
     "sqlite_check",
     "start_draining",
 ]
