@@ -37,6 +37,7 @@ import cachetools
 import orjson
 import redis
 from _report import Results, add_json_option
+from _servers import silent_tcp_port
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -336,33 +337,9 @@ def _killed_redis_server() -> Iterator[tuple[str, Callable[[], None] | None] | N
 
 @contextlib.contextmanager
 def _silent_tcp_server() -> Iterator[tuple[str, Callable[[], None] | None] | None]:
-    """A port that accepts connections and never sends a byte."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    listener.settimeout(0.1)
-    held: list[socket.socket] = []
-    stopping = threading.Event()
-
-    def accept() -> None:
-        while not stopping.is_set():
-            try:
-                held.append(listener.accept()[0])
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0", None
-    finally:
-        stopping.set()
-        thread.join(5)
-        listener.close()
-        for conn in held:
-            conn.close()
+    """A Redis URL whose server accepts connections and never sends a byte."""
+    with silent_tcp_port() as port:
+        yield f"redis://127.0.0.1:{port}/0", None
 
 
 def _worst_latencies(url: str, kill: Callable[[], None] | None) -> dict[str, float]:

@@ -11,51 +11,17 @@ default probe timeout: every run answers 503 within 1.0 s, or the script exits 1
 from __future__ import annotations
 
 import argparse
-import contextlib
-import socket
 import statistics
 import sys
-import threading
 import time
-from collections.abc import Iterator
 
 from _report import Results, add_json_option
+from _servers import silent_tcp_port
 
 from backend_kit import load_settings
 from backend_kit.health import HealthRunner
 
 TARGET_SECONDS = 1.0
-
-
-@contextlib.contextmanager
-def silent_server() -> Iterator[int]:
-    """A loopback port that accepts connections and never sends a byte."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    listener.settimeout(0.1)
-    held: list[socket.socket] = []
-    stopping = threading.Event()
-
-    def accept() -> None:
-        while not stopping.is_set():
-            try:
-                held.append(listener.accept()[0])
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stopping.set()
-        thread.join(timeout=2)
-        for conn in held:
-            conn.close()
-        listener.close()
 
 
 def main() -> None:
@@ -64,7 +30,7 @@ def main() -> None:
     add_json_option(parser)
     args = parser.parse_args()
     results = Results("bench_health_deadline")
-    with silent_server() as pg_port, silent_server() as redis_port:
+    with silent_tcp_port() as pg_port, silent_tcp_port() as redis_port:
         settings = load_settings(
             database_url=f"postgresql://app:secret@127.0.0.1:{pg_port}/app",
             cache_url=f"redis://127.0.0.1:{redis_port}/0",
