@@ -20,7 +20,15 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._secrets import MASK, mask_url, masked_userinfo, secret_values, url_credential
+from ._secrets import (
+    DEFAULT_SENSITIVE_KEYS,
+    MASK,
+    fold_key,
+    mask_url,
+    masked_userinfo,
+    secret_values,
+    url_credential,
+)
 
 if TYPE_CHECKING:
     from ._settings import Settings
@@ -39,25 +47,6 @@ __all__ = [
 
 #: Longest text scanned, in characters; longer text is cut first (``REDACT_MAX_LENGTH``).
 DEFAULT_MAX_LENGTH = 65536
-
-#: Substrings that make a key (or header, or query parameter) sensitive, compared
-#: case-insensitively after folding ``-`` to ``_``: ``X-Session-Token`` and
-#: ``db_password`` both match.
-DEFAULT_SENSITIVE_KEYS: tuple[str, ...] = (
-    "password",
-    "passwd",
-    "secret",
-    "token",
-    "api_key",
-    "apikey",
-    "authorization",
-    "cookie",
-    "session",
-    "csrf",
-    "private_key",
-    "credential",
-    "dsn",
-)
 
 # Secrets shorter than this are not hunted for inside free text: masking every
 # occurrence of "ab" would destroy the log without protecting anything real.
@@ -96,6 +85,10 @@ def _lowered(text: str) -> str:
     # "İ" is the one character that lower-cases to two; fold it to "i" first.
     lowered = text.replace("\u0130", "i").lower()
     return lowered if len(lowered) == len(text) else text.translate(_ASCII_LOWER)
+
+
+# One name=value pair of a query string. The name stops at the next "?" or "&", so each
+# character is looked at from one start only: linear.
 
 
 # A Cookie header carries many name=value pairs, all of them secret: mask to end of line.
@@ -165,10 +158,6 @@ def mask_card_numbers(text: str) -> str:
 
 # Values written as they are: nothing to hide in a number, a date or a UUID.
 _PLAIN_TYPES = (bool, int, float, datetime.date, datetime.time, uuid.UUID)
-
-
-def _fold(key: str) -> str:
-    return key.lower().replace("-", "_")
 
 
 def _mask_url_credentials(match: re.Match[str]) -> str:
@@ -249,7 +238,7 @@ class Redactor:
             raise ValueError(f"max_length must be at least 1 character, got {max_length!r}")
         self._max_length = max_length
         self._mask_cards = mask_card_numbers
-        self._keys = tuple(sorted({_fold(k) for k in keys if k}))
+        self._keys = tuple(sorted({fold_key(k) for k in keys if k}))
         # Longest first, so a secret that contains another is masked whole.
         self._secret_values = tuple(
             sorted(
@@ -305,7 +294,7 @@ class Redactor:
         """True when values stored under *key* must never be shown."""
         cached = self._key_cache.get(key)
         if cached is None:
-            folded = _fold(key)
+            folded = fold_key(key)
             cached = any(k in folded for k in self._keys)
             if len(self._key_cache) < 4096:
                 self._key_cache[key] = cached

@@ -13,9 +13,46 @@ from typing import Any
 from pydantic import BaseModel, SecretStr
 from pydantic.types import _SecretBase
 
-__all__ = ["MASK", "SecretURL", "field_is_secret", "mask_url", "secret_values", "url_credential"]
+__all__ = [
+    "DEFAULT_SENSITIVE_KEYS",
+    "MASK",
+    "SecretURL",
+    "field_is_secret",
+    "fold_key",
+    "mask_url",
+    "secret_values",
+    "url_credential",
+]
 
 MASK = "***"
+
+#: Substrings that make a key (or header, or query parameter) sensitive, compared
+#: case-insensitively after folding ``-`` to ``_``: ``X-Session-Token`` and
+#: ``db_password`` both match.
+DEFAULT_SENSITIVE_KEYS: tuple[str, ...] = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "authorization",
+    "cookie",
+    "session",
+    "csrf",
+    "private_key",
+    "credential",
+    "dsn",
+)
+
+# A query parameter of a URL; its value is masked when its name is sensitive.
+_URL_QUERY_PARAMETER = re.compile(r"(?P<lead>[?&])(?P<name>[^=&#?\s]+)=[^&#\s]*")
+
+
+def fold_key(key: str) -> str:
+    """*key* as sensitive names are compared: lower case, ``-`` read as ``_``."""
+    return key.lower().replace("-", "_")
+
 
 _URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://")
 
@@ -45,6 +82,8 @@ def mask_url(url: str) -> str:
     """Return *url* with its credentials masked: everything up to the last ``@`` is
     userinfo, of which only the user name before the first ``:`` is kept (a bare user
     part, like a Sentry DSN's key, is masked too). A password may hold any character.
+    The values of query parameters with a sensitive name (``sentinel_password=...``)
+    are masked too.
 
     Examples:
         >>> mask_url("postgres://app:s3cret@db:5432/app")
@@ -53,10 +92,20 @@ def mask_url(url: str) -> str:
         'postgres://app:***@db/app'
     """
     span = _userinfo_span(url)
-    if span is None:
-        return url
-    start, at = span
-    return f"{url[:start]}{masked_userinfo(url[start:at])}{url[at:]}"
+    masked = url
+    if span is not None:
+        start, at = span
+        masked = f"{url[:start]}{masked_userinfo(url[start:at])}{url[at:]}"
+    if "?" in masked:
+        masked = _URL_QUERY_PARAMETER.sub(_mask_query_parameter, masked)
+    return masked
+
+
+def _mask_query_parameter(match: re.Match[str]) -> str:
+    name = fold_key(match.group("name"))
+    if any(key in name for key in DEFAULT_SENSITIVE_KEYS):
+        return f"{match.group('lead')}{match.group('name')}={MASK}"
+    return match.group(0)
 
 
 def url_credential(url: str) -> str | None:
