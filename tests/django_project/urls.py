@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from django.urls import include, path
+from django.urls import path
 
 from . import views
 
@@ -12,5 +12,4 @@ urlpatterns = [
     path("form", views.form),
     path("unavailable", views.unavailable),
     path("signup", views.signup),
-    path("", include("backend_kit.django.urls")),
 ]
