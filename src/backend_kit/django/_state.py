@@ -7,10 +7,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from backend_kit._cache import default_cache
 from backend_kit._configure import configure
 from backend_kit._forksafe import after_fork_in_child
-from backend_kit._request_core import RequestCore, sentry_integrations
+from backend_kit._request_core import RequestCore, builtin_health_registry, sentry_integrations
 from backend_kit._settings import Settings, active_settings_or_none, import_settings_class
 from backend_kit.health import (
     HealthCheck,
@@ -75,14 +74,14 @@ def setup(settings: Settings | None = None) -> DjangoState:
 
 
 def django_checks(settings: Settings) -> list[HealthCheck]:
-    """A datastore check per ``DATABASES`` alias and a cache check per ``CACHES`` alias,
-    plus backend_kit's own cache when it is shared (``CACHE_URL=redis://…``)."""
+    """The checks every adapter and the CLI run (those ``DATABASE_URL`` and ``CACHE_URL``
+    imply), then a datastore check per ``DATABASES`` alias and a cache check per
+    ``CACHES`` alias: Django's own connections, which the settings cannot name."""
     from django.conf import settings as django_settings
 
-    checks = [_database_check(alias) for alias in django_settings.DATABASES]
+    checks = list(builtin_health_registry(settings))
+    checks += [_database_check(alias) for alias in django_settings.DATABASES]
     checks += [_django_cache_check(alias) for alias in django_settings.CACHES]
-    if settings.cache_url.scheme != "memory":
-        checks.append(cache_check(default_cache(), name="backend_kit-cache"))
     return checks
 
 
