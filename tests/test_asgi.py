@@ -42,7 +42,7 @@ class Uvicorn:
                     "127.0.0.1",
                     "--port",
                     str(self.port),
-                ],  # fmt: skip
+                ],
                 cwd=EXAMPLE,
                 env=env,
                 stdout=log,
