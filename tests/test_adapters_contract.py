@@ -9,8 +9,11 @@ itself. The probes must pass that hook untouched.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
+import os
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +24,7 @@ from django.test import AsyncClient, Client, override_settings
 from django.urls import path
 from flask import Flask
 
-from backend_kit import current_request_id, get_logger, load_settings
+from backend_kit import configure_logging, current_request_id, get_logger, load_settings
 from backend_kit._context import current_context
 from backend_kit.asgi import BackendKitMiddleware
 from backend_kit.django._state import setup, state
@@ -275,3 +278,27 @@ def test_every_adapter_and_the_cli_run_the_same_built_in_checks(
     else:
         assert checks == cli_checks
     assert cli_checks == ["postgresql:responseTime", "cache:responseTime"]
+
+
+def test_a_broken_log_stream_fails_no_request_and_leaks_no_context(
+    adapter: tuple[str, Call, list[str]],
+) -> None:
+    name, call, _ = adapter
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every flush raises BrokenPipeError, as when the collector left
+    stream = io.TextIOWrapper(io.BufferedWriter(io.FileIO(write_end, "w")), encoding="utf-8")
+    try:
+        configure_logging(load_settings(), format="json", stream=stream)
+        ids = []
+        for _ in range(5):
+            answer = call("/hello/ada", {"Authorization": TOKEN})
+            assert answer.status == 200, name
+            body = orjson.loads(answer.body)
+            assert body["bound"] == ["request_id"]
+            assert body["request_id"] == answer.headers["x-request-id"]
+            ids.append(body["request_id"])
+            assert current_request_id() is None
+        assert len(set(ids)) == 5
+    finally:
+        with suppress(OSError):
+            stream.close()
