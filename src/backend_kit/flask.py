@@ -20,7 +20,8 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, TypeVar
 
 try:
-    from flask import Flask, g, request
+    from flask import Flask, Request
+    from flask.ctx import _AppCtxGlobals
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError('backend_kit.flask needs Flask: pip install "backend-kit[flask]"') from exc
 
@@ -38,6 +39,7 @@ from .health import HealthRegistry, HealthRunner
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from werkzeug.routing import Rule
 
 __all__ = ["BackendKit", "extension", "init_app"]
 
@@ -91,7 +93,10 @@ def init_app(
     # answered before any hook of the app runs, and the id is still there when Flask
     # logs an unhandled exception.
     app.wsgi_app = _RequestCoreMiddleware(app.wsgi_app, state.core)  # type: ignore[method-assign]
-    app.before_request_funcs.setdefault(None, []).insert(0, _expose_request_id)
+    # ``g.request_id`` is read from the request context when asked for, and the route
+    # recorded when Flask matches it: ``before_request`` hooks would cost every request.
+    app.app_ctx_globals_class = _globals_with_request_id(app.app_ctx_globals_class)
+    app.request_class = _request_class_recording_route(app.request_class)
     return app
 
 
@@ -157,14 +162,46 @@ def extension(app: Flask) -> BackendKit:
     return state
 
 
-def _expose_request_id() -> None:
-    """Put the request id on ``flask.g``, and hand the matched route to the WSGI layer
-    (Flask drops its request object before that layer logs)."""
-    g.request_id = current_request_id()
-    current = request._get_current_object()  # type: ignore[attr-defined]
-    rule = current.url_rule
-    if rule is not None:
-        current.environ[_ROUTE_ENVIRON_KEY] = rule.rule
+def _globals_with_request_id(base: type[_AppCtxGlobals]) -> type[_AppCtxGlobals]:
+    """*base* (the app's ``flask.g`` class) with ``request_id``: the current request id,
+    unless the app set one itself."""
+
+    class GlobalsWithRequestId(base):  # type: ignore[valid-type,misc]
+        def __getattr__(self, name: str) -> Any:
+            if name == "request_id":
+                return current_request_id()
+            return super().__getattr__(name)
+
+        def get(self, name: str, default: Any = None) -> Any:
+            if name == "request_id" and name not in self.__dict__:
+                request_id = current_request_id()
+                return default if request_id is None else request_id
+            return super().get(name, default)
+
+        def __contains__(self, item: str) -> bool:
+            return item == "request_id" or super().__contains__(item)
+
+    return GlobalsWithRequestId
+
+
+def _request_class_recording_route(base: type[Request]) -> type[Request]:
+    """*base* (the app's request class), handing the matched route to the WSGI layer:
+    Flask drops its request object before that layer logs."""
+
+    class RequestRecordingRoute(base):  # type: ignore[valid-type,misc]
+        _matched_rule: Rule | None = None
+
+        @property
+        def url_rule(self) -> Rule | None:
+            return self._matched_rule
+
+        @url_rule.setter
+        def url_rule(self, rule: Rule | None) -> None:
+            self._matched_rule = rule
+            if rule is not None:
+                self.environ[_ROUTE_ENVIRON_KEY] = rule.rule
+
+    return RequestRecordingRoute
 
 
 def _path(environ: WSGIEnvironment) -> str:
