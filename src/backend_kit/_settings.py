@@ -308,6 +308,30 @@ class Settings(BaseSettings):
         gt=0.0,
         description="Longest time a readiness probe waits for all its checks, in seconds.",
     )
+    database_statement_timeout: float = Field(
+        default=10.0,
+        gt=0.0,
+        le=3600.0,
+        description="Longest time one database statement may run, in seconds; also bounds "
+        "the database read timeout and the SQLite busy timeout. Keep it below the server's "
+        "worker timeout (gunicorn: 30 s) so a hung database fails the request instead of "
+        "the worker being killed.",
+    )
+    health_shared_dir: Path | None = Field(
+        default=None,
+        description="Directory the worker processes of one service share (a tmpfs such as "
+        "/dev/shm/<service>): each check result is written there and every worker answers "
+        "with the newest, so readiness changes once for all workers instead of flapping; "
+        "unset, each process keeps its own results.",
+    )
+    health_max_stuck_runs: int = Field(
+        default=2,
+        ge=1,
+        le=100,
+        description="How many runs of one check may hang at once (abandoned after their "
+        "timeout, still alive); at this bound a probe reports the check as hung without "
+        "starting another run.",
+    )
     trusted_proxies: int = Field(
         default=0,
         ge=0,
@@ -338,6 +362,28 @@ class Settings(BaseSettings):
         description="Port on which each gunicorn worker also answers /livez, /readyz and "
         "/startupz from a thread of its own (backend_kit.gunicorn), so probes never wait "
         "behind busy request threads; unset serves them on the main port only.",
+    )
+    celery_broker_url: SecretURL | None = Field(
+        default=None,
+        description="Celery broker, for example redis://host:6379/1 or "
+        "amqp://user:password@host:5672//; backend_kit.celery.init_celery() sets it on the "
+        "Celery app, and the worker's readiness probe checks it.",
+    )
+    celery_log_task_args: bool = Field(
+        default=False,
+        description="Show task arguments (through the redaction policy) in Celery's log "
+        "lines; by default they are replaced by a placeholder.",
+    )
+    celery_heartbeat_file: Path | None = Field(
+        default=None,
+        description="File a Celery worker touches on every heartbeat, for its liveness "
+        "probe; default: backend_kit-celery-worker.heartbeat in the temporary directory.",
+    )
+    celery_heartbeat_seconds: float = Field(
+        default=10.0,
+        gt=0.0,
+        description="How often a Celery worker touches its heartbeat file, in seconds; "
+        "liveness fails when the file is three intervals old.",
     )
 
     _sources: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)
@@ -464,9 +510,13 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("expected at least 16 characters; use a long random secret")
         if value is None and info.data.get("cache_serializer") == "pickle":
+            from ._sources import variable_name
+
+            # Named as the user sets it, with the class's prefix (SHOP_CACHE_SERIALIZER).
+            serializer = variable_name(cls, ("cache_serializer",))
             raise ValueError(
-                "required when CACHE_SERIALIZER=pickle, so pickled values are signed; "
-                "set it to a long random secret, or use CACHE_SERIALIZER=json"
+                f"required when {serializer}=pickle, so pickled values are signed; "
+                f"set it to a long random secret, or use {serializer}=json"
             )
         return value
 

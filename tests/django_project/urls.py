@@ -12,4 +12,5 @@ urlpatterns = [
     path("form", views.form),
     path("unavailable", views.unavailable),
     path("signup", views.signup),
+    path("publish-task", views.publish_task),
 ]

@@ -38,6 +38,7 @@ __all__ = [
     "memory_check",
     "postgres_check",
     "redis_check",
+    "sentry_check",
     "sqlite_check",
 ]
 
@@ -140,8 +141,13 @@ def sqlite_check(
     timeout: float | None = None,
     critical: bool = True,
 ) -> HealthCheck:
-    """Open the SQLite database at *path* read-write (never creating it) and run
-    ``SELECT 1``. Fails when the file is missing, unreadable or locked past *timeout*.
+    """Open the SQLite database at *path* read-write (never creating it) and read its
+    schema, as the application's own queries would.
+
+    Fails when the file is missing or unreadable, when it holds no table (an empty file
+    left where the database was), or when another connection or process holds a lock
+    that keeps the schema from being read past the check's busy timeout (0.8 of
+    *timeout*, so SQLite's own "database is locked" is reported, not a bare timeout).
 
     Examples:
         >>> sqlite_check("db.sqlite3").key
@@ -152,11 +158,22 @@ def sqlite_check(
     def run() -> Observation:
         import sqlite3
 
-        uri = "file::memory:" if text == ":memory:" else f"{Path(text).resolve().as_uri()}?mode=rw"
+        in_memory = text == ":memory:"
+        uri = "file::memory:" if in_memory else f"{Path(text).resolve().as_uri()}?mode=rw"
+        busy_timeout = _effective_timeout(timeout) * 0.8
         started = time.perf_counter()
-        connection = sqlite3.connect(uri, uri=True, timeout=_effective_timeout(timeout))
+        connection = sqlite3.connect(uri, uri=True, timeout=busy_timeout)
         with closing(connection):
-            connection.execute("SELECT 1").fetchone()
+            # Reading sqlite_master takes a shared lock on the file, which an EXCLUSIVE
+            # lock held elsewhere refuses; SELECT 1 would not touch the file at all.
+            (tables,) = connection.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+            ).fetchone()
+        if not tables and not in_memory:
+            raise RuntimeError(
+                f"the database {Path(text).name} has no tables: the file is empty or not "
+                "the application's database (was it moved, or not migrated?)"
+            )
         return _elapsed_ms(started)
 
     return HealthCheck(
@@ -430,6 +447,37 @@ def callable_check(
     )
 
 
+def sentry_check(*, name: str = "sentry", critical: bool = False) -> HealthCheck:
+    """Whether the Sentry transport delivers: fails (non-critical by default, so
+    readiness only warns) while events were dropped within the last warning interval,
+    naming how many and why; otherwise passes, observing the events dropped since start.
+
+    Examples:
+        >>> sentry_check().key
+        'sentry:droppedEvents'
+    """
+
+    def run() -> Observation:
+        from backend_kit._sentry import dropped_sentry_events
+
+        drops = dropped_sentry_events()
+        if drops.recent and drops.seconds_since_last is not None:
+            reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(drops.by_reason.items()))
+            raise RuntimeError(
+                f"{drops.total} events dropped since start ({reasons}), the last "
+                f"{drops.seconds_since_last:.0f} s ago; Sentry is not receiving them"
+            )
+        return Observation(drops.total, "events")
+
+    return HealthCheck(
+        name,
+        run=run,
+        component_type="http",
+        critical=critical,
+        measurement="droppedEvents",
+    )
+
+
 def _sqlite_path(url: str) -> str:
     path = urlsplit(url).path
     # sqlite:///relative.db and sqlite:////absolute/path.db, as Django and SQLAlchemy read them.
@@ -460,6 +508,7 @@ def checks_from_settings(
     - The cache: a `cache_check` through *cache_backend* (or the backend ``CACHE_URL``
       implies); without a backend, a `redis_check` for a ``redis://`` ``CACHE_URL`` and
       nothing for ``memory://`` (an in-process cache cannot be unreachable).
+    - ``SENTRY_DSN``: `sentry_check` (non-critical), so dropped events show.
     """
     if settings is None:
         from backend_kit._settings import get_settings
@@ -477,4 +526,6 @@ def checks_from_settings(
         registry.add(cache_check(backend))
     elif settings.cache_url.scheme in ("redis", "rediss", "unix"):
         registry.add(redis_check(settings.cache_url))
+    if settings.sentry_dsn is not None:
+        registry.add(sentry_check())
     return registry
