@@ -118,13 +118,17 @@ def test_1000_probes_leave_connections_and_threads_bounded(
         "pg": pg_health_connections(postgres_url),
         "redis": redis_health_connections(observer),
     }
+    # Likewise threads: earlier tests may have left the async checks' loop thread running.
+    threads_before = {t.ident for t in threading.enumerate()}
     peaks = {"threads": 0, "pg": 0, "redis": 0}
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
             threads = sum(
-                1 for t in threading.enumerate() if t.name.startswith("backend_kit-health-")
+                1
+                for t in threading.enumerate()
+                if t.name.startswith("backend_kit-health-") and t.ident not in threads_before
             )
             peaks["threads"] = max(peaks["threads"], threads)
             pg = pg_health_connections(postgres_url) - baseline["pg"]

@@ -688,23 +688,3 @@ def replace_settings(settings: S, **values: Any) -> S:
         **{tuple(k.lower().split("__")): "override" for k in values},
     }
     return new
-
-
-# Names that moved to their own modules, still importable from here for the modules
-# that import them by their old path. Resolved on access (PEP 562): importing them at
-# the top would make this module import the ones that build on it.
-_MOVED = {
-    "get_settings": "_active",
-    "set_active_settings": "_active",
-    "active_settings_or_none": "_active",
-    "import_settings_class": "_class_import",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _MOVED.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f"backend_kit.{module}"), name)

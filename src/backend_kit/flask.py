@@ -3,7 +3,8 @@
 Each request gets a request context (the inbound ``X-Request-ID`` when it is safe,
 else a new id), echoed in the ``X-Request-ID`` response header, errors and 404s
 included, and one ``request_finished`` event. The health endpoints ``/livez``,
-``/readyz``, ``/healthz`` and ``/startupz`` are served from a blueprint.
+``/readyz``, ``/healthz`` and ``/startupz`` are answered around the app, before any
+of its ``before_request`` hooks run.
 
 Examples:
     >>> from flask import Flask
@@ -13,26 +14,33 @@ Examples:
 
 from __future__ import annotations
 
-import sys
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, TypeVar
 
 try:
-    from flask import Blueprint, Flask, Response, g, request
+    from flask import Flask, Request
+    from flask.ctx import _AppCtxGlobals
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError('backend_kit.flask needs Flask: pip install "backend-kit[flask]"') from exc
 
+from ._active import get_settings
 from ._cache import CacheBackend, default_cache
 from ._configure import configure
-from ._context import current_request_id, request_context
-from ._requests import REQUEST_ID_HEADER, RequestLogger, client_address
-from ._settings import Settings, get_settings
-from .health import HealthRegistry, HealthRunner, checks_from_settings, health_paths
+from ._context import current_request_id
+from ._request_core import (
+    REQUEST_ID_HEADER,
+    RequestCore,
+    builtin_health_registry,
+    sentry_integrations,
+)
+from ._settings import Settings
+from .health import HealthRegistry, HealthRunner
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from werkzeug.routing import Rule
 
 __all__ = ["BackendKit", "extension", "init_app"]
 
@@ -52,7 +60,7 @@ class BackendKit:
     cache: CacheBackend
     health: HealthRegistry
     health_runner: HealthRunner
-    request_logger: RequestLogger
+    core: RequestCore
 
 
 def init_app(
@@ -71,76 +79,76 @@ def init_app(
     if EXTENSION_NAME in app.extensions:
         return app
     settings = settings if settings is not None else get_settings()
-    configure(settings, sentry_integrations=_sentry_integrations(settings))
-    cache = default_cache()
-    registry = health if health is not None else checks_from_settings(settings, cache_backend=cache)
+    configure(settings, sentry_integrations=sentry_integrations(settings, "flask"))
+    registry = health if health is not None else builtin_health_registry(settings)
+    runner = HealthRunner(registry, settings=settings)
     state = BackendKit(
         settings=settings,
-        cache=cache,
+        cache=default_cache(),
         health=registry,
-        health_runner=HealthRunner(registry, settings=settings),
-        request_logger=RequestLogger(settings),
+        health_runner=runner,
+        core=RequestCore(settings, runner),
     )
     app.extensions[EXTENSION_NAME] = state
-    # Around Flask's own request handling, so the request id exists before any hook of
-    # the app runs and is still there when Flask logs an unhandled exception.
-    app.wsgi_app = _RequestObserver(app.wsgi_app, state)  # type: ignore[method-assign]
-    app.before_request_funcs.setdefault(None, []).insert(0, _expose_request_id)
-    app.register_blueprint(_health_blueprint(state))
+    # Around Flask's own request handling, so the request id exists and probes are
+    # answered before any hook of the app runs, and the id is still there when Flask
+    # logs an unhandled exception.
+    app.wsgi_app = _RequestCoreMiddleware(app.wsgi_app, state.core)  # type: ignore[method-assign]
+    # ``g.request_id`` is read from the request context when asked for, and the route
+    # recorded when Flask matches it: ``before_request`` hooks would cost every request.
+    app.app_ctx_globals_class = _globals_with_request_id(app.app_ctx_globals_class)
+    app.request_class = _request_class_recording_route(app.request_class)
     return app
 
 
-class _RequestObserver:
-    """The WSGI layer of `init_app`: request context, ``X-Request-ID`` on every
-    response and one ``request_finished`` event.
+class _RequestCoreMiddleware:
+    """The WSGI layer of `init_app`: translates the environ and the response status to
+    and from the request core.
 
     It reads the WSGI environ rather than Flask's request proxy: every proxy read is a
     context lookup, and this runs on every request. The event is emitted when Flask
     returns the response; a streamed body is not waited for.
     """
 
-    __slots__ = ("_app", "_logger", "_trusted_proxies")
+    __slots__ = ("_app", "_core")
 
-    def __init__(self, app: WSGIApplication, state: BackendKit) -> None:
+    def __init__(self, app: WSGIApplication, core: RequestCore) -> None:
         self._app = app
-        self._logger = state.request_logger
-        self._trusted_proxies = state.settings.trusted_proxies
+        self._core = core
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        started = time.perf_counter()
-        context = request_context(environ.get(_REQUEST_ID_ENVIRON_KEY))
-        request_id = context.__enter__()
+        core = self._core
+        active = core.start(environ.get(_REQUEST_ID_ENVIRON_KEY))
+        extra_headers = core.response_headers(active, may_close=False)
         status = 500  # when the app raises instead of answering (PROPAGATE_EXCEPTIONS)
+        path = _path(environ)
+        method: str = environ.get("REQUEST_METHOD", "")
 
         def start_with_request_id(
             status_line: str, headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Any:
             nonlocal status
             status = int(status_line[:3])
-            return start_response(
-                status_line, [*headers, (REQUEST_ID_HEADER, request_id)], exc_info
-            )
+            return start_response(status_line, [*headers, *extra_headers], exc_info)
 
         try:
-            return self._app(environ, start_with_request_id)
+            probe = core.probe_for(path)
+            if probe is None:
+                return self._app(environ, start_with_request_id)
+            answer = core.answer_probe(probe, method, environ.get("HTTP_AUTHORIZATION"))
+            code = answer.status_code
+            start_with_request_id(f"{code} {HTTPStatus(code).phrase}", [*answer.headers.items()])
+            return [] if method == "HEAD" else [answer.body]
         finally:
-            # Leaving the context must not depend on the log call before it: a context
-            # left behind would lend this request's id to the thread's next request.
-            try:
-                self._logger.finished(
-                    method=environ.get("REQUEST_METHOD", ""),
-                    route=environ.get(_ROUTE_ENVIRON_KEY),
-                    path=_path(environ),
-                    status=status,
-                    started=started,
-                    client=client_address(
-                        environ.get("REMOTE_ADDR"),
-                        environ.get("HTTP_X_FORWARDED_FOR"),
-                        self._trusted_proxies,
-                    ),
-                )
-            finally:
-                context.__exit__(*sys.exc_info())
+            core.finish(
+                active,
+                method=method,
+                route=environ.get(_ROUTE_ENVIRON_KEY),
+                path=path,
+                status=status,
+                remote_address=environ.get("REMOTE_ADDR"),
+                forwarded_for=environ.get("HTTP_X_FORWARDED_FOR"),
+            )
 
 
 def extension(app: Flask) -> BackendKit:
@@ -155,45 +163,49 @@ def extension(app: Flask) -> BackendKit:
     return state
 
 
-def _sentry_integrations(settings: Settings) -> list[Any]:
-    if settings.sentry_dsn is None:
-        return []  # sentry_sdk is not even imported
-    from sentry_sdk.integrations.flask import FlaskIntegration
+def _globals_with_request_id(base: type[_AppCtxGlobals]) -> type[_AppCtxGlobals]:
+    """*base* (the app's ``flask.g`` class) with ``request_id``: the current request id,
+    unless the app set one itself."""
 
-    return [FlaskIntegration()]
+    class GlobalsWithRequestId(base):  # type: ignore[valid-type,misc]
+        def __getattr__(self, name: str) -> Any:
+            if name == "request_id":
+                return current_request_id()
+            return super().__getattr__(name)
+
+        def get(self, name: str, default: Any = None) -> Any:
+            if name == "request_id" and name not in self.__dict__:
+                request_id = current_request_id()
+                return default if request_id is None else request_id
+            return super().get(name, default)
+
+        def __contains__(self, item: str) -> bool:
+            return item == "request_id" or super().__contains__(item)
+
+    return GlobalsWithRequestId
 
 
-def _expose_request_id() -> None:
-    """Put the request id on ``flask.g``, and hand the matched route to the WSGI layer
-    (Flask drops its request object before that layer logs)."""
-    g.request_id = current_request_id()
-    current = request._get_current_object()  # type: ignore[attr-defined]
-    rule = current.url_rule
-    if rule is not None:
-        current.environ[_ROUTE_ENVIRON_KEY] = rule.rule
+def _request_class_recording_route(base: type[Request]) -> type[Request]:
+    """*base* (the app's request class), handing the matched route to the WSGI layer:
+    Flask drops its request object before that layer logs."""
+
+    class RequestRecordingRoute(base):  # type: ignore[valid-type,misc]
+        _matched_rule: Rule | None = None
+
+        @property
+        def url_rule(self) -> Rule | None:
+            return self._matched_rule
+
+        @url_rule.setter
+        def url_rule(self, rule: Rule | None) -> None:
+            self._matched_rule = rule
+            if rule is not None:
+                self.environ[_ROUTE_ENVIRON_KEY] = rule.rule
+
+    return RequestRecordingRoute
 
 
 def _path(environ: WSGIEnvironment) -> str:
     # WSGI carries the path as latin-1 code points of its UTF-8 bytes.
     raw: str = environ.get("PATH_INFO", "")
     return raw.encode("latin-1", "replace").decode("utf-8", "replace")
-
-
-def _health_blueprint(state: BackendKit) -> Blueprint:
-    paths = health_paths(state.settings)
-    blueprint = Blueprint("backend_kit_health", __name__)
-    runner = state.health_runner
-
-    def respond(probe: str) -> Response:
-        answer = runner.respond(probe, request.headers.get("Authorization"))  # type: ignore[arg-type]
-        return Response(answer.body, status=answer.status_code, headers=answer.headers)
-
-    blueprint.add_url_rule(paths.live, "livez", lambda: respond("live"), methods=["GET", "HEAD"])
-    blueprint.add_url_rule(paths.ready, "readyz", lambda: respond("ready"), methods=["GET", "HEAD"])
-    blueprint.add_url_rule(
-        paths.report, "healthz", lambda: respond("report"), methods=["GET", "HEAD"]
-    )
-    blueprint.add_url_rule(
-        paths.startup, "startupz", lambda: respond("startup"), methods=["GET", "HEAD"]
-    )
-    return blueprint

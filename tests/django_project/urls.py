@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from django.urls import include, path
+from django.urls import path
 
 from . import views
 
@@ -13,5 +13,4 @@ urlpatterns = [
     path("unavailable", views.unavailable),
     path("signup", views.signup),
     path("publish-task", views.publish_task),
-    path("", include("backend_kit.django.urls")),
 ]

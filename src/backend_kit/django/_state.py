@@ -5,27 +5,22 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from backend_kit._active import active_settings_or_none
-from backend_kit._cache import default_cache
 from backend_kit._class_import import import_settings_class
 from backend_kit._configure import configure
 from backend_kit._forksafe import after_fork_in_child
-from backend_kit._requests import RequestLogger
+from backend_kit._request_core import RequestCore, builtin_health_registry, sentry_integrations
 from backend_kit._settings import Settings
 from backend_kit.health import (
     HealthCheck,
     HealthRegistry,
     HealthRunner,
     cache_check,
-    health_paths,
-    sentry_check,
 )
 
-__all__ = ["DjangoState", "Probe", "health_registry", "setup", "state"]
-
-Probe = Literal["live", "ready", "report", "startup"]
+__all__ = ["DjangoState", "health_registry", "setup", "state"]
 
 
 @dataclass(frozen=True)
@@ -33,9 +28,7 @@ class DjangoState:
     settings: Settings
     health: HealthRegistry
     health_runner: HealthRunner
-    request_logger: RequestLogger
-    #: Health path -> probe, looked up on every request by the middleware.
-    health_probes: dict[str, Probe]
+    core: RequestCore
 
 
 _lock = threading.Lock()
@@ -69,48 +62,28 @@ def setup(settings: Settings | None = None) -> DjangoState:
         cls = import_settings_class(path)
         active = active_settings_or_none()
         settings = active if isinstance(active, cls) else cls()
-    configure(settings, sentry_integrations=_sentry_integrations(settings))
+    configure(settings, sentry_integrations=sentry_integrations(settings, "django"))
     registry = HealthRegistry(django_checks(settings))
+    runner = HealthRunner(registry, settings=settings)
     with _lock:
         _state = DjangoState(
             settings=settings,
             health=registry,
-            health_runner=HealthRunner(registry, settings=settings),
-            request_logger=RequestLogger(settings),
-            health_probes=_health_probes(settings),
+            health_runner=runner,
+            core=RequestCore(settings, runner),
         )
         return _state
 
 
-def _health_probes(settings: Settings) -> dict[str, Probe]:
-    paths = health_paths(settings)
-    return {
-        paths.live: "live",
-        paths.ready: "ready",
-        paths.report: "report",
-        paths.startup: "startup",
-    }
-
-
-def _sentry_integrations(settings: Settings) -> list[Any]:
-    if settings.sentry_dsn is None:
-        return []  # sentry_sdk is not even imported
-    from sentry_sdk.integrations.django import DjangoIntegration
-
-    return [DjangoIntegration()]
-
-
 def django_checks(settings: Settings) -> list[HealthCheck]:
-    """A datastore check per ``DATABASES`` alias and a cache check per ``CACHES`` alias,
-    plus backend_kit's own cache when it is shared (``CACHE_URL=redis://…``)."""
+    """The checks every adapter and the CLI run (those ``DATABASE_URL`` and ``CACHE_URL``
+    imply), then a datastore check per ``DATABASES`` alias and a cache check per
+    ``CACHES`` alias: Django's own connections, which the settings cannot name."""
     from django.conf import settings as django_settings
 
-    checks = [_database_check(alias) for alias in django_settings.DATABASES]
+    checks = list(builtin_health_registry(settings))
+    checks += [_database_check(alias) for alias in django_settings.DATABASES]
     checks += [_django_cache_check(alias) for alias in django_settings.CACHES]
-    if settings.cache_url.scheme != "memory":
-        checks.append(cache_check(default_cache(), name="backend_kit-cache"))
-    if settings.sentry_dsn is not None:
-        checks.append(sentry_check())
     return checks
 
 

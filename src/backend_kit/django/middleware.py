@@ -1,25 +1,24 @@
 """``backend_kit.django.middleware.RequestContextMiddleware``: put it first in
 ``MIDDLEWARE``.
 
-For every request: a request context (the inbound ``X-Request-ID`` when it is safe,
-else a new id), ``request.request_id``, the ``X-Request-ID`` response header, and one
+It translates Django's request and response to and from the request core: a request
+context (the inbound ``X-Request-ID`` when it is safe, else a new id),
+``request.request_id``, the ``X-Request-ID`` response header, and one
 ``request_finished`` event. Health probes are answered here, before any later
 middleware (authentication, redirects, host checks) can turn them away.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.http import HttpResponse
 
-from backend_kit._context import request_context
-from backend_kit._requests import REQUEST_ID_HEADER, client_address
+from backend_kit._request_core import REQUEST_ID_HEADER, ActiveRequest, RequestCore
 
 from ._state import state
-from .views import health_view_for_path
 
 __all__ = ["RequestContextMiddleware"]
 
@@ -45,45 +44,66 @@ class RequestContextMiddleware:
     def __call__(self, request: Any) -> Any:
         if self._async:
             return self._acall(request)
-        started = time.perf_counter()
-        with request_context(request.META.get(_REQUEST_ID_META_KEY)) as request_id:
-            request.request_id = request_id
-            health_view = health_view_for_path(request.path_info)
-            response = health_view(request) if health_view else self.get_response(request)
-            return self._finish(request, response, request_id, started)
+        core = state().core
+        active = core.start(request.META.get(_REQUEST_ID_META_KEY))
+        request.request_id = active.request_id
+        response = None
+        try:
+            probe = core.probe_for(request.path_info)
+            if probe is None:
+                response = self.get_response(request)
+            else:
+                answer = core.answer_probe(
+                    probe, request.method, request.META.get("HTTP_AUTHORIZATION")
+                )
+                response = HttpResponse(
+                    answer.body, status=answer.status_code, headers=answer.headers
+                )
+            return _with_headers(response, active)
+        finally:
+            _finish(core, active, request, response)
 
     async def _acall(self, request: Any) -> Any:
-        started = time.perf_counter()
-        with request_context(request.META.get(_REQUEST_ID_META_KEY)) as request_id:
-            request.request_id = request_id
-            health_view = health_view_for_path(request.path_info)
-            if health_view is not None:
-                # Probes may block on a hung check up to its timeout: not on the loop.
-                response = await sync_to_async(health_view, thread_sensitive=False)(request)
-            else:
+        core = state().core
+        active = core.start(request.META.get(_REQUEST_ID_META_KEY))
+        request.request_id = active.request_id
+        response = None
+        try:
+            probe = core.probe_for(request.path_info)
+            if probe is None:
                 get_response: Callable[[Any], Awaitable[Any]] = self.get_response
                 response = await get_response(request)
-            return self._finish(request, response, request_id, started)
+            else:
+                # Probes may block on a hung check up to its timeout: not on the loop.
+                answer = await sync_to_async(core.answer_probe, thread_sensitive=False)(
+                    probe, request.method, request.META.get("HTTP_AUTHORIZATION")
+                )
+                response = HttpResponse(
+                    answer.body, status=answer.status_code, headers=answer.headers
+                )
+            return _with_headers(response, active)
+        finally:
+            _finish(core, active, request, response)
 
-    @staticmethod
-    def _finish(request: Any, response: Any, request_id: str, started: float) -> Any:
-        response[REQUEST_ID_HEADER] = request_id
-        # `request_finished` says it all: Django's own "Not Found: /x" line would repeat
-        # it after the request context is gone, without the request id. (An unhandled
-        # exception was already logged, with its traceback, inside the context.)
-        response._has_been_logged = True
-        current = state()
-        match = getattr(request, "resolver_match", None)
-        current.request_logger.finished(
-            method=request.method,
-            route=getattr(match, "route", None) or None,
-            path=request.path,
-            status=response.status_code,
-            started=started,
-            client=client_address(
-                request.META.get("REMOTE_ADDR"),
-                request.META.get("HTTP_X_FORWARDED_FOR"),
-                current.settings.trusted_proxies,
-            ),
-        )
-        return response
+
+def _with_headers(response: Any, active: ActiveRequest) -> Any:
+    for name, value in RequestCore.response_headers(active, may_close=False):
+        response[name] = value
+    # `request_finished` says it all: Django's own "Not Found: /x" line would repeat it
+    # after the request context is gone, without the request id. (An unhandled
+    # exception was already logged, with its traceback, inside the context.)
+    response._has_been_logged = True
+    return response
+
+
+def _finish(core: RequestCore, active: ActiveRequest, request: Any, response: Any) -> None:
+    match = getattr(request, "resolver_match", None)
+    core.finish(
+        active,
+        method=request.method,
+        route=getattr(match, "route", None) or None,
+        path=request.path,
+        status=response.status_code if response is not None else 500,
+        remote_address=request.META.get("REMOTE_ADDR"),
+        forwarded_for=request.META.get("HTTP_X_FORWARDED_FOR"),
+    )

@@ -1,21 +1,12 @@
-"""``path("", include("backend_kit.django.urls"))`` serves the health endpoints."""
+"""Kept so that ``path("", include("backend_kit.django.urls"))`` in an existing project
+still works: it adds no routes. The health endpoints are answered by
+`backend_kit.django.middleware.RequestContextMiddleware`, before any other middleware,
+so they are routed in one place."""
 
 from __future__ import annotations
 
-from django.urls import path
-
-from backend_kit.health import health_paths
-
-from ._state import state
-from .views import healthz, livez, readyz, startupz
+from typing import Any
 
 app_name = "backend_kit"
 
-_paths = health_paths(state().settings)
-
-urlpatterns = [
-    path(_paths.live.lstrip("/"), livez, name="livez"),
-    path(_paths.ready.lstrip("/"), readyz, name="readyz"),
-    path(_paths.report.lstrip("/"), healthz, name="healthz"),
-    path(_paths.startup.lstrip("/"), startupz, name="startupz"),
-]
+urlpatterns: list[Any] = []

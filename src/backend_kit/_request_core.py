@@ -1,0 +1,194 @@
+"""What every framework adapter does around a request, written once.
+
+An adapter translates its framework's request into `RequestCore.start`, an optional
+`RequestCore.answer_probe`, `RequestCore.response_headers` and `RequestCore.finish`;
+nothing here knows a framework. The core owns:
+
+- the inbound request id (validated by `request_context`) and the context's lifetime;
+- the client address behind ``TRUSTED_PROXIES``;
+- probe dispatch: the health paths are answered before any of the app's own code;
+- the one ``request_finished`` event per request;
+- the response headers: ``X-Request-ID``, and ``Connection: close`` while draining
+  for servers that let the app close the connection;
+- the readiness checks every adapter runs (`builtin_health_registry`) and the
+  Sentry integration of each framework (`sentry_integrations`).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING, Any, Literal
+
+from ._context import request_context
+from ._logging import get_logger
+from ._settings import Settings
+from .health import HealthHTTPResponse, HealthRegistry, HealthRunner, checks_from_settings
+from .health import health_paths as _health_paths
+from .health._lifecycle import is_draining
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+__all__ = [
+    "REQUEST_ID_HEADER",
+    "ActiveRequest",
+    "Probe",
+    "RequestCore",
+    "builtin_health_registry",
+    "client_address",
+    "sentry_integrations",
+]
+
+#: The header that carries the request id, inbound and echoed on every response.
+REQUEST_ID_HEADER = "X-Request-ID"
+
+Probe = Literal["live", "ready", "report", "startup"]
+Framework = Literal["flask", "django", "asgi"]
+
+_PROBE_METHODS = frozenset(("GET", "HEAD"))
+
+
+def client_address(
+    remote_address: str | None, forwarded_for: str | None, trusted_proxies: int
+) -> str | None:
+    """The client's address: the peer itself, or, behind *trusted_proxies* proxies
+    that each append to ``X-Forwarded-For``, the address the outermost of them saw.
+
+    Entries a client wrote itself are never believed: only the last *trusted_proxies*
+    hops were added by infrastructure we run.
+
+    Examples:
+        >>> client_address("10.0.0.5", "203.0.113.7, 10.0.0.9", 2)
+        '203.0.113.7'
+        >>> client_address("10.0.0.5", "spoofed, 203.0.113.7", 1)
+        '203.0.113.7'
+    """
+    if trusted_proxies <= 0 or not forwarded_for:
+        return remote_address
+    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    if len(hops) < trusted_proxies:
+        return remote_address
+    return hops[-trusted_proxies]
+
+
+def builtin_health_registry(settings: Settings) -> HealthRegistry:
+    """The readiness checks the settings imply (``DATABASE_URL``, ``CACHE_URL``): the
+    same set for every adapter and for ``backend-kit health``. An in-process cache is
+    not checked: it cannot be unreachable."""
+    return checks_from_settings(settings)
+
+
+def sentry_integrations(settings: Settings, framework: Framework) -> list[Any]:
+    """The sentry-sdk integrations an adapter adds for *framework*; nothing (and no
+    import of sentry_sdk) without a ``SENTRY_DSN``. ASGI needs none of its own:
+    sentry-sdk enables its Starlette and FastAPI integrations when they are installed."""
+    if settings.sentry_dsn is None:
+        return []
+    if framework == "flask":
+        from sentry_sdk.integrations.flask import FlaskIntegration
+
+        return [FlaskIntegration()]
+    if framework == "django":
+        from sentry_sdk.integrations.django import DjangoIntegration
+
+        return [DjangoIntegration()]
+    return []
+
+
+class ActiveRequest:
+    """One request between `RequestCore.start` and `RequestCore.finish`."""
+
+    __slots__ = ("_context", "request_id", "started")
+
+    def __init__(self, context: AbstractContextManager[str]) -> None:
+        self.started = time.perf_counter()
+        self._context = context
+        self.request_id: str = context.__enter__()
+
+
+class RequestCore:
+    """Everything around one request that is not the framework's: built once per app
+    from the settings and the health runner."""
+
+    __slots__ = ("_log", "_probes", "_trusted_proxies", "health_runner", "settings")
+
+    def __init__(self, settings: Settings, health_runner: HealthRunner) -> None:
+        self.settings = settings
+        self.health_runner = health_runner
+        paths = _health_paths(settings)
+        self._probes: dict[str, Probe] = {
+            paths.live: "live",
+            paths.ready: "ready",
+            paths.report: "report",
+            paths.startup: "startup",
+        }
+        self._trusted_proxies = settings.trusted_proxies
+        self._log = get_logger("backend_kit.request")
+
+    def start(self, inbound_request_id: str | None) -> ActiveRequest:
+        """Enter the request's context: the inbound ``X-Request-ID`` when it is safe,
+        else a fresh id. Every `start` must be paired with one `finish`."""
+        return ActiveRequest(request_context(inbound_request_id))
+
+    def probe_for(self, path: str) -> Probe | None:
+        """The probe served at *path*, or ``None`` for the app's own paths."""
+        return self._probes.get(path)
+
+    def answer_probe(
+        self, probe: Probe, method: str, authorization: str | None
+    ) -> HealthHTTPResponse:
+        """The probe's HTTP answer; 405 for a method other than GET and HEAD. May block
+        up to the health check timeout: an async adapter runs it off the event loop."""
+        if method not in _PROBE_METHODS:
+            return HealthHTTPResponse(status_code=405, headers={"Allow": "GET, HEAD"}, body=b"")
+        return self.health_runner.respond(probe, authorization)
+
+    @staticmethod
+    def response_headers(request: ActiveRequest, *, may_close: bool) -> list[tuple[str, str]]:
+        """The headers to add to the response. With *may_close* (servers where the
+        app's ``Connection`` header is honoured, such as ASGI servers), ``Connection:
+        close`` while the process drains, so kept-alive clients reconnect elsewhere.
+        WSGI forbids that header: gunicorn's ``pre_request`` hook closes instead."""
+        if may_close and is_draining():
+            return [(REQUEST_ID_HEADER, request.request_id), ("Connection", "close")]
+        return [(REQUEST_ID_HEADER, request.request_id)]
+
+    def finish(
+        self,
+        request: ActiveRequest,
+        *,
+        method: str,
+        route: str | None,
+        path: str,
+        status: int,
+        remote_address: str | None,
+        forwarded_for: str | None,
+    ) -> None:
+        """Emit the one ``request_finished`` event and leave the request's context.
+
+        The context is left even if the log call fails: a context left behind would
+        lend this request's id to the thread's next request. Level by status: 5xx
+        error, 4xx warning, else info; probes at debug, so a probe every few seconds
+        does not drown the service's own lines.
+        """
+        try:
+            if path in self._probes:
+                emit = self._log.debug
+            elif status >= 500:
+                emit = self._log.error
+            elif status >= 400:
+                emit = self._log.warning
+            else:
+                emit = self._log.info
+            emit(
+                "request_finished",
+                method=method,
+                route=route,
+                path=path,
+                status=status,
+                duration_ms=round((time.perf_counter() - request.started) * 1000.0, 3),
+                client=client_address(remote_address, forwarded_for, self._trusted_proxies),
+            )
+        finally:
+            request._context.__exit__(*sys.exc_info())
