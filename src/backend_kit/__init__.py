@@ -20,7 +20,13 @@ from ._cache import (
     default_cache,
 )
 from ._configure import configure
-from ._context import bind_context, current_context, current_request_id, request_context
+from ._context import (
+    bind_context,
+    current_context,
+    current_request_id,
+    current_trace,
+    request_context,
+)
 from ._errors import ConfigError, ConfigProblem
 from ._logging import configure_logging, get_logger
 from ._redact import Redactor, get_redactor
@@ -57,6 +63,7 @@ __all__ = [
     "configure_sentry",
     "current_context",
     "current_request_id",
+    "current_trace",
     "default_cache",
     "get_logger",
     "get_redactor",

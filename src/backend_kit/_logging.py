@@ -44,6 +44,7 @@ from ._context import get_context_mapping
 from ._forksafe import after_fork_in_child
 from ._redact import Redactor, get_redactor
 from ._settings import active_settings_or_none, get_settings
+from ._trace import SPAN_ID_KEY, TRACE_ID_KEY, otel_span_ids
 
 if TYPE_CHECKING:
     from ._settings import Settings
@@ -339,6 +340,13 @@ def _merge_request_context(_: WrappedLogger, __: str, event_dict: EventDict) -> 
         for key, value in context.items():
             if key not in event_dict:
                 event_dict[key] = value
+    # An active OpenTelemetry span is the trace of record: its ids replace our own.
+    # One dict lookup when the application never imported OpenTelemetry.
+    if "opentelemetry.trace" in sys.modules:
+        ids = otel_span_ids()
+        if ids is not None:
+            event_dict[TRACE_ID_KEY] = ids[0]
+            event_dict[SPAN_ID_KEY] = ids[1]
     return event_dict
 
 

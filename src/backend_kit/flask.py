@@ -108,7 +108,11 @@ class _RequestObserver:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         started = time.perf_counter()
-        context = request_context(environ.get(_REQUEST_ID_ENVIRON_KEY))
+        context = request_context(
+            environ.get(_REQUEST_ID_ENVIRON_KEY),
+            traceparent=environ.get("HTTP_TRACEPARENT"),
+            tracestate=environ.get("HTTP_TRACESTATE"),
+        )
         request_id = context.__enter__()
         status = 500  # when the app raises instead of answering (PROPAGATE_EXCEPTIONS)
 

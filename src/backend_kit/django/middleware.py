@@ -46,7 +46,11 @@ class RequestContextMiddleware:
         if self._async:
             return self._acall(request)
         started = time.perf_counter()
-        with request_context(request.META.get(_REQUEST_ID_META_KEY)) as request_id:
+        with request_context(
+            request.META.get(_REQUEST_ID_META_KEY),
+            traceparent=request.META.get("HTTP_TRACEPARENT"),
+            tracestate=request.META.get("HTTP_TRACESTATE"),
+        ) as request_id:
             request.request_id = request_id
             health_view = health_view_for_path(request.path_info)
             response = health_view(request) if health_view else self.get_response(request)
@@ -54,7 +58,11 @@ class RequestContextMiddleware:
 
     async def _acall(self, request: Any) -> Any:
         started = time.perf_counter()
-        with request_context(request.META.get(_REQUEST_ID_META_KEY)) as request_id:
+        with request_context(
+            request.META.get(_REQUEST_ID_META_KEY),
+            traceparent=request.META.get("HTTP_TRACEPARENT"),
+            tracestate=request.META.get("HTTP_TRACESTATE"),
+        ) as request_id:
             request.request_id = request_id
             health_view = health_view_for_path(request.path_info)
             if health_view is not None:
