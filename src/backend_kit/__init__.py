@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from ._breaker import CircuitBreaker, CircuitOpenError, circuit_breaker
 from ._cache import (
     CacheBackend,
     CachedFunction,
@@ -44,6 +45,8 @@ __all__ = [
     "CacheBackend",
     "CacheInfo",
     "CachedFunction",
+    "CircuitBreaker",
+    "CircuitOpenError",
     "ConfigError",
     "ConfigProblem",
     "MemoryCache",
@@ -58,6 +61,7 @@ __all__ = [
     "__version__",
     "bind_context",
     "cached",
+    "circuit_breaker",
     "configure",
     "configure_logging",
     "configure_sentry",

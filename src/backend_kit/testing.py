@@ -34,12 +34,15 @@ __all__ = [
 def reset() -> None:
     """Forget everything backend_kit was configured with: the active settings, logging,
     Sentry, the redaction policy built from them, and the health lifecycle (draining,
-    startup). For an autouse fixture, so no test sees another's configuration."""
+    startup), the circuit breakers the health report lists and the per-host state of
+    `backend_kit.http`. For an autouse fixture, so no test sees another's configuration."""
+    from ._breaker import forget_breakers
     from ._configure import reset as reset_configuration
     from .health import reset_lifecycle
 
     reset_configuration()
     reset_lifecycle()
+    forget_breakers()
 
 
 @contextmanager
