@@ -242,6 +242,7 @@ class _Outbound:
         settings: Settings,
         retry_methods: Collection[str] | None,
         breaker: CircuitBreaker | bool | None,
+        attempts: int | None,
     ) -> None:
         self.settings = settings
         self.retry_methods = (
@@ -252,7 +253,7 @@ class _Outbound:
         self.breaker = breaker
         self.policy = RetryPolicy(
             on=_retry_on,
-            attempts=settings.http_retry_attempts,
+            attempts=settings.http_retry_attempts if attempts is None else attempts,
             timeout=settings.http_retry_timeout,
             wait_initial=0.1,
             wait_max=5.0,
@@ -405,6 +406,9 @@ def _httpx_transport_classes() -> tuple[type[Any], type[Any]]:
                         for attempt in RetryingBlock(outbound.policy, _LOGGER_NAME):
                             with attempt:
                                 attempts += 1
+                                if response is not None:  # the answer being retried
+                                    response.close()
+                                    response = None
                                 if state.breaker is not None:
                                     state.breaker.allow()
                                 try:
@@ -425,8 +429,6 @@ def _httpx_transport_classes() -> tuple[type[Any], type[Any]]:
                                     response.headers.get("Retry-After"),
                                 )
                                 if failed is not None:
-                                    if failed.decision is not False:
-                                        response.close()
                                     raise failed
                     except _AttemptFailed as failed:
                         if failed.response is None:
@@ -462,6 +464,9 @@ def _httpx_transport_classes() -> tuple[type[Any], type[Any]]:
                         async for attempt in RetryingBlock(outbound.policy, _LOGGER_NAME):
                             with attempt:
                                 attempts += 1
+                                if response is not None:  # the answer being retried
+                                    await response.aclose()
+                                    response = None
                                 if state.breaker is not None:
                                     state.breaker.allow()
                                 try:
@@ -482,8 +487,6 @@ def _httpx_transport_classes() -> tuple[type[Any], type[Any]]:
                                     response.headers.get("Retry-After"),
                                 )
                                 if failed is not None:
-                                    if failed.decision is not False:
-                                        await response.aclose()
                                     raise failed
                     except _AttemptFailed as failed:
                         if failed.response is None:
@@ -512,9 +515,20 @@ def _transports() -> tuple[type[Any], type[Any]]:
     return _transport_classes
 
 
+def _quiet_httpx_request_lines() -> None:
+    # httpx logs every request at INFO on its own logger; our http_request event
+    # replaces that line (one event per call). A level the application set is kept.
+    import logging
+
+    httpx_logger = logging.getLogger("httpx")
+    if httpx_logger.level == logging.NOTSET:
+        httpx_logger.setLevel(logging.WARNING)
+
+
 def _httpx_timeout(settings: Settings) -> httpx.Timeout:
     import httpx
 
+    _quiet_httpx_request_lines()
     return httpx.Timeout(
         connect=settings.http_connect_timeout,
         read=settings.http_read_timeout,
@@ -528,6 +542,7 @@ def client(
     settings: Settings | None = None,
     retry_methods: Collection[str] | None = None,
     breaker: CircuitBreaker | bool | None = None,
+    attempts: int | None = None,
     **kwargs: Any,
 ) -> httpx.Client:
     """An `httpx.Client` whose every call carries the request id and trace context,
@@ -537,7 +552,8 @@ def client(
     *retry_methods* replaces the methods retried (default: the idempotent ones; a request
     with an ``Idempotency-Key`` header is retried whatever its method). *breaker*:
     ``None`` for one in-process breaker per host, ``False`` for none, or a
-    `CircuitBreaker` (for example one shared in Redis) used for every host. Other keyword
+    `CircuitBreaker` (for example one shared in Redis) used for every host. *attempts*
+    replaces ``HTTP_RETRY_ATTEMPTS`` (1: no retries). Other keyword
     arguments go to `httpx.Client` (``base_url``, ``headers``, ``auth``, ``transport``,
     a ``timeout`` of your own, ...). A call to an open circuit raises `CircuitOpenError`.
 
@@ -555,7 +571,7 @@ def client(
     inner = kwargs.pop("transport", None) or httpx.HTTPTransport()
     if kwargs.get("timeout") is None:
         kwargs["timeout"] = _httpx_timeout(active)
-    outbound = _Outbound(active, retry_methods, breaker)
+    outbound = _Outbound(active, retry_methods, breaker, attempts)
     return httpx.Client(transport=kit_transport(inner, outbound), **kwargs)
 
 
@@ -564,6 +580,7 @@ def async_client(
     settings: Settings | None = None,
     retry_methods: Collection[str] | None = None,
     breaker: CircuitBreaker | bool | None = None,
+    attempts: int | None = None,
     **kwargs: Any,
 ) -> httpx.AsyncClient:
     """The `httpx.AsyncClient` counterpart of `client`, with the same behaviour and
@@ -575,7 +592,7 @@ def async_client(
     inner = kwargs.pop("transport", None) or httpx.AsyncHTTPTransport()
     if kwargs.get("timeout") is None:
         kwargs["timeout"] = _httpx_timeout(active)
-    outbound = _Outbound(active, retry_methods, breaker)
+    outbound = _Outbound(active, retry_methods, breaker, attempts)
     return httpx.AsyncClient(transport=async_transport(inner, outbound), **kwargs)
 
 
@@ -587,6 +604,7 @@ def session(
     settings: Settings | None = None,
     retry_methods: Collection[str] | None = None,
     breaker: CircuitBreaker | bool | None = None,
+    attempts: int | None = None,
 ) -> requests.Session:
     """A `requests.Session` with the behaviour of `client`: its ``http://`` and
     ``https://`` adapters add the headers, the timeouts (when a call gives none), the
@@ -601,7 +619,7 @@ def session(
         raise _install_hint("requests") from None
 
     active = _settings(settings)
-    outbound = _Outbound(active, retry_methods, breaker)
+    outbound = _Outbound(active, retry_methods, breaker, attempts)
     default_timeout = (active.http_connect_timeout, active.http_read_timeout)
     transient = (requests.ConnectionError, requests.Timeout)
     not_sent = (requests.exceptions.ConnectTimeout,)
@@ -630,6 +648,9 @@ def session(
                         for attempt in RetryingBlock(outbound.policy, _LOGGER_NAME):
                             with attempt:
                                 attempts += 1
+                                if response is not None:  # the answer being retried
+                                    response.close()
+                                    response = None
                                 if state.breaker is not None:
                                     state.breaker.allow()
                                 try:
@@ -651,8 +672,6 @@ def session(
                                     response.headers.get("Retry-After"),
                                 )
                                 if failed is not None:
-                                    if failed.decision is not False:
-                                        response.close()
                                     raise failed
                     except _AttemptFailed as failed:
                         if failed.response is None:
