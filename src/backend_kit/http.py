@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from ._breaker import CircuitBreaker, CircuitOpenError, circuit_breaker, forget_hooks
 from ._context import current_request_id, current_trace
 from ._forksafe import after_fork_in_child
+from ._redact import Redactor, get_redactor
 from ._retry import RetryingBlock, RetryPolicy
 from ._trace import TRACEPARENT_HEADER, TRACESTATE_HEADER, child_traceparent, new_trace
 
@@ -58,7 +59,6 @@ IDEMPOTENT_METHODS: frozenset[str] = frozenset({"GET", "HEAD", "OPTIONS", "PUT",
 RETRY_STATUSES: frozenset[int] = frozenset({429, 502, 503, 504})
 
 _REQUEST_ID_HEADER = "X-Request-ID"
-_IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 _LOGGER_NAME = "backend_kit.http"
 # Retries a host may always get per window, so a quiet service can still retry at all.
 _BUDGET_FLOOR = 3
@@ -263,12 +263,14 @@ class _Outbound:
     def begin(
         self, method: str, host: str, headers: MutableMapping[str, Any]
     ) -> tuple[_HostState, bool]:
+        # One pass over the names: a header lookup in httpx or requests is not cheap.
+        present = {str(name).lower() for name in headers}
         for name, value in _outbound_headers().items():
-            if name not in headers:  # an instrumentation's own traceparent wins
-                headers[name] = value
+            if name.lower() not in present:  # a header set by the caller (or an
+                headers[name] = value  # instrumentation's traceparent) wins
         state = _host_state(host, self.breaker, self.settings)
         state.budget.record_request()
-        retryable = method.upper() in self.retry_methods or _IDEMPOTENCY_KEY_HEADER in headers
+        retryable = method.upper() in self.retry_methods or "idempotency-key" in present
         return state, retryable
 
     def judge_response(
@@ -319,8 +321,6 @@ class _Outbound:
         error: BaseException | None,
     ) -> None:
         try:
-            from ._redact import Redactor, get_redactor
-
             try:
                 redactor = get_redactor()
             except Exception:
@@ -345,10 +345,16 @@ class _Outbound:
             pass
 
 
-def _logger() -> Any:
-    import structlog
+_log: Any = None
 
-    return structlog.get_logger(_LOGGER_NAME)
+
+def _logger() -> Any:
+    global _log
+    if _log is None:
+        import structlog
+
+        _log = structlog.get_logger(_LOGGER_NAME)
+    return _log
 
 
 def _settings(settings: Settings | None) -> Settings:
