@@ -23,6 +23,7 @@ _SETTINGS_PREFIXES = (
     "DATABASE_URL",
     "CACHE_URL",
     "HEALTH_TOKEN",
+    "CELERY_",
     "BACKEND_KIT_",
     "MYAPP_",
 )

@@ -11,10 +11,12 @@ import textwrap
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from types import FrameType
 
 import pytest
 
+from backend_kit import Settings, load_settings
 from backend_kit.health import (
     HealthCheck,
     HealthRegistry,
@@ -28,6 +30,7 @@ from backend_kit.health import (
     reset_lifecycle,
     start_draining,
 )
+from backend_kit.health._runner import SETTLE_SECONDS
 from tests.health_support import Spy, assert_report_valid
 
 
@@ -159,11 +162,19 @@ def test_three_hung_critical_checks_fail_within_the_max_timeout_not_the_sum() ->
         assert [r.output for r in report.checks] == ["timed out after 1 s"] * 3
         # Parallel: about 1 s; the sum would be 3 s.
         assert 0.9 <= elapsed < 2.2
-        # A later probe does not wait again for the runs still stuck: it answers at once.
-        started = time.monotonic()
+        # The next probe (the cache interval is 0) abandons the stuck runs and starts
+        # fresh ones; at two stuck runs per check, probes answer at once and start none.
         assert runner.ready().status == "fail"
+        assert [s.calls for s in spies] == [2, 2, 2]
+        started = time.monotonic()
+        report = runner.ready()
         assert time.monotonic() - started < 0.5
-        assert [s.calls for s in spies] == [1, 1, 1]
+        assert report.status == "fail"
+        for result in report.checks:
+            assert result.output is not None
+            assert result.output.startswith("hung for ")
+            assert result.output.endswith("2 runs still stuck, no new run until one ends")
+        assert [s.calls for s in spies] == [2, 2, 2]
     finally:
         for spy in spies:
             spy.release.set()
@@ -275,8 +286,10 @@ def test_thread_count_stays_bounded_by_the_number_of_checks_after_1000_probes() 
         for spy in hung:
             spy.release.set()
     assert set(statuses) == {"fail"}
-    assert peak <= threads_before + len(registry)
-    assert [s.calls for s in hung] == [1, 1]  # the stuck runs were never started again
+    max_stuck = Settings.model_fields["health_max_stuck_runs"].default
+    assert peak <= threads_before + len(hung) * max_stuck + 1
+    # Each hung check was started again only until the bound on stuck runs was reached.
+    assert [s.calls for s in hung] == [max_stuck] * len(hung)
 
 
 def test_liveness_runs_no_check() -> None:
@@ -375,3 +388,203 @@ def test_sigterm_handler_is_not_installed_outside_the_main_thread() -> None:
     thread.start()
     thread.join()
     assert outcome == [False]
+
+
+class HangsOnce:
+    """Hangs on its first call (until released), healthy on every later one."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.release = threading.Event()
+
+    def __call__(self) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            self.release.wait(30)
+
+
+def test_a_check_that_hung_once_recovers_after_one_cache_interval() -> None:
+    body = HangsOnce()
+    runner = HealthRunner(
+        HealthRegistry([HealthCheck("flaky", run=body, timeout=0.3)]), cache_seconds=2.0
+    )
+    try:
+        first = runner.ready()
+        assert (first.status, first.checks[0].output) == ("fail", "timed out after 0.3 s")
+        assert runner.ready().status == "fail"  # cached during the interval, no new run
+        assert body.calls == 1
+        time.sleep(2.1)
+        # The stuck run is abandoned; the fresh one passes although the first still hangs.
+        assert runner.ready().status == "pass"
+        assert body.calls == 2
+    finally:
+        body.release.set()
+
+
+def test_readiness_is_back_within_one_cache_interval_after_recovery() -> None:
+    healthy = threading.Event()
+
+    def dependency() -> None:
+        if not healthy.is_set():
+            raise RuntimeError("down")
+
+    runner = HealthRunner(HealthRegistry([HealthCheck("dep", run=dependency)]), cache_seconds=1.0)
+    assert runner.ready().status == "fail"
+    healthy.set()
+    recovered_at = time.monotonic()
+    deadline = recovered_at + 5
+    while runner.ready().status != "pass" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # One interval (1 s) plus one quick run; the rest is slack for a busy machine.
+    assert time.monotonic() - recovered_at < 1.0 + 1.0
+
+
+def test_workers_sharing_a_directory_answer_alike_after_a_change(tmp_path: Path) -> None:
+    """Two runners stand for two worker processes: once one has seen the change, the
+    other answers the same, although its own result is still within the interval."""
+    healthy = threading.Event()
+    healthy.set()
+
+    def dependency() -> None:
+        if not healthy.is_set():
+            raise RuntimeError("down")
+
+    settings = load_settings(health_shared_dir=tmp_path / "health", health_cache_seconds=60)
+    worker_a = HealthRunner(HealthRegistry([HealthCheck("dep", run=dependency)]), settings=settings)
+    worker_b = HealthRunner(HealthRegistry([HealthCheck("dep", run=dependency)]), settings=settings)
+    assert worker_a.ready().status == worker_b.ready().status == "pass"
+    healthy.clear()
+    # Only a runner whose cache has expired notices; force one by a zero interval.
+    noticing = HealthRunner(
+        HealthRegistry([HealthCheck("dep", run=dependency)]), settings=settings, cache_seconds=0
+    )
+    assert noticing.ready().status == "fail"
+    statuses = [runner.ready().status for _ in range(20) for runner in (worker_a, worker_b)]
+    assert set(statuses) == {"fail"}
+    report = worker_b.ready()
+    assert report.checks[0].output == "RuntimeError: down"
+
+
+def test_async_check_keeps_its_redis_client_across_runs(redis_url: str) -> None:
+    redis_asyncio = pytest.importorskip("redis.asyncio")
+    client = redis_asyncio.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+    loops: set[int] = set()
+
+    async def redis_ping() -> None:
+        loops.add(id(asyncio.get_running_loop()))
+        assert await client.ping()
+
+    runner = HealthRunner(HealthRegistry([HealthCheck("redis", run=redis_ping)]), cache_seconds=0)
+    try:
+        statuses = [runner.ready().checks[0] for _ in range(5)]
+    finally:
+        # Closed on the loop that owns it, through the runner as well.
+        HealthRunner(HealthRegistry([HealthCheck("close", run=client.aclose)])).ready()
+    assert [r.status for r in statuses] == ["pass"] * 5, [r.output for r in statuses]
+    assert len(loops) == 1  # one long-lived loop, so the client's connection is reused
+
+
+def test_a_slow_run_that_ends_late_does_not_bring_back_an_older_state(tmp_path: Path) -> None:
+    """Worker A starts a run that fails slowly; worker B starts later and passes first.
+    A's failure looked at the dependency earlier, so neither worker answers with it."""
+    settings = load_settings(health_shared_dir=tmp_path / "health", health_cache_seconds=60)
+
+    def slow_failure() -> None:
+        time.sleep(0.5)
+        raise RuntimeError("down a moment ago")
+
+    worker_a = HealthRunner(
+        HealthRegistry([HealthCheck("dep", run=slow_failure)]), settings=settings
+    )
+    worker_b = HealthRunner(
+        HealthRegistry([HealthCheck("dep", run=lambda: None)]), settings=settings
+    )
+    answers: list[str] = []
+    first = threading.Thread(target=lambda: answers.append(worker_a.ready().status))
+    first.start()
+    time.sleep(0.1)
+    assert worker_b.ready().status == "pass"
+    first.join(timeout=10)
+    # Even the probe that waited for the slow run answers with the newer observation.
+    assert answers == ["pass"]
+    statuses = [runner.ready().status for _ in range(10) for runner in (worker_a, worker_b)]
+    assert set(statuses) == {"pass"}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")
+def test_a_forked_child_forgets_the_parents_stuck_runs() -> None:
+    """The parent's stuck runs live in threads the child does not have; the child must
+    not count them, or it would report the check hung for ever."""
+    hung = threading.Event()
+    calls = {"parent": 0}
+
+    def check() -> None:
+        if os.getpid() == parent_pid:
+            calls["parent"] += 1
+            hung.wait(30)  # stuck in the parent
+
+    parent_pid = os.getpid()
+    runner = HealthRunner(
+        HealthRegistry([HealthCheck("dep", run=check, timeout=0.2)]), cache_seconds=0
+    )
+    try:
+        for _ in range(3):  # two stuck runs: the bound is reached in the parent
+            runner.ready()
+        assert runner.ready().checks[0].output.startswith("hung for ")  # type: ignore[union-attr]
+        read_end, write_end = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - runs in the child
+            try:
+                os.write(write_end, runner.ready().status.encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        _, status = os.waitpid(child, 0)
+        assert os.read(read_end, 16) == b"pass"
+        os.close(read_end)
+        assert status == 0
+    finally:
+        hung.set()
+
+
+def test_a_shared_directory_others_may_write_to_is_not_trusted(tmp_path: Path) -> None:
+    shared = tmp_path / "health"
+    shared.mkdir()
+    shared.chmod(0o777)
+    (shared / "dep__status.json").write_bytes(
+        b'{"at": 9e12, "status": "pass", "time": "t", "duration": 0, "output": null}'
+    )
+    settings = load_settings(health_shared_dir=shared, health_cache_seconds=60)
+
+    def down() -> None:
+        raise RuntimeError("down")
+
+    runner = HealthRunner(HealthRegistry([HealthCheck("dep", run=down)]), settings=settings)
+    assert runner.ready().status == "fail"  # the planted "pass" is not believed
+
+
+def test_with_shared_results_a_change_is_not_reversed_within_a_second(tmp_path: Path) -> None:
+    """Workers may disagree for a moment after a recovery (one of them still sees the
+    fault): the first change is taken at once, a reversal only after the settle time."""
+    healthy = threading.Event()
+
+    def dependency() -> None:
+        if not healthy.is_set():
+            raise RuntimeError("down")
+
+    settings = load_settings(health_shared_dir=tmp_path / "health", health_cache_seconds=0)
+    runner = HealthRunner(HealthRegistry([HealthCheck("dep", run=dependency)]), settings=settings)
+    healthy.set()
+    assert runner.ready().status == "pass"  # the first status
+    healthy.clear()
+    changed_at = time.monotonic()  # no later than the failing run looks
+    assert runner.ready().status == "fail"  # a change: at once
+    healthy.set()
+    statuses = []
+    while time.monotonic() - changed_at < SETTLE_SECONDS * 0.5:
+        statuses.append(runner.ready().status)  # a reversal within the second: held
+    assert statuses
+    assert set(statuses) == {"fail"}
+    time.sleep(SETTLE_SECONDS * 0.6)
+    assert runner.ready().status == "pass"  # after it: taken

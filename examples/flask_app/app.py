@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from flask import Flask, g, request
 from rates import RatesUnavailableError, exchange_rates_source
 from settings import CatalogSettings
@@ -26,7 +27,10 @@ def create_app(settings: CatalogSettings | None = None) -> Flask:
     app = init_app(Flask("catalog"), settings=settings)  # logging, request ids, /readyz, ...
 
     assert settings.database_url is not None
-    store = ProductStore(sqlite_path(settings.database_url.get_secret_value()))
+    store = ProductStore(
+        sqlite_path(settings.database_url.get_secret_value()),
+        timeout=settings.database_statement_timeout,
+    )
     store.create_schema()
     exchange_rates = exchange_rates_source(
         str(settings.rates_url) if settings.rates_url else None,
@@ -54,7 +58,11 @@ def create_app(settings: CatalogSettings | None = None) -> Flask:
 
     @app.post("/products")
     def create_product() -> JSON:
-        product = _parse_product(request.get_json(silent=True))
+        try:
+            body = _read_json(request.get_data(cache=False))
+        except ValueError as exc:
+            return {"error": str(exc)}, 400
+        product = _parse_product(body)
         if isinstance(product, str):
             return {"error": product}, 400
         try:
@@ -106,9 +114,25 @@ def _parse_product(body: Any) -> Product | str:
         return "sku must be a string of 1 to 64 characters without '/'"
     if not isinstance(name, str) or not name.strip():
         return "name must be a non-empty string"
-    if isinstance(price, bool) or not isinstance(price, (int, float)) or price < 0:
-        return "price must be a non-negative number (US dollars)"
+    if isinstance(price, bool) or not isinstance(price, (int, float)) or not 0 <= price <= 1e9:
+        return "price must be a number from 0 to 1000000000 (US dollars)"
     return Product(sku=sku, name=name, price_cents=round(price * 100))
+
+
+def _read_json(body: bytes) -> Any:
+    """The JSON value of a request *body*, or a `ValueError` saying what is wrong.
+
+    orjson refuses what the standard library would let through into a 500: NaN and
+    Infinity, numbers too large for a float (1e400), and nesting over 1024 levels (the
+    standard parser recurses until RecursionError).
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(
+            f"the request body is not valid JSON ({exc}); send a JSON object with finite "
+            "numbers and at most 1024 levels of nesting"
+        ) from None
 
 
 app = create_app()

@@ -50,13 +50,17 @@ def sqlite_path(database_url: str) -> Path:
 
 
 class ProductStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, timeout: float = 10.0) -> None:
         self.path = path
+        # How long an operation waits for a lock another writer holds
+        # (CATALOG_DATABASE_STATEMENT_TIMEOUT), so a stuck writer fails requests with
+        # "database is locked" instead of holding them.
+        self.timeout = timeout
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         # One short connection per operation: safe across gunicorn's threads and workers.
-        with closing(sqlite3.connect(self.path, timeout=5.0)) as connection, connection:
+        with closing(sqlite3.connect(self.path, timeout=self.timeout)) as connection, connection:
             yield connection
 
     def create_schema(self) -> None:

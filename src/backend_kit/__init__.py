@@ -32,7 +32,7 @@ from ._errors import ConfigError, ConfigProblem
 from ._logging import configure_logging, get_logger
 from ._redact import Redactor, get_redactor
 from ._retry import Attempt, RetryingBlock, RetryPolicy, retry, retry_context
-from ._sentry import configure_sentry
+from ._sentry import SentryDrops, configure_sentry, dropped_sentry_events
 from ._settings import SecretURL, Settings, get_settings, load_settings
 
 try:
@@ -56,6 +56,7 @@ __all__ = [
     "RetryPolicy",
     "RetryingBlock",
     "SecretURL",
+    "SentryDrops",
     "Settings",
     "UnencodableArgumentError",
     "__version__",
@@ -69,6 +70,7 @@ __all__ = [
     "current_request_id",
     "current_trace",
     "default_cache",
+    "dropped_sentry_events",
     "get_logger",
     "get_redactor",
     "get_settings",

@@ -30,6 +30,7 @@ from ._forksafe import after_fork_in_child
 
 if TYPE_CHECKING:
     import redis
+    import redis.cluster
 
 __all__ = ["CircuitBreaker", "CircuitOpenError", "circuit_breaker", "open_circuits"]
 
@@ -415,7 +416,7 @@ class _SharedState:
         # {hash tag}: both keys of a breaker land on one cluster slot.
         base = f"backend_kit:circuit:{{{breaker.name}}}"
         self._keys = [f"{base}:state", f"{base}:window"]
-        self._client: redis.Redis | None = None
+        self._client: redis.Redis | redis.cluster.RedisCluster | None = None
         self._scripts: tuple[Any, Any] | None = None
         self._cached: State = _CLOSED
         self._cached_failures = 0
@@ -515,15 +516,20 @@ class _SharedState:
             return None
         return [item.decode() if isinstance(item, bytes) else item for item in raw]
 
-    def _connect(self) -> redis.Redis | None:
+    def _connect(self) -> redis.Redis | redis.cluster.RedisCluster | None:
         if time.monotonic() - self._redis_failed_at < self._sync_interval:
             return None
         if self._client is None:
-            self._client = redis_client(self._url, self._timeout)
-            self._scripts = (
-                self._client.register_script(_ALLOW_SCRIPT),
-                self._client.register_script(_RECORD_SCRIPT),
-            )
+            try:
+                client = redis_client(self._url, self._timeout)
+                self._scripts = (
+                    client.register_script(_ALLOW_SCRIPT),
+                    client.register_script(_RECORD_SCRIPT),
+                )
+            except Exception:  # a cluster with no node answering fails here
+                self._redis_error()
+                return None
+            self._client = client
         return self._client
 
     def _redis_error(self) -> None:
@@ -542,17 +548,15 @@ class _SharedState:
                 pass
 
 
-def redis_client(url: str, timeout: float) -> redis.Redis:
-    """A Redis client for *url* built the way the cache builds its own: bounded
-    timeouts, no retries of its own."""
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
+def redis_client(url: str, timeout: float) -> redis.Redis | redis.cluster.RedisCluster:
+    """A Redis client for *url* from the kit's one client factory (one server, TLS,
+    Sentinel or Cluster): bounded timeouts, no retries of its own."""
+    from ._redis_clients import parse_redis_url, redis_client, tls_options_from_settings
+    from ._settings import active_settings_or_none
 
-    from ._cache._redis import _client_options
-
-    options = _client_options(url, timeout, 16)
-    return redis.Redis(connection_pool=redis.ConnectionPool(**options, retry=Retry(NoBackoff(), 0)))
+    settings = active_settings_or_none()
+    tls = tls_options_from_settings(settings) if settings is not None else None
+    return redis_client(parse_redis_url(url, tls_defaults=tls), timeout=timeout, max_connections=16)
 
 
 def _decode_state(value: object) -> State:

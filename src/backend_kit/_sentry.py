@@ -7,15 +7,20 @@ without Sentry never pays for it.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
+import time
+from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._context import (
     EXCEPTION_REQUEST_ID_ATTRIBUTE,
     REQUEST_ID_KEY,
+    TASK_TAG_KEYS,
+    current_context,
     current_request_id,
     current_trace,
     enter_hooks,
@@ -29,7 +34,9 @@ if TYPE_CHECKING:
     from ._settings import Settings
 
 __all__ = [
+    "SentryDrops",
     "configure_sentry",
+    "dropped_sentry_events",
     "is_sentry_configured",
     "reset_sentry",
 ]
@@ -76,6 +83,7 @@ def configure_sentry(
     shutdown_timeout: float = 2.0,
     transport: Any = None,
     integrations: Iterable[Any] = (),
+    drop_warning_interval: float = 60.0,
 ) -> bool:
     """Initialise sentry-sdk from *settings* (default: the active settings).
 
@@ -89,10 +97,14 @@ def configure_sentry(
     integration is turned off so an error logged once is reported once. At exit, queued
     events are flushed for at most *shutdown_timeout* seconds. *transport* replaces the
     HTTP transport (see `backend_kit.testing.capture_sentry_events`); *integrations*
-    are added to sentry-sdk's defaults. Safe to call again: the last call wins.
+    are added to sentry-sdk's defaults. Events the HTTP transport drops (queue full,
+    rate-limited, endpoint unreachable or failing) are counted (`dropped_sentry_events`)
+    and reported by one ``sentry_events_dropped`` warning in the application log per
+    *drop_warning_interval* seconds. Safe to call again: the last call wins.
     Returns ``True`` when Sentry is on.
 
-    Raises `ValueError` for a negative *shutdown_timeout*.
+    Raises `ValueError` for a negative *shutdown_timeout* or a *drop_warning_interval*
+    that is not positive.
 
     Examples:
         >>> configure_sentry()  # no SENTRY_DSN in the environment: nothing happens
@@ -103,6 +115,11 @@ def configure_sentry(
 
     if shutdown_timeout < 0:
         raise ValueError(f"shutdown_timeout must be zero or more seconds, got {shutdown_timeout!r}")
+    if not drop_warning_interval > 0:
+        raise ValueError(
+            f"drop_warning_interval must be a positive number of seconds, "
+            f"got {drop_warning_interval!r}"
+        )
     settings = settings if settings is not None else get_settings()
     if dsn is None and settings.sentry_dsn is not None:
         dsn = settings.sentry_dsn.get_secret_value()
@@ -130,6 +147,7 @@ def configure_sentry(
         "shutdown_timeout": shutdown_timeout,
         "transport": transport,
         "integrations": tuple(integrations),
+        "drop_warning_interval": drop_warning_interval,
     }
     with _lock:
         if _state is not None:
@@ -176,8 +194,8 @@ def configure_sentry(
                 options["send_default_pii"] = True
         if settings.sentry_traces_sample_rate > 0:
             options["traces_sampler"] = _TracesSampler(settings.sentry_traces_sample_rate, exclude)
-        if transport is not None:
-            options["transport"] = transport
+        _drops.restart(drop_warning_interval)
+        options["transport"] = transport if transport is not None else _counting_transport()
         sentry_sdk.init(**options)
         _state = state
         set_event_reporter(hooks.report_log_event)
@@ -198,6 +216,8 @@ def reset_sentry(*, timeout: float | None = None) -> None:
             enter_hooks.remove(_tag_transaction)
         if state is not None:
             _close_client(state.shutdown_timeout if timeout is None else timeout)
+    # Drops not yet reported (those of the last interval, or of the final flush).
+    _drops.report_pending()
 
 
 def _close_client(timeout: float) -> None:
@@ -342,6 +362,11 @@ class _Hooks:
                 if not isinstance(tags, dict):
                     tags = event["tags"] = {}
                 tags.setdefault(REQUEST_ID_KEY, request_id)
+                # A background task's ids (backend_kit.celery) are tags as well.
+                context = current_context()
+                for key in TASK_TAG_KEYS:
+                    if isinstance(context.get(key), str):
+                        tags.setdefault(key, context[key])
             _set_trace_context(event)
             settings = self._state.settings
             _scrub_personal_data(
@@ -492,3 +517,167 @@ def _fresh_transport_after_fork() -> None:
     client = sentry_sdk.get_client()
     if client.is_active():
         client.transport = make_transport(client.options)
+
+
+# -- dropped events ---------------------------------------------------------------------
+
+#: Why the transport lost an event, for the reasons that mean Sentry did not get it
+#: (sampling and before_send filters are choices, not losses, and are not counted).
+_LOSS_REASONS = frozenset(
+    {
+        "queue_overflow",
+        "ratelimit_backoff",
+        "network_error",
+        "send_error",
+        "internal_sdk_error",
+        "backpressure",
+        "rate_limited",  # answered 429 (sentry-sdk leaves that loss to the server to count)
+    }
+)
+# Whole events; sentry-sdk also records the spans and bytes inside them separately.
+_EVENT_CATEGORIES = frozenset({"error", "transaction", "default"})
+
+
+@dataclass(frozen=True)
+class SentryDrops:
+    """Events the Sentry transport dropped since the process started.
+
+    *by_reason* counts them by sentry-sdk's reason (``queue_overflow``,
+    ``ratelimit_backoff``, ``network_error``, ``send_error``...);
+    *seconds_since_last* is how long ago the last one was (``None``: never), *interval*
+    the warning interval.
+    """
+
+    total: int
+    by_reason: Mapping[str, int] = field(default_factory=dict)
+    seconds_since_last: float | None = None
+    interval: float = 60.0
+
+    @property
+    def recent(self) -> bool:
+        """True when an event was dropped within the last warning interval."""
+        return self.seconds_since_last is not None and self.seconds_since_last < self.interval
+
+
+class _DropCounter:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.interval = 60.0
+        self.by_reason: Counter[str] = Counter()
+        self.unreported: Counter[str] = Counter()
+        self.last_drop: float | None = None
+        self.last_warning: float | None = None
+
+    def restart(self, interval: float) -> None:
+        """A new configuration: a new interval, whose first drop is warned at once."""
+        with self.lock:
+            self.interval = interval
+            self.last_warning = None
+
+    def record(self, reason: str, category: str | None, quantity: int) -> None:
+        if reason not in _LOSS_REASONS or category not in _EVENT_CATEGORIES:
+            return
+        now = time.monotonic()
+        with self.lock:
+            self.by_reason[reason] += quantity
+            self.unreported[reason] += quantity
+            self.last_drop = now
+            due = self.last_warning is None or now - self.last_warning >= self.interval
+            pending = self._take(now) if due else None
+        if pending:
+            _warn_dropped(pending, self.interval)
+
+    def _take(self, now: float) -> dict[str, int]:
+        pending = dict(self.unreported)
+        self.unreported.clear()
+        self.last_warning = now
+        return pending
+
+    def report_pending(self) -> None:
+        with self.lock:
+            pending = self._take(time.monotonic()) if self.unreported else None
+        if pending:
+            _warn_dropped(pending, self.interval)
+
+    def snapshot(self) -> SentryDrops:
+        now = time.monotonic()
+        with self.lock:
+            return SentryDrops(
+                total=sum(self.by_reason.values()),
+                by_reason=dict(self.by_reason),
+                seconds_since_last=None if self.last_drop is None else now - self.last_drop,
+                interval=self.interval,
+            )
+
+
+_drops = _DropCounter()
+
+
+def dropped_sentry_events() -> SentryDrops:
+    """How many events the Sentry transport has dropped in this process, and why."""
+    return _drops.snapshot()
+
+
+@after_fork_in_child
+def _reset_drops_after_fork() -> None:
+    # A forked worker starts counting afresh, with a lock no other thread can hold.
+    global _drops
+    interval = _drops.interval
+    _drops = _DropCounter()
+    _drops.interval = interval
+
+
+def _warn_dropped(by_reason: Mapping[str, int], interval: float) -> None:
+    # A drop report must never fail the caller (a request, or the transport's thread).
+    with contextlib.suppress(Exception):
+        from ._logging import get_logger
+
+        get_logger("backend_kit.sentry").warning(
+            "sentry_events_dropped",
+            dropped=sum(by_reason.values()),
+            reasons=dict(sorted(by_reason.items())),
+            total=_drops.snapshot().total,
+            hint="Sentry did not receive these events; at most one such warning is "
+            f"logged per {interval:g} s",
+        )
+
+
+def _counting_transport() -> Any:
+    """sentry-sdk's HTTP transport, counting what it drops."""
+    from sentry_sdk.transport import HttpTransport
+
+    class CountingHttpTransport(HttpTransport):
+        # An endpoint that accepts and never answers holds the sending thread this long
+        # per envelope (sentry-sdk's own default is 30 s); meanwhile the queue fills and
+        # further events are dropped, and counted, at once.
+        TIMEOUT = 5
+        # Off once the client is closed: its worker may go on sending what was queued
+        # (to an endpoint that never answers, for minutes), and those outcomes belong
+        # to a configuration that is gone.
+        counting = True
+
+        def kill(self) -> None:
+            self.counting = False
+            super().kill()
+
+        def record_lost_event(
+            self,
+            reason: str,
+            data_category: Any = None,
+            item: Any = None,
+            *,
+            quantity: int = 1,
+        ) -> None:
+            if self.counting:
+                with contextlib.suppress(Exception):
+                    category = item.data_category if item is not None else data_category
+                    _drops.record(reason, category, 1 if item is not None else quantity)
+            super().record_lost_event(reason, data_category, item, quantity=quantity)
+
+        def on_dropped_event(self, reason: str) -> None:
+            if reason == "status_429" and self.counting:  # the envelope the server refused
+                with contextlib.suppress(Exception):
+                    _drops.record("rate_limited", "error", 1)
+            super().on_dropped_event(reason)
+
+    return CountingHttpTransport

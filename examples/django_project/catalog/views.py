@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from django.db import IntegrityError
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -17,6 +17,7 @@ import backend_kit
 
 from .models import Product
 from .rates import Rates, RatesUnavailableError, exchange_rates_source
+from .tasks import index_product
 
 log = backend_kit.get_logger("catalog")
 
@@ -55,9 +56,9 @@ def products(request: HttpRequest) -> JsonResponse:
     if request.method == "GET":
         return JsonResponse({"products": [p.as_json() for p in Product.objects.all()]})
     try:
-        body = json.loads(request.body)
-    except ValueError:
-        body = None
+        body = _read_json(request.body)
+    except ValueError as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
     product = _parse_product(body)
     if isinstance(product, str):
         return JsonResponse({"error": product}, status=400)
@@ -67,6 +68,8 @@ def products(request: HttpRequest) -> JsonResponse:
         problem = f"a product with sku {product.sku!r} exists already"
         return JsonResponse({"error": problem}, status=409)
     log.info("product_created", sku=product.sku)
+    # Indexed in the background; the worker's lines carry this request's id.
+    index_product.delay(product.sku)
     return JsonResponse(product.as_json(), status=201)
 
 
@@ -117,6 +120,22 @@ def _parse_product(body: Any) -> Product | str:
         return "sku must be a string of 1 to 64 characters without '/'"
     if not isinstance(name, str) or not name.strip():
         return "name must be a non-empty string"
-    if isinstance(price, bool) or not isinstance(price, (int, float)) or price < 0:
-        return "price must be a non-negative number (US dollars)"
+    if isinstance(price, bool) or not isinstance(price, (int, float)) or not 0 <= price <= 1e9:
+        return "price must be a number from 0 to 1000000000 (US dollars)"
     return Product(sku=sku, name=name, price_cents=round(price * 100))
+
+
+def _read_json(body: bytes) -> Any:
+    """The JSON value of a request *body*, or a `ValueError` saying what is wrong.
+
+    orjson refuses what the standard library would let through into a 500: NaN and
+    Infinity, numbers too large for a float (1e400), and nesting over 1024 levels (the
+    standard parser recurses until RecursionError).
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(
+            f"the request body is not valid JSON ({exc}); send a JSON object with finite "
+            "numbers and at most 1024 levels of nesting"
+        ) from None

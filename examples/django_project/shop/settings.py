@@ -38,9 +38,10 @@ MIDDLEWARE = [
 ROOT_URLCONF = "shop.urls"
 WSGI_APPLICATION = "shop.wsgi.application"
 
-assert SERVICE.database_url is not None  # it has a default
-DATABASES = {"default": database_from_url(SERVICE.database_url)}
-CACHES = {"default": cache_from_url(SERVICE.cache_url)}
+# The URLs and SHOP_DATABASE_STATEMENT_TIMEOUT (statement, read and lock timeouts) come
+# from SERVICE; a hung database then fails a request instead of holding its worker.
+DATABASES = {"default": database_from_url(SERVICE)}
+CACHES = {"default": cache_from_url(SERVICE)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 BACKEND_KIT_SETTINGS = "shop.service:ShopSettings"

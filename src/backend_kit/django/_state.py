@@ -18,6 +18,7 @@ from backend_kit.health import (
     HealthRunner,
     cache_check,
     health_paths,
+    sentry_check,
 )
 
 __all__ = ["DjangoState", "Probe", "health_registry", "setup", "state"]
@@ -106,6 +107,8 @@ def django_checks(settings: Settings) -> list[HealthCheck]:
     checks += [_django_cache_check(alias) for alias in django_settings.CACHES]
     if settings.cache_url.scheme != "memory":
         checks.append(cache_check(default_cache(), name="backend_kit-cache"))
+    if settings.sentry_dsn is not None:
+        checks.append(sentry_check())
     return checks
 
 
@@ -117,8 +120,20 @@ def _database_check(alias: str) -> HealthCheck:
         started = time.perf_counter()
         try:
             with connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-                cursor.fetchone()
+                if connection.vendor == "sqlite":
+                    # Reading the schema takes a lock on the file, as real queries do
+                    # (SELECT 1 would pass on a locked database), and finds an empty
+                    # file left where the database was.
+                    cursor.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'")
+                    (tables,) = cursor.fetchone()
+                    if not tables and not connection.is_in_memory_db():
+                        raise RuntimeError(
+                            "the SQLite database has no tables: the file is empty or not "
+                            "the application's database (was it moved, or not migrated?)"
+                        )
+                else:
+                    cursor.execute("SELECT 1")
+                    cursor.fetchone()
         finally:
             # Checks run on the health runner's threads: a connection left open there
             # would never be reused or closed.

@@ -22,6 +22,15 @@ class BackendKitConfig(AppConfig):
     default = True
 
     def ready(self) -> None:
+        from django.db.backends.signals import connection_created
+
         from ._state import setup
 
         setup()
+        connection_created.connect(_bound_reads, dispatch_uid="backend_kit.read_timeout")
+
+
+def _bound_reads(sender: object, connection: object, **kwargs: object) -> None:
+    from ._deadline import install_read_timeout
+
+    install_read_timeout(connection)

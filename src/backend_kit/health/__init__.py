@@ -25,6 +25,7 @@ from ._builtins import (
     memory_check,
     postgres_check,
     redis_check,
+    sentry_check,
     sqlite_check,
 )
 from ._checks import (
@@ -78,6 +79,7 @@ __all__ = [
     "redis_check",
     "render_table",
     "reset_lifecycle",
+    "sentry_check",
     "sqlite_check",
     "start_draining",
 ]

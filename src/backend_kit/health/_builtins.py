@@ -13,7 +13,7 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from contextlib import closing, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -38,6 +38,7 @@ __all__ = [
     "memory_check",
     "postgres_check",
     "redis_check",
+    "sentry_check",
     "sqlite_check",
 ]
 
@@ -140,8 +141,13 @@ def sqlite_check(
     timeout: float | None = None,
     critical: bool = True,
 ) -> HealthCheck:
-    """Open the SQLite database at *path* read-write (never creating it) and run
-    ``SELECT 1``. Fails when the file is missing, unreadable or locked past *timeout*.
+    """Open the SQLite database at *path* read-write (never creating it) and read its
+    schema, as the application's own queries would.
+
+    Fails when the file is missing or unreadable, when it holds no table (an empty file
+    left where the database was), or when another connection or process holds a lock
+    that keeps the schema from being read past the check's busy timeout (0.8 of
+    *timeout*, so SQLite's own "database is locked" is reported, not a bare timeout).
 
     Examples:
         >>> sqlite_check("db.sqlite3").key
@@ -152,11 +158,22 @@ def sqlite_check(
     def run() -> Observation:
         import sqlite3
 
-        uri = "file::memory:" if text == ":memory:" else f"{Path(text).resolve().as_uri()}?mode=rw"
+        in_memory = text == ":memory:"
+        uri = "file::memory:" if in_memory else f"{Path(text).resolve().as_uri()}?mode=rw"
+        busy_timeout = _effective_timeout(timeout) * 0.8
         started = time.perf_counter()
-        connection = sqlite3.connect(uri, uri=True, timeout=_effective_timeout(timeout))
+        connection = sqlite3.connect(uri, uri=True, timeout=busy_timeout)
         with closing(connection):
-            connection.execute("SELECT 1").fetchone()
+            # Reading sqlite_master takes a shared lock on the file, which an EXCLUSIVE
+            # lock held elsewhere refuses; SELECT 1 would not touch the file at all.
+            (tables,) = connection.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+            ).fetchone()
+        if not tables and not in_memory:
+            raise RuntimeError(
+                f"the database {Path(text).name} has no tables: the file is empty or not "
+                "the application's database (was it moved, or not migrated?)"
+            )
         return _elapsed_ms(started)
 
     return HealthCheck(
@@ -176,42 +193,53 @@ def redis_check(
     timeout: float | None = None,
     critical: bool = True,
     component_type: ComponentType = "cache",
+    tls_options: Mapping[str, Any] | None = None,
 ) -> HealthCheck:
     """Send ``PING`` to Redis, given a URL or a (synchronous) redis-py client.
 
-    From a URL, each run opens one connection with connect and socket timeouts set to
-    *timeout*, without retries, and closes it. A client you pass is used as it is
-    (give it timeouts). Observes the response time in ms. Needs ``backend-kit[redis]``.
+    A URL may name one server (``redis://``, ``rediss://``, ``unix://``), a Sentinel
+    service (``redis+sentinel://``: the check pings the master the Sentinels name now)
+    or a cluster (``redis+cluster://``: it pings every primary, and fails when the
+    cluster does not cover every slot). *tls_options* fill in the TLS options a
+    ``rediss`` URL leaves out. Each run connects with connect and socket timeouts set
+    to *timeout*, without retries, and closes its connections. A client you pass is
+    used as it is (give it timeouts). Observes the response time in ms. Needs
+    ``backend-kit[redis]``.
+
+    Raises `ValueError` at once for a malformed URL.
 
     Examples:
         >>> redis_check("redis://127.0.0.1:6379/0").key
         'redis:responseTime'
     """
-    url = None if hasattr(target, "ping") else _plain(target)
+    from backend_kit._redis_clients import (
+        close_client,
+        parse_redis_url,
+        ping_every_node,
+        redis_client,
+    )
+
+    redis_target = None
+    if not hasattr(target, "ping"):
+        redis_target = parse_redis_url(_plain(target), tls_defaults=tls_options)
 
     def run() -> Observation:
-        if url is None:
+        if redis_target is None:
             started = time.perf_counter()
             target.ping()  # type: ignore[union-attr]
             return _elapsed_ms(started)
         try:
-            import redis
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
+            import redis  # noqa: F401
         except ImportError:
             raise _missing("redis", "redis") from None
-        seconds = _effective_timeout(timeout)
         started = time.perf_counter()
-        client = redis.Redis.from_url(
-            url,
-            socket_connect_timeout=seconds,
-            socket_timeout=seconds,
-            retry=Retry(NoBackoff(), 0),  # one attempt: the probe has no time for more
-            single_connection_client=True,
-            client_name="backend_kit-health",
-        )
-        with closing(client):
-            client.ping()
+        # The kit's one client policy: timeouts, and no retries (the probe has no time
+        # for more than one attempt).
+        client = redis_client(redis_target, timeout=_effective_timeout(timeout), max_connections=4)
+        try:
+            ping_every_node(client)
+        finally:
+            close_client(client)
         return _elapsed_ms(started)
 
     return HealthCheck(
@@ -448,6 +476,37 @@ def callable_check(
     )
 
 
+def sentry_check(*, name: str = "sentry", critical: bool = False) -> HealthCheck:
+    """Whether the Sentry transport delivers: fails (non-critical by default, so
+    readiness only warns) while events were dropped within the last warning interval,
+    naming how many and why; otherwise passes, observing the events dropped since start.
+
+    Examples:
+        >>> sentry_check().key
+        'sentry:droppedEvents'
+    """
+
+    def run() -> Observation:
+        from backend_kit._sentry import dropped_sentry_events
+
+        drops = dropped_sentry_events()
+        if drops.recent and drops.seconds_since_last is not None:
+            reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(drops.by_reason.items()))
+            raise RuntimeError(
+                f"{drops.total} events dropped since start ({reasons}), the last "
+                f"{drops.seconds_since_last:.0f} s ago; Sentry is not receiving them"
+            )
+        return Observation(drops.total, "events")
+
+    return HealthCheck(
+        name,
+        run=run,
+        component_type="http",
+        critical=critical,
+        measurement="droppedEvents",
+    )
+
+
 def _sqlite_path(url: str) -> str:
     path = urlsplit(url).path
     # sqlite:///relative.db and sqlite:////absolute/path.db, as Django and SQLAlchemy read them.
@@ -476,8 +535,9 @@ def checks_from_settings(
     - ``DATABASE_URL`` ``postgres://``/``postgresql://``: `postgres_check`;
       ``sqlite://``: `sqlite_check`; other schemes get no built-in check.
     - The cache: a `cache_check` through *cache_backend* (or the backend ``CACHE_URL``
-      implies); without a backend, a `redis_check` for a ``redis://`` ``CACHE_URL`` and
+      implies); without a backend, a `redis_check` for a Redis ``CACHE_URL`` and
       nothing for ``memory://`` (an in-process cache cannot be unreachable).
+    - ``SENTRY_DSN``: `sentry_check` (non-critical), so dropped events show.
     """
     if settings is None:
         from backend_kit._settings import get_settings
@@ -493,6 +553,12 @@ def checks_from_settings(
     backend = cache_backend if cache_backend is not None else _cache_backend_from_settings(settings)
     if backend is not None:
         registry.add(cache_check(backend))
-    elif settings.cache_url.scheme in ("redis", "rediss", "unix"):
-        registry.add(redis_check(settings.cache_url))
+    elif settings.cache_url.scheme != "memory":
+        from backend_kit._redis_clients import tls_options_from_settings
+
+        registry.add(
+            redis_check(settings.cache_url, tls_options=tls_options_from_settings(settings))
+        )
+    if settings.sentry_dsn is not None:
+        registry.add(sentry_check())
     return registry
