@@ -233,3 +233,20 @@ print(json.dumps({"seen": seen["ids"], "lines": lines}))
     assert lines[0]["trace_id"] == trace_id
     assert lines[0]["span_id"] == span_id
     assert lines[1]["trace_id"] == trace_id
+
+
+def test_task_messages_carry_the_trace() -> None:
+    from backend_kit.context import extract_context, inject_context
+
+    with open_context("publisher", traceparent=VALID, tracestate="vendor=abc"):
+        headers = inject_context({})
+        publisher = current_trace()
+    assert publisher is not None
+    values = extract_context(headers)
+    with open_context(values.pop("request_id"), **values) as request_id:
+        task = current_trace()
+    assert request_id == "publisher"
+    assert task is not None
+    assert task.trace_id == TRACE_ID
+    assert task.tracestate == "vendor=abc"
+    assert task.parent_span_id not in (None, publisher.span_id)
