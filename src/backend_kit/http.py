@@ -60,6 +60,7 @@ RETRY_STATUSES: frozenset[int] = frozenset({429, 502, 503, 504})
 
 _REQUEST_ID_HEADER = "X-Request-ID"
 _LOGGER_NAME = "backend_kit.http"
+_NO_HEADERS: frozenset[str] = frozenset()
 # Retries a host may always get per window, so a quiet service can still retry at all.
 _BUDGET_FLOOR = 3
 
@@ -264,7 +265,7 @@ class _Outbound:
         self, method: str, host: str, headers: MutableMapping[str, Any]
     ) -> tuple[_HostState, bool]:
         # One pass over the names: a header lookup in httpx or requests is not cheap.
-        present = {str(name).lower() for name in headers}
+        present = {name.lower() for name in headers} if headers else _NO_HEADERS
         for name, value in _outbound_headers().items():
             if name.lower() not in present:  # a header set by the caller (or an
                 headers[name] = value  # instrumentation's traceparent) wins
@@ -279,7 +280,6 @@ class _Outbound:
         retryable: bool,
         attempt: int,
         response: Any,
-        retry_after: str | None,
     ) -> _AttemptFailed | None:
         status = response_status(response)
         if state.breaker is not None:
@@ -288,7 +288,7 @@ class _Outbound:
             return None
         decision: bool | float = self._decide(state, retryable, attempt)
         if decision is not False:
-            wait = _retry_after(retry_after)
+            wait = _retry_after(response.headers.get("Retry-After"))
             if wait is not None:
                 decision = wait
         return _AttemptFailed(decision, None, response)
@@ -432,7 +432,6 @@ def _httpx_transport_classes() -> tuple[type[Any], type[Any]]:
                                     retryable,
                                     attempts,
                                     response,
-                                    response.headers.get("Retry-After"),
                                 )
                                 if failed is not None:
                                     raise failed
@@ -490,7 +489,6 @@ def _httpx_transport_classes() -> tuple[type[Any], type[Any]]:
                                     retryable,
                                     attempts,
                                     response,
-                                    response.headers.get("Retry-After"),
                                 )
                                 if failed is not None:
                                     raise failed
@@ -675,7 +673,6 @@ def session(
                                     retryable,
                                     attempts,
                                     response,
-                                    response.headers.get("Retry-After"),
                                 )
                                 if failed is not None:
                                     raise failed
