@@ -426,10 +426,20 @@ def pre_request(worker: Any, req: Any) -> None:
     if is_draining():
         req.must_close = True
         return
-    # Asked again when the response's headers go out: a drain that starts while this
-    # request runs still closes its connection.
+    # Asked again when the response's headers go out, so a drain that starts while this
+    # request runs still closes its connection; and that answer is kept. gunicorn asks
+    # once more after the response: a drain starting in between must not close a
+    # connection whose response said keep-alive (the client's next request on it would
+    # meet a closed socket).
     keep_alive_unless = req.should_close
-    req.should_close = lambda: is_draining() or keep_alive_unless()
+    decided: list[bool] = []
+
+    def should_close() -> bool:
+        if not decided:
+            decided.append(is_draining() or keep_alive_unless())
+        return decided[0]
+
+    req.should_close = should_close
 
 
 # --- the probe server of HEALTH_PORT ----------------------------------------------------

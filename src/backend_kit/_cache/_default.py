@@ -86,6 +86,7 @@ def default_cache(settings: Settings | None = None) -> CacheBackend:
                 signing_key_fallbacks=fallbacks,
                 timeout=settings.cache_timeout,
                 tls_options=tls,
+                variable_prefix=_variable_prefix(settings),
             )
         return cache
 
@@ -103,3 +104,10 @@ def use_memory_only(enabled: bool) -> None:
 def _reset_after_fork() -> None:
     global _lock
     _lock = threading.Lock()
+
+
+def _variable_prefix(settings: Settings) -> str:
+    """The environment prefix of *settings*' class (``SHOP_``), for messages."""
+    from backend_kit._sources import variable_name
+
+    return variable_name(type(settings), ("cache_url",)).removesuffix("CACHE_URL")

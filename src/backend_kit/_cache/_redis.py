@@ -158,6 +158,8 @@ class RedisCache(CacheBackend):
     failures Redis is skipped, except for one probing call every *probe_interval*
     seconds; the first probe that succeeds switches back to Redis (and drops the
     memory tier). One warning is logged per *warn_interval* seconds.
+    *variable_prefix* is the settings' environment prefix (``SHOP_``), so that messages
+    name the variables as they are set.
 
     Raises `ValueError` for a bad *url* (saying what is wrong, without its password),
     *timeout* or *lock_ttl*.
@@ -184,6 +186,7 @@ class RedisCache(CacheBackend):
         warn_interval: float = 60.0,
         fallback_maxsize: int = 1024,
         tls_options: Mapping[str, Any] | None = None,
+        variable_prefix: str = "",
     ) -> None:
         try:
             import redis  # noqa: F401
@@ -196,8 +199,10 @@ class RedisCache(CacheBackend):
         self.lock_ttl = lock_ttl
         self._lock_ms = int(lock_ttl * 1000)
         self.timeout = timeout
-        self._codec = ValueCodec(serializer, signing_key, signing_key_fallbacks)
-        self._mismatches = _MismatchLog(warn_interval)
+        self._codec = ValueCodec(
+            serializer, signing_key, signing_key_fallbacks, variable_prefix=variable_prefix
+        )
+        self._mismatches = _MismatchLog(warn_interval, variable_prefix)
         self._target = parse_redis_url(url, tls_defaults=tls_options)
         self._display_url = self._target.display
         self._max_connections = max_connections
@@ -808,8 +813,9 @@ class _MismatchLog:
     Lock-free (itertools.count's next() is atomic), so nothing can be held across a fork.
     """
 
-    def __init__(self, interval: float) -> None:
+    def __init__(self, interval: float, variable_prefix: str = "") -> None:
         self._interval = interval
+        self._key_variable = f"{variable_prefix}CACHE_SIGNING_KEY"
         self._counter = itertools.count()
         self._reported = 0
         self._last_warning: float | None = None
@@ -834,6 +840,6 @@ class _MismatchLog:
             reason=reason,
             refused=refused,
             effect="treated as a miss; check that every process uses the same "
-            "CACHE_SIGNING_KEY (a key being rotated out belongs in "
-            "CACHE_SIGNING_KEY_FALLBACKS)",
+            f"{self._key_variable} (a key being rotated out belongs in "
+            f"{self._key_variable}_FALLBACKS)",
         )
