@@ -551,8 +551,8 @@ class _SharedState:
 def redis_client(url: str, timeout: float) -> redis.Redis | redis.cluster.RedisCluster:
     """A Redis client for *url* from the kit's one client factory (one server, TLS,
     Sentinel or Cluster): bounded timeouts, no retries of its own."""
+    from ._active import active_settings_or_none
     from ._redis_clients import parse_redis_url, redis_client, tls_options_from_settings
-    from ._settings import active_settings_or_none
 
     settings = active_settings_or_none()
     tls = tls_options_from_settings(settings) if settings is not None else None

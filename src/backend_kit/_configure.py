@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from ._active import get_settings, is_configured, reset_redactor, set_active_settings, state_lock
 from ._logging import configure_logging, reset_logging
-from ._redact import reset_redactor
 from ._sentry import configure_sentry, reset_sentry
-from ._settings import Settings, get_settings, set_active_settings
+from ._settings import Settings
 
-__all__ = ["configure", "reset"]
+__all__ = ["configure", "is_configured", "reset"]
 
 
 def configure(
@@ -29,16 +29,21 @@ def configure(
 
     Raises `backend_kit.ConfigError` when the settings must be loaded and are invalid.
     """
-    active = settings if settings is not None else get_settings()
-    set_active_settings(active)
-    configure_logging(active)
-    configure_sentry(active, integrations=sentry_integrations)
+    with state_lock():
+        active = settings if settings is not None else get_settings()
+        set_active_settings(active)
+        configure_logging(active)
+        configure_sentry(active, integrations=sentry_integrations)
     return active
 
 
 def reset() -> None:
-    """Forget the active settings and every configuration made from them."""
-    reset_sentry()
-    reset_logging()
-    reset_redactor()
-    set_active_settings(None)
+    """Forget the active settings and every configuration made from them: Sentry is
+    closed, logging restored to what it was before `configure` (structlog's and the
+    standard library's), the redaction policy dropped. Safe to call when nothing is
+    configured. `backend_kit.testing.reset` also empties caches and health state."""
+    with state_lock():
+        reset_sentry()
+        reset_logging()
+        reset_redactor()
+        set_active_settings(None)

@@ -30,10 +30,11 @@ from collections.abc import Collection, Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from ._active import get_redactor
 from ._breaker import CircuitBreaker, CircuitOpenError, circuit_breaker, forget_hooks
 from ._context import current_request_id, current_trace
 from ._forksafe import after_fork_in_child
-from ._redact import Redactor, get_redactor
+from ._redact import Redactor
 from ._retry import RetryingBlock, RetryPolicy
 from ._trace import TRACEPARENT_HEADER, TRACESTATE_HEADER, child_traceparent, new_trace
 
@@ -360,7 +361,7 @@ def _logger() -> Any:
 def _settings(settings: Settings | None) -> Settings:
     if settings is not None:
         return settings
-    from ._settings import get_settings
+    from ._active import get_settings
 
     return get_settings()
 

@@ -116,7 +116,7 @@ class CircuitBreaker:
                 return
             self._last_warning, failures, self._unreported = now, self._unreported, 0
             skipping = self._next_probe > now
-        from backend_kit._redact import get_redactor
+        from backend_kit._active import get_redactor
 
         logger.warning(
             "cache_unavailable",
