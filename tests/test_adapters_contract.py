@@ -215,6 +215,22 @@ def test_request_id_in_and_out_and_one_request_finished(
     assert (event["method"], event["path"], event["status"]) == ("GET", "/hello/ada", 200)
 
 
+def test_the_inbound_trace_is_continued_and_a_bad_one_replaced(
+    adapter: tuple[str, Call, list[str]],
+) -> None:
+    name, call, _ = adapter
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    inbound = f"00-{trace_id}-00f067aa0ba902b7-01"
+    with capture_logs() as logs:
+        call("/hello/ada", {"traceparent": inbound, "Authorization": TOKEN})
+        call("/hello/ada", {"traceparent": "00-" + "0" * 32 + "-00f067aa0ba902b7-01"})
+    continued, replaced = _finished(logs)
+    assert continued["trace_id"] == trace_id, name
+    assert continued["span_id"] != "00f067aa0ba902b7"  # this service's own span
+    assert len(replaced["trace_id"]) == 32
+    assert replaced["trace_id"] not in (trace_id, "0" * 32)
+
+
 def test_an_unsafe_inbound_id_is_replaced(adapter: tuple[str, Call, list[str]]) -> None:
     _, call, _ = adapter
     with capture_logs() as logs:
@@ -259,7 +275,7 @@ def test_no_context_leaks_between_requests(adapter: tuple[str, Call, list[str]])
     ids = set()
     for _ in range(20):
         body = orjson.loads(call("/hello/ada", {"Authorization": TOKEN}).body)
-        assert body["bound"] == ["request_id"]
+        assert body["bound"] == ["request_id", "span_id", "trace_id"]
         ids.add(body["request_id"])
         assert current_request_id() is None
     assert len(ids) == 20
@@ -294,7 +310,7 @@ def test_a_broken_log_stream_fails_no_request_and_leaks_no_context(
             answer = call("/hello/ada", {"Authorization": TOKEN})
             assert answer.status == 200, name
             body = orjson.loads(answer.body)
-            assert body["bound"] == ["request_id"]
+            assert body["bound"] == ["request_id", "span_id", "trace_id"]
             assert body["request_id"] == answer.headers["x-request-id"]
             ids.append(body["request_id"])
             assert current_request_id() is None

@@ -25,7 +25,13 @@ import orjson
 import pytest
 from celery import Celery
 
-from backend_kit import bind_context, current_context, load_settings, request_context
+from backend_kit import (
+    bind_context,
+    current_context,
+    current_trace,
+    load_settings,
+    request_context,
+)
 from backend_kit.celery import ARGS_PLACEHOLDER, init_celery, reset_celery
 from backend_kit.context import (
     extract_context,
@@ -472,12 +478,19 @@ def test_opted_in_arguments_go_through_the_redactor(monkeypatch: pytest.MonkeyPa
 def test_threads_and_executors_see_the_context_they_were_started_in() -> None:
     seen: list[Any] = []
     with request_context("req-threads", tenant="acme"):
+        trace = current_trace()
+        assert trace is not None
         thread = start_thread(lambda: seen.append(dict(current_context())), name="bk-test")
         thread.join(timeout=10)
         with ThreadPoolExecutor(1) as pool:
             from_pool = submit_with_context(pool, lambda: dict(current_context())).result(10)
         later = with_current_context(lambda: dict(current_context()))
-    expected = {"request_id": "req-threads", "tenant": "acme"}
+    expected = {
+        "request_id": "req-threads",
+        "tenant": "acme",
+        "trace_id": trace.trace_id,
+        "span_id": trace.span_id,
+    }
     assert seen == [expected]
     assert from_pool == expected
     assert later() == expected  # called after the block exited, still in its copy
@@ -499,7 +512,10 @@ def test_what_a_thread_binds_stays_in_its_copy() -> None:
 def test_headers_round_trip_and_unsafe_ids_are_dropped() -> None:
     with request_context("req-carrier"):
         headers = inject_context({})
-    assert extract_context(headers) == {"request_id": "req-carrier"}
+    assert extract_context(headers) == {
+        "request_id": "req-carrier",
+        "traceparent": headers["traceparent"],
+    }
     assert inject_context({}) == {}
     assert extract_context({"x-request-id": "bad\nid"}) == {}
     assert extract_context({"x-request-id": "x" * 129}) == {}

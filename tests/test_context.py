@@ -12,7 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import backend_kit
-from backend_kit import bind_context, current_context, current_request_id, request_context
+from backend_kit import (
+    bind_context,
+    current_context,
+    current_request_id,
+    current_trace,
+    request_context,
+)
 from backend_kit._context import is_safe_request_id, new_request_id
 
 _GENERATED = re.compile(r"[0-9a-f]{32}")
@@ -41,7 +47,15 @@ def test_fresh_id_when_none_is_given() -> None:
 def test_safe_inbound_id_is_kept_and_values_are_bound() -> None:
     with request_context("req-1.a:b_C", user_id=7, route="/orders") as request_id:
         assert request_id == "req-1.a:b_C"
-        assert current_context() == {"request_id": "req-1.a:b_C", "user_id": 7, "route": "/orders"}
+        trace = current_trace()
+        assert trace is not None
+        assert current_context() == {
+            "request_id": "req-1.a:b_C",
+            "user_id": 7,
+            "route": "/orders",
+            "trace_id": trace.trace_id,
+            "span_id": trace.span_id,
+        }
     assert current_request_id() is None
     assert dict(current_context()) == {}
 
@@ -94,13 +108,23 @@ def test_non_string_id_is_replaced() -> None:
 
 def test_nested_context_inherits_and_restores() -> None:
     with request_context("outer", tenant="acme"):
+        outer_trace = current_trace()
+        assert outer_trace is not None
+        ids = {"trace_id": outer_trace.trace_id, "span_id": outer_trace.span_id}
         with request_context(step="charge") as inner:
             assert inner == "outer"
-            assert current_context() == {"request_id": "outer", "tenant": "acme", "step": "charge"}
+            assert current_context() == {
+                "request_id": "outer",
+                "tenant": "acme",
+                "step": "charge",
+                **ids,
+            }
         with request_context("job-2") as job:
             assert job == "job-2"
             assert current_context()["tenant"] == "acme"
-        assert current_context() == {"request_id": "outer", "tenant": "acme"}
+        assert current_context() == {"request_id": "outer", "tenant": "acme", **ids}
+        assert current_trace() is outer_trace
+    assert current_trace() is None
 
 
 def test_context_is_restored_when_the_block_raises() -> None:

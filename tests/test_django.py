@@ -61,6 +61,19 @@ def test_request_id_is_kept_echoed_logged_and_on_the_request() -> None:
     assert body == {"request_id": "dj-2", "attribute": "dj-2"}
 
 
+def test_inbound_trace_context_is_continued_sync_and_async() -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    headers = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01", "X-Request-ID": "dj-t"}
+    with capture_logs() as logs:
+        Client().get("/hello/ada", headers=headers)
+        asyncio.run(AsyncClient().get("/hello/ada", headers=headers))
+        Client().get("/hello/ada", headers={"traceparent": "00-not-a-trace"})
+    assert [event["trace_id"] for event in logs[:4]] == [trace_id] * 4
+    assert len({event["span_id"] for event in logs[:4]}) == 2  # one span per request
+    assert logs[4]["trace_id"] == logs[5]["trace_id"] != trace_id
+    assert len(logs) == 6
+
+
 def test_request_finished_fields_and_route_template() -> None:
     with capture_logs() as logs:
         Client().get("/hello/ada")

@@ -396,7 +396,7 @@ def test_http_expected_status() -> None:
 def test_http_nothing_listening_and_silent_server() -> None:
     refused = run_one(http_check(f"http://127.0.0.1:{free_port()}/", timeout=1))
     assert refused.status == "fail"
-    assert "URLError" in (refused.output or "")
+    assert "ConnectError" in (refused.output or "")
     with silent_tcp_server() as port:
         result, elapsed = timed(http_check(f"http://127.0.0.1:{port}/", timeout=0.5))
     assert result.status == "fail"

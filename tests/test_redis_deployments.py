@@ -236,7 +236,8 @@ def test_a_sentinel_that_never_answers_costs_a_bounded_time() -> None:
 
 def test_tls_with_a_private_ca_and_a_client_certificate() -> None:
     with tls_redis_server() as server:
-        cache = RedisCache(server.url(), prefix="bk-tls:")
+        # A generous timeout: a TLS handshake on a busy machine can take longer than 0.5 s.
+        cache = RedisCache(server.url(), prefix="bk-tls:", timeout=5)
         assert cache.get_or_set("greeting", lambda: "hello", ttl=60) == "hello"
         assert cache.get("greeting") == "hello"
         assert cache.fallbacks == 0
@@ -250,6 +251,8 @@ def test_tls_with_a_private_ca_and_a_client_certificate() -> None:
             redis_ssl_ca_certs=str(certificates.ca),
             redis_ssl_certfile=str(certificates.client_cert),
             redis_ssl_keyfile=str(certificates.client_key),
+            health_check_timeout=5,
+            health_deadline=6,
         )
         runner = HealthRunner(checks_from_settings(settings), settings=settings, cache_seconds=0)
         assert runner.ready().status == "pass"

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._active import get_redactor, get_settings, is_configured
+    from ._breaker import CircuitBreaker, CircuitOpenError, circuit_breaker
     from ._cache import (
         CacheBackend,
         CachedFunction,
@@ -27,7 +28,13 @@ if TYPE_CHECKING:
         default_cache,
     )
     from ._configure import configure, reset
-    from ._context import bind_context, current_context, current_request_id, request_context
+    from ._context import (
+        bind_context,
+        current_context,
+        current_request_id,
+        current_trace,
+        request_context,
+    )
     from ._errors import ConfigError, ConfigProblem
     from ._logging import configure_logging, get_logger
     from ._redact import Redactor
@@ -43,6 +50,8 @@ __all__ = [
     "CacheBackend",
     "CacheInfo",
     "CachedFunction",
+    "CircuitBreaker",
+    "CircuitOpenError",
     "ConfigError",
     "ConfigProblem",
     "MemoryCache",
@@ -58,11 +67,13 @@ __all__ = [
     "__version__",
     "bind_context",
     "cached",
+    "circuit_breaker",
     "configure",
     "configure_logging",
     "configure_sentry",
     "current_context",
     "current_request_id",
+    "current_trace",
     "default_cache",
     "dropped_sentry_events",
     "get_logger",
@@ -81,6 +92,9 @@ _MODULE_OF = {
     "get_redactor": "_active",
     "get_settings": "_active",
     "is_configured": "_active",
+    "CircuitBreaker": "_breaker",
+    "CircuitOpenError": "_breaker",
+    "circuit_breaker": "_breaker",
     "CacheBackend": "_cache",
     "CachedFunction": "_cache",
     "CacheInfo": "_cache",
@@ -95,6 +109,7 @@ _MODULE_OF = {
     "bind_context": "_context",
     "current_context": "_context",
     "current_request_id": "_context",
+    "current_trace": "_context",
     "request_context": "_context",
     "ConfigError": "_errors",
     "ConfigProblem": "_errors",

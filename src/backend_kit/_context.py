@@ -16,11 +16,14 @@ from contextvars import ContextVar, Token
 from types import MappingProxyType, TracebackType
 from typing import Any
 
+from ._trace import SPAN_ID_KEY, TRACE_ID_KEY, TraceContext, new_trace, otel_span_ids
+
 __all__ = [
     "REQUEST_ID_KEY",
     "bind_context",
     "current_context",
     "current_request_id",
+    "current_trace",
     "is_safe_request_id",
     "new_request_id",
     "request_context",
@@ -33,6 +36,9 @@ TASK_TAG_KEYS = ("task_id", "task_name")
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _context: ContextVar[Mapping[str, Any]] = ContextVar("backend_kit_request_context", default=_EMPTY)
+# The full trace (parent span, flags, tracestate) lives beside the mapping: only its two
+# ids belong on every log line.
+_trace: ContextVar[TraceContext | None] = ContextVar("backend_kit_trace_context", default=None)
 
 # Inbound ids end up in log lines, headers and Sentry tags: only short, inert ones are kept.
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -60,12 +66,21 @@ class _RequestContext:
     """What `request_context` returns. A class rather than a generator: it is entered
     and left on every request's path, where a generator's machinery is measurable."""
 
-    __slots__ = ("_request_id", "_token", "_values")
+    __slots__ = ("_request_id", "_token", "_trace_token", "_traceparent", "_tracestate", "_values")
 
-    def __init__(self, request_id: str | None, values: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        request_id: str | None,
+        traceparent: str | None,
+        tracestate: str | None,
+        values: dict[str, Any],
+    ) -> None:
         self._request_id = request_id
+        self._traceparent = traceparent
+        self._tracestate = tracestate
         self._values = values
         self._token: Token[Mapping[str, Any]] | None = None
+        self._trace_token: Token[TraceContext | None] | None = None
 
     def __enter__(self) -> str:
         parent = _context.get()
@@ -76,16 +91,31 @@ class _RequestContext:
         elif not is_safe_request_id(request_id):
             request_id = new_request_id()
         self._request_id = request_id
+        trace = _trace.get()
+        if trace is None or self._traceparent is not None or self._tracestate is not None:
+            trace = _start_trace(self._traceparent, self._tracestate)
+        trace_token = _trace.set(trace)
         token = _context.set(
-            MappingProxyType({**parent, **self._values, REQUEST_ID_KEY: request_id})
+            MappingProxyType(
+                {
+                    **parent,
+                    **self._values,
+                    REQUEST_ID_KEY: request_id,
+                    TRACE_ID_KEY: trace.trace_id,
+                    SPAN_ID_KEY: trace.span_id,
+                }
+            )
         )
         self._token = token
+        self._trace_token = trace_token
         if enter_hooks:
             try:
                 for hook in enter_hooks:
                     hook(request_id)
             except BaseException:
                 _context.reset(token)
+                _trace.reset(trace_token)
+                self._token = self._trace_token = None
                 raise
         return request_id
 
@@ -101,10 +131,36 @@ class _RequestContext:
         if self._token is not None:
             _context.reset(self._token)
             self._token = None
+        if self._trace_token is not None:
+            _trace.reset(self._trace_token)
+            self._trace_token = None
 
 
-def request_context(request_id: str | None = None, **values: Any) -> AbstractContextManager[str]:
-    """Bind a request id and *values* to every log line and Sentry event inside the block.
+def _start_trace(traceparent: str | None, tracestate: str | None) -> TraceContext:
+    # An OpenTelemetry span already running (its middleware outside ours) is the trace.
+    ids = otel_span_ids()
+    if ids is None:
+        return new_trace(traceparent, tracestate)
+    inbound = new_trace(traceparent, tracestate)
+    same_trace = inbound.trace_id == ids[0]
+    return TraceContext(
+        ids[0],
+        ids[1],
+        inbound.parent_span_id if same_trace else None,
+        ids[2],
+        inbound.tracestate if same_trace else "",
+    )
+
+
+def request_context(
+    request_id: str | None = None,
+    *,
+    traceparent: str | None = None,
+    tracestate: str | None = None,
+    **values: Any,
+) -> AbstractContextManager[str]:
+    """Bind a request id, a trace and *values* to every log line and Sentry event inside
+    the block.
 
     *request_id* is usually the inbound ``X-Request-ID`` header: it is kept when it is at
     most 128 characters of ``A-Za-z0-9._:-`` and replaced by a fresh id otherwise (too
@@ -113,12 +169,18 @@ def request_context(request_id: str | None = None, **values: Any) -> AbstractCon
     are inherited; *values* win. Gives the request id in force. On exit the previous
     context is restored exactly. Each returned object is entered once.
 
+    *traceparent* and *tracestate* are the inbound W3C trace context headers. A valid
+    ``traceparent`` is continued (same ``trace_id``, a new ``span_id`` for this
+    service); an invalid or missing one starts a new trace, so every block has a
+    ``trace_id`` and a ``span_id`` in its log lines. With neither header, the trace of
+    an enclosing block is kept.
+
     Examples:
         >>> with request_context("abc-123", user_id=42) as request_id:
         ...     request_id, current_context()["user_id"]
         ('abc-123', 42)
     """
-    return _RequestContext(request_id, values)
+    return _RequestContext(request_id, traceparent, tracestate, values)
 
 
 def bind_context(**values: Any) -> None:
@@ -129,10 +191,10 @@ def bind_context(**values: Any) -> None:
     Raises `ValueError` when asked to change ``request_id``: open a new
     `request_context()` instead.
     """
-    if REQUEST_ID_KEY in values:
+    if REQUEST_ID_KEY in values or TRACE_ID_KEY in values or SPAN_ID_KEY in values:
         raise ValueError(
-            "bind_context() cannot change the request id; use "
-            "`with backend_kit.request_context(request_id=...)` instead"
+            "bind_context() cannot change the request id or the trace; use "
+            "`with backend_kit.request_context(request_id=..., traceparent=...)` instead"
         )
     _context.set(MappingProxyType({**_context.get(), **values}))
 
@@ -141,6 +203,12 @@ def current_request_id() -> str | None:
     """The id of the request being served, or ``None`` outside any `request_context()`."""
     value = _context.get().get(REQUEST_ID_KEY)
     return value if isinstance(value, str) else None
+
+
+def current_trace() -> TraceContext | None:
+    """The W3C trace of the current block (ids, flags, ``tracestate``), or ``None``
+    outside any `request_context()`."""
+    return _trace.get()
 
 
 def current_context() -> Mapping[str, Any]:

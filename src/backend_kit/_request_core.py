@@ -126,10 +126,19 @@ class RequestCore:
         self._trusted_proxies = settings.trusted_proxies
         self._log = get_logger("backend_kit.request")
 
-    def start(self, inbound_request_id: str | None) -> ActiveRequest:
+    def start(
+        self,
+        inbound_request_id: str | None,
+        *,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
+    ) -> ActiveRequest:
         """Enter the request's context: the inbound ``X-Request-ID`` when it is safe,
-        else a fresh id. Every `start` must be paired with one `finish`."""
-        return ActiveRequest(request_context(inbound_request_id))
+        else a fresh id, and the inbound W3C trace context when it is valid, else a new
+        trace. Every `start` must be paired with one `finish`."""
+        return ActiveRequest(
+            request_context(inbound_request_id, traceparent=traceparent, tracestate=tracestate)
+        )
 
     def probe_for(self, path: str) -> Probe | None:
         """The probe served at *path*, or ``None`` for the app's own paths."""

@@ -226,7 +226,10 @@ class RetryPolicy:
 
     def _decide(self, exc: Exception) -> bool | float:
         """``False``: do not retry; ``True``: retry after backoff; a float: retry after
-        that many seconds (the server asked for it)."""
+        that many seconds (the server asked for it). An open circuit is never retried:
+        waiting out its backoff would only call into it again while it is open."""
+        if type(exc).__name__ == "CircuitOpenError" and isinstance(exc, _circuit_open_error()):
+            return False
         if self._types is not None:
             return isinstance(exc, self._types)
         assert self._predicate is not None
@@ -531,6 +534,12 @@ class _Run:
 
         # Sleep 0 still yields to the event loop, so other tasks progress between attempts.
         await asyncio.sleep(seconds)
+
+
+def _circuit_open_error() -> type[Exception]:
+    from ._breaker import CircuitOpenError
+
+    return CircuitOpenError
 
 
 def _redacted_message(exc: BaseException | None) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, SecretStr
 from pydantic.types import _SecretBase
@@ -143,10 +143,11 @@ class SecretURL(SecretStr):
 
 def field_is_secret(annotation: Any) -> bool:
     """True when *annotation* is, or contains, a pydantic secret type."""
-    if isinstance(annotation, type):
+    # A generic alias such as tuple[SecretStr, ...] passes isinstance(..., type) before
+    # Python 3.11: look at its arguments first.
+    if get_origin(annotation) is None and isinstance(annotation, type):
         return issubclass(annotation, _SecretBase)
-    args = getattr(annotation, "__args__", ())
-    return any(field_is_secret(arg) for arg in args)
+    return any(field_is_secret(arg) for arg in get_args(annotation))
 
 
 def secret_paths(

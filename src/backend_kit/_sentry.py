@@ -23,11 +23,13 @@ from ._context import (
     TASK_TAG_KEYS,
     current_context,
     current_request_id,
+    current_trace,
     enter_hooks,
 )
 from ._forksafe import after_fork_in_child
 from ._logging import exc_info_of, set_event_reporter
 from ._redact import MASK, Redactor
+from ._trace import TraceContext, otel_span_ids
 
 if TYPE_CHECKING:
     from ._settings import Settings
@@ -280,8 +282,49 @@ def _tag_transaction(request_id: str) -> None:
 
     span = sentry_sdk.get_current_span()
     transaction = span.containing_transaction if span is not None else None
+    trace = current_trace()
     if transaction is not None:
         transaction.set_tag(REQUEST_ID_KEY, request_id)
+        if trace is not None and transaction.trace_id != trace.trace_id:
+            # Sentry's integration only reads its own header: move its transaction
+            # onto the W3C trace the request arrived with, so both tell one story.
+            transaction.trace_id = trace.trace_id
+    if trace is not None:
+        _continue_trace(trace)
+
+
+def _continue_trace(trace: TraceContext) -> None:
+    """Continue Sentry's trace from the request's W3C trace: events captured without a
+    transaction take their trace context from the scope's propagation context."""
+    import sentry_sdk
+
+    sampled = "-1" if trace.sampled else ""
+    parent = trace.parent_span_id or trace.span_id
+    scope = sentry_sdk.get_isolation_scope()
+    scope.generate_propagation_context({"sentry-trace": f"{trace.trace_id}-{parent}{sampled}"})
+    propagation = scope.get_active_propagation_context()
+    if propagation is not None:
+        propagation.span_id = trace.span_id
+
+
+def _set_trace_context(event: dict[str, Any]) -> None:
+    # The ids of the request's log lines, whichever scope or thread captured the event
+    # (the isolation scope is shared by threads when no integration forked it).
+    ids = otel_span_ids()
+    if ids is None:
+        trace = current_trace()
+        if trace is None:
+            return
+        ids = (trace.trace_id, trace.span_id, trace.flags)
+    contexts = event.get("contexts")
+    if not isinstance(contexts, dict):
+        contexts = event["contexts"] = {}
+    trace_context = contexts.get("trace")
+    if not isinstance(trace_context, dict):
+        trace_context = contexts["trace"] = {}
+    if trace_context.get("trace_id") != ids[0]:
+        trace_context["trace_id"] = ids[0]
+        trace_context["span_id"] = ids[1]
 
 
 def _warn(what: str, exc: BaseException) -> None:
@@ -324,6 +367,7 @@ class _Hooks:
                 for key in TASK_TAG_KEYS:
                     if isinstance(context.get(key), str):
                         tags.setdefault(key, context[key])
+            _set_trace_context(event)
             settings = self._state.settings
             _scrub_personal_data(
                 event,

@@ -403,6 +403,54 @@ class Settings(BaseSettings):
         description="How often a Celery worker touches its heartbeat file, in seconds; "
         "liveness fails when the file is three intervals old.",
     )
+    # Outbound HTTP (backend_kit.http): timeouts, retries, the retry budget and the
+    # per-host circuit breaker.
+    http_connect_timeout: float = Field(
+        default=3.0,
+        gt=0,
+        description="Seconds an outbound HTTP call (backend_kit.http) waits to connect.",
+    )
+    http_read_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds an outbound HTTP call waits for each read of the response "
+        "(and each write of the request).",
+    )
+    http_retry_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        description="Most attempts of one outbound HTTP call, the first included; 1 turns "
+        "retries off.",
+    )
+    http_retry_timeout: float = Field(
+        default=20.0,
+        gt=0,
+        description="Seconds after the first attempt of an outbound HTTP call past which "
+        "no retry starts, including the waits a Retry-After header asks for.",
+    )
+    http_retry_budget: float = Field(
+        default=0.2,
+        ge=0.0,
+        le=1.0,
+        description="Share of extra load retries may add to one target host: over the "
+        "budget window, retries are at most this share of first attempts.",
+    )
+    http_retry_budget_window: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds of the sliding window over which the retry budget counts.",
+    )
+    http_breaker_failures: int = Field(
+        default=5,
+        ge=1,
+        description="Consecutive failed outbound calls to one host that open its circuit.",
+    )
+    http_breaker_recovery_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a host's open circuit fails calls fast before a probe call.",
+    )
 
     _sources: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)
 

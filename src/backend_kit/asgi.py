@@ -78,7 +78,7 @@ class BackendKitMiddleware:
             await self.app(scope, receive, send)
             return
         core = self.core
-        request_id = authorization = forwarded_for = None
+        request_id = authorization = forwarded_for = traceparent = tracestate = None
         for name, value in scope["headers"]:
             if name == _REQUEST_ID_KEY:
                 request_id = value.decode("latin-1")
@@ -86,7 +86,11 @@ class BackendKitMiddleware:
                 authorization = value.decode("latin-1")
             elif name == b"x-forwarded-for":
                 forwarded_for = value.decode("latin-1")
-        active = core.start(request_id)
+            elif name == b"traceparent":
+                traceparent = value.decode("latin-1")
+            elif name == b"tracestate":
+                tracestate = value.decode("latin-1")
+        active = core.start(request_id, traceparent=traceparent, tracestate=tracestate)
         status = 500  # when the app raises before answering
         path: str = scope["path"]
         method: str = scope["method"]

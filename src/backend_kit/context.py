@@ -8,8 +8,8 @@ values bound where it was started, and what it binds stays in its own copy.
 
 `inject_context` and `extract_context` carry the context across a process boundary in
 message headers (Celery tasks, outbound requests). Each kind of context has one
-propagator: the request id travels as ``x-request-id``; a trace context will travel as
-``traceparent`` by adding one more propagator, without changing any caller.
+propagator: the request id travels as ``x-request-id``, the W3C trace context as
+``traceparent`` (a new child span id) and ``tracestate``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from collections.abc import Callable, Mapping, MutableMapping
 from concurrent.futures import Executor, Future
 from typing import Any, ParamSpec, TypeVar
 
-from ._context import REQUEST_ID_KEY, current_request_id, is_safe_request_id
+from ._context import REQUEST_ID_KEY, current_request_id, current_trace, is_safe_request_id
+from ._trace import TRACEPARENT_HEADER, TRACESTATE_HEADER, child_traceparent
 
 __all__ = [
     "REQUEST_ID_HEADER",
@@ -125,8 +126,25 @@ class _RequestIdPropagator:
             into[REQUEST_ID_KEY] = value
 
 
-# The trace context joins this tuple as a second propagator (``traceparent``).
-_PROPAGATORS = (_RequestIdPropagator(),)
+class _TraceContextPropagator:
+    """The W3C trace as ``traceparent`` (with a new child span id) and ``tracestate``;
+    the receiving side validates them in `request_context`."""
+
+    def inject(self, headers: MutableMapping[str, Any]) -> None:
+        trace = current_trace()
+        if trace is not None:
+            headers[TRACEPARENT_HEADER] = child_traceparent(trace)
+            if trace.tracestate:
+                headers[TRACESTATE_HEADER] = trace.tracestate
+
+    def extract(self, headers: Mapping[str, Any], into: dict[str, Any]) -> None:
+        for name in (TRACEPARENT_HEADER, TRACESTATE_HEADER):
+            value = headers.get(name)
+            if isinstance(value, str):
+                into[name] = value
+
+
+_PROPAGATORS = (_RequestIdPropagator(), _TraceContextPropagator())
 
 
 def inject_context(headers: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -136,8 +154,8 @@ def inject_context(headers: MutableMapping[str, Any]) -> MutableMapping[str, Any
     Examples:
         >>> from backend_kit import request_context
         >>> with request_context("req-3"):
-        ...     inject_context({})
-        {'x-request-id': 'req-3'}
+        ...     sorted(inject_context({}))
+        ['traceparent', 'x-request-id']
     """
     for propagator in _PROPAGATORS:
         propagator.inject(headers)

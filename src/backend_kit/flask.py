@@ -118,7 +118,11 @@ class _RequestCoreMiddleware:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         core = self._core
-        active = core.start(environ.get(_REQUEST_ID_ENVIRON_KEY))
+        active = core.start(
+            environ.get(_REQUEST_ID_ENVIRON_KEY),
+            traceparent=environ.get("HTTP_TRACEPARENT"),
+            tracestate=environ.get("HTTP_TRACESTATE"),
+        )
         extra_headers = core.response_headers(active, may_close=False)
         status = 500  # when the app raises instead of answering (PROPAGATE_EXCEPTIONS)
         path = _path(environ)

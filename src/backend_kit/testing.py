@@ -37,11 +37,14 @@ def reset() -> None:
     (structlog and the standard library as they were before), Sentry, the redaction
     policy, the default caches with their circuit breakers, each cached function's
     backend, memory cache and counters, the memory caches' namespace versions, every
-    health runner's last results, and the health lifecycle (draining, startup).
+    health runner's last results, the health lifecycle (draining, startup), the
+    circuit breakers the health report lists and the per-host state of
+    `backend_kit.http`.
 
     For a fixture run around each test (the pytest plugin's ``backend_kit_isolation``),
     so no test sees another's configuration. Data stored in Redis is left alone.
     """
+    from ._breaker import forget_breakers
     from ._cache._reset import reset_caches
     from ._configure import reset as reset_configuration
     from .health._lifecycle import reset_lifecycle
@@ -51,6 +54,7 @@ def reset() -> None:
     reset_caches()
     forget_health_results()
     reset_lifecycle()
+    forget_breakers()
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 from .._active import active_settings_or_none, get_redactor
 from .._context import get_context_mapping
 from .._redact import Redactor
+from .._trace import SPAN_ID_KEY, TRACE_ID_KEY, otel_span_ids
 from ._clock import clock
 from ._sink import forwarding_failures, sink
 
@@ -68,6 +69,13 @@ def merge_request_context(_: WrappedLogger, __: str, event_dict: EventDict) -> E
         for key, value in context.items():
             if key not in event_dict:
                 event_dict[key] = value
+    # An active OpenTelemetry span is the trace of record: its ids replace our own.
+    # One dict lookup when the application never imported OpenTelemetry.
+    if "opentelemetry.trace" in sys.modules:
+        ids = otel_span_ids()
+        if ids is not None:
+            event_dict[TRACE_ID_KEY] = ids[0]
+            event_dict[SPAN_ID_KEY] = ids[1]
     return event_dict
 
 

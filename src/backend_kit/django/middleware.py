@@ -45,7 +45,11 @@ class RequestContextMiddleware:
         if self._async:
             return self._acall(request)
         core = state().core
-        active = core.start(request.META.get(_REQUEST_ID_META_KEY))
+        active = core.start(
+            request.META.get(_REQUEST_ID_META_KEY),
+            traceparent=request.META.get("HTTP_TRACEPARENT"),
+            tracestate=request.META.get("HTTP_TRACESTATE"),
+        )
         request.request_id = active.request_id
         response = None
         try:
@@ -65,7 +69,11 @@ class RequestContextMiddleware:
 
     async def _acall(self, request: Any) -> Any:
         core = state().core
-        active = core.start(request.META.get(_REQUEST_ID_META_KEY))
+        active = core.start(
+            request.META.get(_REQUEST_ID_META_KEY),
+            traceparent=request.META.get("HTTP_TRACEPARENT"),
+            tracestate=request.META.get("HTTP_TRACESTATE"),
+        )
         request.request_id = active.request_id
         response = None
         try:

@@ -397,16 +397,16 @@ def http_check(
 ) -> HealthCheck:
     """Send an HTTP request to a dependency and expect *expected_status*.
 
-    The request (stdlib urllib) has *timeout* on connect and every read; the response
-    is closed. The name defaults to the host name. Observes the response time in ms.
+    The request goes through `backend_kit.http` (when httpx is installed, else the
+    standard library), so it carries the request id and trace context and is logged as
+    ``http_request``; it is made once, without retries or circuit breaker, with
+    *timeout* on connect and every read. The name defaults to the host name. Observes
+    the response time in ms.
 
     Examples:
         >>> http_check("https://payments.internal/health", expected_status=(200, 204)).key
         'payments.internal:responseTime'
     """
-    import urllib.error
-    import urllib.request
-
     target = _plain(url)
     parts = urlsplit(target)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -414,14 +414,8 @@ def http_check(
     expected = {expected_status} if isinstance(expected_status, int) else set(expected_status)
 
     def run() -> Observation:
-        request = urllib.request.Request(target, method=method, headers=headers or {})  # noqa: S310 - scheme checked above
         started = time.perf_counter()
-        try:
-            with urllib.request.urlopen(request, timeout=_effective_timeout(timeout)) as response:  # noqa: S310
-                status = int(response.status)
-        except urllib.error.HTTPError as error:
-            status = error.code
-            error.close()
+        status = _http_status(target, method, headers or {}, _effective_timeout(timeout))
         if status not in expected:
             wanted = ", ".join(str(code) for code in sorted(expected))
             raise RuntimeError(f"HTTP status {status}, expected {wanted}")
@@ -435,6 +429,30 @@ def http_check(
         timeout=timeout,
         measurement="responseTime",
     )
+
+
+def _http_status(target: str, method: str, headers: dict[str, str], timeout: float) -> int:
+    try:
+        import httpx  # noqa: F401 - only to know whether backend_kit.http can run
+    except ImportError:
+        return _urllib_status(target, method, headers, timeout)
+    from backend_kit import http
+
+    with http.client(attempts=1, breaker=False, timeout=timeout) as client:
+        return int(client.request(method, target, headers=headers).status_code)
+
+
+def _urllib_status(target: str, method: str, headers: dict[str, str], timeout: float) -> int:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(target, method=method, headers=headers)  # noqa: S310 - scheme checked by the caller
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        error.close()
+        return int(error.code)
 
 
 def callable_check(

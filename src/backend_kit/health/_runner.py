@@ -330,7 +330,7 @@ class HealthRunner:
             return self._report("ready", "fail", output="starting")
         if is_draining():
             return self._report("ready", "fail", output="draining: shutting down")
-        results = self.run_checks()
+        results = self.run_checks() + _open_circuit_results()
         status: CheckStatus = "pass"
         for result in results:
             if result.status == "fail" and result.check.critical:
@@ -650,3 +650,38 @@ class HealthRunner:
 
 
 _runners: weakref.WeakSet[HealthRunner] = weakref.WeakSet()
+
+
+def _open_circuit_results() -> list[CheckResult]:
+    """One ``warn`` per circuit breaker of this process that is open or half-open: the
+    service still answers, but one of its dependencies is being cut off."""
+    from backend_kit._breaker import open_circuits
+
+    results: list[CheckResult] = []
+    for breaker in open_circuits():
+        check = HealthCheck(
+            _health_name(breaker.name),
+            run=_noop,
+            component_type="http" if breaker.name.startswith("http:") else "custom",
+            critical=False,
+            measurement="circuit",
+        )
+        results.append(
+            CheckResult(
+                check=check,
+                status="warn",
+                time=_now_iso(),
+                duration=0.0,
+                output=f"circuit {breaker.state}: calls fail fast until a probe succeeds",
+            )
+        )
+    return results
+
+
+def _health_name(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "_.-" else "-" for c in name)
+    return cleaned or "circuit"
+
+
+def _noop() -> None:
+    return None

@@ -1,0 +1,701 @@
+"""Outbound HTTP with the kit's practice built in: `client()` and `async_client()` give
+httpx clients, `session()` a requests session, each a normal object of its library.
+
+Every call made through them:
+
+- carries ``X-Request-ID`` and a W3C ``traceparent`` (a new child span id of the
+  current trace) with the current ``tracestate``;
+- has connect and read timeouts (``HTTP_CONNECT_TIMEOUT``, ``HTTP_READ_TIMEOUT``);
+- is retried, for idempotent methods only unless told otherwise (or when the request
+  has an ``Idempotency-Key`` header), on connect errors, timeouts, 429, 502, 503 and
+  504, honouring ``Retry-After`` within ``HTTP_RETRY_TIMEOUT``, by the same policy
+  as `backend_kit.retry`;
+- spends a per-host retry budget: retries add at most ``HTTP_RETRY_BUDGET`` of extra
+  load over ``HTTP_RETRY_BUDGET_WINDOW`` seconds;
+- goes through a per-host circuit breaker;
+- logs one ``http_request`` event: method, redacted URL, status, duration, attempts.
+  Headers are never logged.
+
+httpx and requests are imported only by the function that needs them:
+``pip install "backend-kit[http]"``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import threading
+import time
+from collections.abc import Collection, Iterator, MutableMapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from ._active import get_redactor
+from ._breaker import CircuitBreaker, CircuitOpenError, circuit_breaker, forget_hooks
+from ._context import current_request_id, current_trace
+from ._forksafe import after_fork_in_child
+from ._redact import Redactor
+from ._retry import RetryingBlock, RetryPolicy
+from ._trace import TRACEPARENT_HEADER, TRACESTATE_HEADER, child_traceparent, new_trace
+
+if TYPE_CHECKING:
+    import httpx
+    import requests
+
+    from ._settings import Settings
+
+__all__ = [
+    "IDEMPOTENT_METHODS",
+    "RETRY_STATUSES",
+    "CircuitOpenError",
+    "RetryBudget",
+    "async_client",
+    "client",
+    "session",
+]
+
+#: Methods retried by default: repeating them does not change the result (RFC 9110).
+IDEMPOTENT_METHODS: frozenset[str] = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+#: Response statuses that are retried (with ``Retry-After`` honoured when present).
+RETRY_STATUSES: frozenset[int] = frozenset({429, 502, 503, 504})
+
+_REQUEST_ID_HEADER = "X-Request-ID"
+_LOGGER_NAME = "backend_kit.http"
+_NO_HEADERS: frozenset[str] = frozenset()
+# Retries a host may always get per window, so a quiet service can still retry at all.
+_BUDGET_FLOOR = 3
+
+
+def _install_hint(package: str) -> ImportError:
+    return ImportError(f"backend_kit.http needs {package}: pip install 'backend-kit[http]'")
+
+
+# -- per-host state: retry budget and circuit breaker ---------------------------------
+
+
+class RetryBudget:
+    """Retries to one host may add at most *ratio* of extra load over *window* seconds
+    (plus a floor of a few retries per window). Counts per process: each process caps
+    its own extra load, so the service as a whole stays within the same share."""
+
+    def __init__(self, host: str, ratio: float, window: float) -> None:
+        self.host = host
+        self.ratio = ratio
+        self.window = window
+        self._lock = threading.Lock()
+        self._buckets: dict[int, list[int]] = {}  # second -> [requests, retries]
+        self._denied = 0
+        self._logged_at = -math.inf
+
+    def _bucket(self) -> list[int]:
+        second = int(time.monotonic())
+        bucket = self._buckets.get(second)
+        if bucket is None:
+            horizon = second - self.window
+            self._buckets = {s: b for s, b in self._buckets.items() if s > horizon}
+            bucket = self._buckets[second] = [0, 0]
+        return bucket
+
+    def record_request(self) -> None:
+        with self._lock:
+            self._bucket()[0] += 1
+
+    def try_spend(self) -> bool:
+        """True, and the retry counted, when the budget allows one more retry."""
+        with self._lock:
+            horizon = time.monotonic() - self.window
+            requests = retries = 0
+            for second, (bucket_requests, bucket_retries) in self._buckets.items():
+                if second > horizon:
+                    requests += bucket_requests
+                    retries += bucket_retries
+            if retries < _BUDGET_FLOOR + self.ratio * requests:
+                self._bucket()[1] += 1
+                return True
+            self._denied += 1
+            now = time.monotonic()
+            if now - self._logged_at < self.window:
+                return False
+            denied, self._denied, self._logged_at = self._denied, 0, now
+        _logger().warning(
+            "retry_budget_exhausted",
+            host=self.host,
+            budget=self.ratio,
+            window=self.window,
+            requests=requests,
+            retries=retries,
+            denied=denied,
+        )
+        return False
+
+    def _reset_after_fork(self) -> None:
+        self._lock = threading.Lock()
+
+
+class _HostState:
+    __slots__ = ("breaker", "budget")
+
+    def __init__(self, breaker: CircuitBreaker | None, budget: RetryBudget) -> None:
+        self.breaker = breaker
+        self.budget = budget
+
+
+_hosts: dict[tuple[str, int | None], _HostState] = {}
+_hosts_lock = threading.Lock()
+
+
+def _host_state(host: str, breaker: CircuitBreaker | bool | None, settings: Settings) -> _HostState:
+    key = (host, id(breaker) if isinstance(breaker, CircuitBreaker) else None)
+    state = _hosts.get(key)
+    if state is not None:
+        return state
+    with _hosts_lock:
+        state = _hosts.get(key)
+        if state is None:
+            if breaker is False:
+                chosen: CircuitBreaker | None = None
+            elif isinstance(breaker, CircuitBreaker):
+                chosen = breaker
+            else:
+                chosen = circuit_breaker(
+                    f"http:{host}",
+                    failures=settings.http_breaker_failures,
+                    recovery_timeout=settings.http_breaker_recovery_timeout,
+                )
+            budget = RetryBudget(
+                host, settings.http_retry_budget, settings.http_retry_budget_window
+            )
+            state = _hosts[key] = _HostState(chosen, budget)
+    return state
+
+
+def _forget_hosts() -> None:
+    with _hosts_lock:
+        _hosts.clear()
+
+
+forget_hooks.append(_forget_hosts)
+
+
+@after_fork_in_child
+def _reset_after_fork() -> None:
+    global _hosts_lock
+    _hosts_lock = threading.Lock()
+    for state in _hosts.values():
+        state.budget._reset_after_fork()
+
+
+# -- one call: headers, attempts, decisions, the event ---------------------------------
+
+
+class _AttemptFailed(Exception):
+    """One failed attempt, with the decision about retrying it already taken."""
+
+    def __init__(self, decision: bool | float, error: BaseException | None, response: Any) -> None:
+        self.decision = decision
+        self.error = error
+        self.response = response
+        what = f"HTTP {response_status(response)}" if response is not None else repr(error)
+        super().__init__(what)
+
+
+def response_status(response: Any) -> int:
+    return int(getattr(response, "status_code", 0))
+
+
+def _retry_on(exc: Exception) -> bool | float:
+    return exc.decision if isinstance(exc, _AttemptFailed) else False
+
+
+def _outbound_headers() -> dict[str, str]:
+    """The headers every outbound call carries: the request id (inside a request) and
+    the trace context with a new child span id."""
+    trace = current_trace() or new_trace()
+    headers = {TRACEPARENT_HEADER: child_traceparent(trace)}
+    if trace.tracestate:
+        headers[TRACESTATE_HEADER] = trace.tracestate
+    request_id = current_request_id()
+    if request_id is not None:
+        headers[_REQUEST_ID_HEADER] = request_id
+    return headers
+
+
+def _retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value or len(value) > 64:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class _Outbound:
+    """What one client, async client or session applies to each of its calls."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        retry_methods: Collection[str] | None,
+        breaker: CircuitBreaker | bool | None,
+        attempts: int | None,
+    ) -> None:
+        self.settings = settings
+        self.retry_methods = (
+            IDEMPOTENT_METHODS
+            if retry_methods is None
+            else frozenset(method.upper() for method in retry_methods)
+        )
+        self.breaker = breaker
+        self.policy = RetryPolicy(
+            on=_retry_on,
+            attempts=settings.http_retry_attempts if attempts is None else attempts,
+            timeout=settings.http_retry_timeout,
+            wait_initial=0.1,
+            wait_max=5.0,
+            wait_jitter=0.2,
+        )
+
+    def begin(
+        self, method: str, host: str, headers: MutableMapping[str, Any]
+    ) -> tuple[_HostState, bool]:
+        # One pass over the names: a header lookup in httpx or requests is not cheap.
+        present = {name.lower() for name in headers} if headers else _NO_HEADERS
+        for name, value in _outbound_headers().items():
+            if name.lower() not in present:  # a header set by the caller (or an
+                headers[name] = value  # instrumentation's traceparent) wins
+        state = _host_state(host, self.breaker, self.settings)
+        state.budget.record_request()
+        retryable = method.upper() in self.retry_methods or "idempotency-key" in present
+        return state, retryable
+
+    def judge_response(
+        self,
+        state: _HostState,
+        retryable: bool,
+        attempt: int,
+        response: Any,
+    ) -> _AttemptFailed | None:
+        status = response_status(response)
+        if state.breaker is not None:
+            state.breaker.record(status < 500)
+        if status not in RETRY_STATUSES:
+            return None
+        decision: bool | float = self._decide(state, retryable, attempt)
+        if decision is not False:
+            wait = _retry_after(response.headers.get("Retry-After"))
+            if wait is not None:
+                decision = wait
+        return _AttemptFailed(decision, None, response)
+
+    def judge_error(
+        self,
+        state: _HostState,
+        retryable: bool,
+        attempt: int,
+        error: BaseException,
+        transient: bool,
+    ) -> _AttemptFailed:
+        if state.breaker is not None:
+            state.breaker.record(not transient)
+        decision = self._decide(state, retryable, attempt) if transient else False
+        return _AttemptFailed(decision, error, None)
+
+    def _decide(self, state: _HostState, retryable: bool, attempt: int) -> bool:
+        if not retryable or attempt >= self.policy._max_attempts():
+            return False
+        return state.budget.try_spend()
+
+    def log(
+        self,
+        method: str,
+        url: str,
+        started: float,
+        attempts: int,
+        status: int | None,
+        error: BaseException | None,
+    ) -> None:
+        try:
+            try:
+                redactor = get_redactor()
+            except Exception:
+                redactor = Redactor()
+            fields: dict[str, Any] = {
+                "method": method,
+                "url": redactor.redact_text(url),
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000.0, 3),
+                "attempts": attempts,
+            }
+            log = _logger()
+            if error is not None:
+                fields["error_type"] = type(error).__name__
+                fields["error"] = redactor.redact_text(str(error))
+                log.warning("http_request", **fields)
+            elif status is not None and status >= 500:
+                log.warning("http_request", **fields)
+            else:
+                log.info("http_request", **fields)
+        except Exception:  # noqa: S110 - a log call never hurts the call it describes
+            pass
+
+
+_log: Any = None
+
+
+def _logger() -> Any:
+    global _log
+    if _log is None:
+        import structlog
+
+        _log = structlog.get_logger(_LOGGER_NAME)
+    return _log
+
+
+def _settings(settings: Settings | None) -> Settings:
+    if settings is not None:
+        return settings
+    from ._active import get_settings
+
+    return get_settings()
+
+
+def _host_key(scheme: str, host: str, port: int | None) -> str:
+    default = 443 if scheme == "https" else 80
+    return host if port in (None, default) else f"{host}:{port}"
+
+
+@contextmanager
+def _reraise_original() -> Iterator[None]:
+    try:
+        yield
+    except _AttemptFailed as failed:
+        if failed.error is not None:
+            raise failed.error.with_traceback(failed.error.__traceback__) from None
+        raise
+
+
+# -- httpx --------------------------------------------------------------------------------
+
+
+def _httpx_transport_classes() -> tuple[type[Any], type[Any]]:
+    try:
+        import httpx
+    except ImportError:
+        raise _install_hint("httpx") from None
+
+    transient = (httpx.TransportError,)
+    not_sent = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+    class KitTransport(httpx.BaseTransport):
+        def __init__(self, inner: httpx.BaseTransport, outbound: _Outbound) -> None:
+            self._inner = inner
+            self._outbound = outbound
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            outbound = self._outbound
+            started = time.perf_counter()
+            url = request.url
+            state, retryable = outbound.begin(
+                request.method, _host_key(url.scheme, url.host, url.port), request.headers
+            )
+            attempts = 0
+            response: httpx.Response | None = None
+            try:
+                with _reraise_original():
+                    try:
+                        for attempt in RetryingBlock(outbound.policy, _LOGGER_NAME):
+                            with attempt:
+                                attempts += 1
+                                if response is not None:  # the answer being retried
+                                    response.close()
+                                    response = None
+                                if state.breaker is not None:
+                                    state.breaker.allow()
+                                try:
+                                    response = self._inner.handle_request(request)
+                                except transient as error:
+                                    raise outbound.judge_error(
+                                        state,
+                                        retryable or isinstance(error, not_sent),
+                                        attempts,
+                                        error,
+                                        True,
+                                    ) from error
+                                failed = outbound.judge_response(
+                                    state,
+                                    retryable,
+                                    attempts,
+                                    response,
+                                )
+                                if failed is not None:
+                                    raise failed
+                    except _AttemptFailed as failed:
+                        if failed.response is None:
+                            raise
+                        response = failed.response
+            except BaseException as error:
+                outbound.log(request.method, str(url), started, attempts, None, error)
+                raise
+            assert response is not None
+            outbound.log(request.method, str(url), started, attempts, response.status_code, None)
+            return response
+
+        def close(self) -> None:
+            self._inner.close()
+
+    class AsyncKitTransport(httpx.AsyncBaseTransport):
+        def __init__(self, inner: httpx.AsyncBaseTransport, outbound: _Outbound) -> None:
+            self._inner = inner
+            self._outbound = outbound
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            outbound = self._outbound
+            started = time.perf_counter()
+            url = request.url
+            state, retryable = outbound.begin(
+                request.method, _host_key(url.scheme, url.host, url.port), request.headers
+            )
+            attempts = 0
+            response: httpx.Response | None = None
+            try:
+                with _reraise_original():
+                    try:
+                        async for attempt in RetryingBlock(outbound.policy, _LOGGER_NAME):
+                            with attempt:
+                                attempts += 1
+                                if response is not None:  # the answer being retried
+                                    await response.aclose()
+                                    response = None
+                                if state.breaker is not None:
+                                    state.breaker.allow()
+                                try:
+                                    response = await self._inner.handle_async_request(request)
+                                except transient as error:
+                                    raise outbound.judge_error(
+                                        state,
+                                        retryable or isinstance(error, not_sent),
+                                        attempts,
+                                        error,
+                                        True,
+                                    ) from error
+                                failed = outbound.judge_response(
+                                    state,
+                                    retryable,
+                                    attempts,
+                                    response,
+                                )
+                                if failed is not None:
+                                    raise failed
+                    except _AttemptFailed as failed:
+                        if failed.response is None:
+                            raise
+                        response = failed.response
+            except BaseException as error:
+                outbound.log(request.method, str(url), started, attempts, None, error)
+                raise
+            assert response is not None
+            outbound.log(request.method, str(url), started, attempts, response.status_code, None)
+            return response
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    return KitTransport, AsyncKitTransport
+
+
+_transport_classes: tuple[type[Any], type[Any]] | None = None
+
+
+def _transports() -> tuple[type[Any], type[Any]]:
+    global _transport_classes
+    if _transport_classes is None:
+        _transport_classes = _httpx_transport_classes()
+    return _transport_classes
+
+
+def _quiet_httpx_request_lines() -> None:
+    # httpx logs every request at INFO on its own logger; our http_request event
+    # replaces that line (one event per call). A level the application set is kept.
+    import logging
+
+    httpx_logger = logging.getLogger("httpx")
+    if httpx_logger.level == logging.NOTSET:
+        httpx_logger.setLevel(logging.WARNING)
+
+
+def _httpx_timeout(settings: Settings) -> httpx.Timeout:
+    import httpx
+
+    _quiet_httpx_request_lines()
+    return httpx.Timeout(
+        connect=settings.http_connect_timeout,
+        read=settings.http_read_timeout,
+        write=settings.http_read_timeout,
+        pool=settings.http_connect_timeout,
+    )
+
+
+def client(
+    *,
+    settings: Settings | None = None,
+    retry_methods: Collection[str] | None = None,
+    breaker: CircuitBreaker | bool | None = None,
+    attempts: int | None = None,
+    **kwargs: Any,
+) -> httpx.Client:
+    """An `httpx.Client` whose every call carries the request id and trace context,
+    has timeouts, is retried within a per-host budget, goes through a per-host circuit
+    breaker and is logged once as ``http_request``.
+
+    *retry_methods* replaces the methods retried (default: the idempotent ones; a request
+    with an ``Idempotency-Key`` header is retried whatever its method). *breaker*:
+    ``None`` for one in-process breaker per host, ``False`` for none, or a
+    `CircuitBreaker` (for example one shared in Redis) used for every host. *attempts*
+    replaces ``HTTP_RETRY_ATTEMPTS`` (1: no retries). Other keyword
+    arguments go to `httpx.Client` (``base_url``, ``headers``, ``auth``, ``transport``,
+    a ``timeout`` of your own, ...). A call to an open circuit raises `CircuitOpenError`.
+
+    Raises `ImportError` with an install hint when httpx is missing.
+
+    Examples:
+        >>> from backend_kit import http
+        >>> with http.client(base_url="http://127.0.0.1:1") as api:  # doctest: +SKIP
+        ...     api.get("/rates").json()
+    """
+    kit_transport, _ = _transports()
+    import httpx
+
+    active = _settings(settings)
+    inner = kwargs.pop("transport", None) or httpx.HTTPTransport()
+    if kwargs.get("timeout") is None:
+        kwargs["timeout"] = _httpx_timeout(active)
+    outbound = _Outbound(active, retry_methods, breaker, attempts)
+    return httpx.Client(transport=kit_transport(inner, outbound), **kwargs)
+
+
+def async_client(
+    *,
+    settings: Settings | None = None,
+    retry_methods: Collection[str] | None = None,
+    breaker: CircuitBreaker | bool | None = None,
+    attempts: int | None = None,
+    **kwargs: Any,
+) -> httpx.AsyncClient:
+    """The `httpx.AsyncClient` counterpart of `client`, with the same behaviour and
+    arguments."""
+    _, async_transport = _transports()
+    import httpx
+
+    active = _settings(settings)
+    inner = kwargs.pop("transport", None) or httpx.AsyncHTTPTransport()
+    if kwargs.get("timeout") is None:
+        kwargs["timeout"] = _httpx_timeout(active)
+    outbound = _Outbound(active, retry_methods, breaker, attempts)
+    return httpx.AsyncClient(transport=async_transport(inner, outbound), **kwargs)
+
+
+# -- requests -----------------------------------------------------------------------------
+
+
+def session(
+    *,
+    settings: Settings | None = None,
+    retry_methods: Collection[str] | None = None,
+    breaker: CircuitBreaker | bool | None = None,
+    attempts: int | None = None,
+) -> requests.Session:
+    """A `requests.Session` with the behaviour of `client`: its ``http://`` and
+    ``https://`` adapters add the headers, the timeouts (when a call gives none), the
+    retries, the budget, the breaker and the ``http_request`` event.
+
+    Raises `ImportError` with an install hint when requests is missing.
+    """
+    try:
+        import requests
+        import requests.adapters
+    except ImportError:
+        raise _install_hint("requests") from None
+
+    active = _settings(settings)
+    outbound = _Outbound(active, retry_methods, breaker, attempts)
+    default_timeout = (active.http_connect_timeout, active.http_read_timeout)
+    transient = (requests.ConnectionError, requests.Timeout)
+    not_sent = (requests.exceptions.ConnectTimeout,)
+
+    class KitAdapter(requests.adapters.HTTPAdapter):
+        def send(
+            self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
+        ) -> requests.Response:
+            if kwargs.get("timeout") is None:
+                kwargs["timeout"] = default_timeout
+            started = time.perf_counter()
+            method = request.method or "GET"
+            url = request.url or ""
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(url)
+            state, retryable = outbound.begin(
+                method, _host_key(parts.scheme, parts.hostname or "", parts.port), request.headers
+            )
+            attempts = 0
+            response: requests.Response | None = None
+            send = super().send
+            try:
+                with _reraise_original():
+                    try:
+                        for attempt in RetryingBlock(outbound.policy, _LOGGER_NAME):
+                            with attempt:
+                                attempts += 1
+                                if response is not None:  # the answer being retried
+                                    response.close()
+                                    response = None
+                                if state.breaker is not None:
+                                    state.breaker.allow()
+                                try:
+                                    response = send(request, *args, **kwargs)
+                                except transient as error:
+                                    connect_failed = isinstance(error, not_sent) or (
+                                        isinstance(error, requests.ConnectionError)
+                                        and not isinstance(error, requests.ReadTimeout)
+                                        and _never_connected(error)
+                                    )
+                                    raise outbound.judge_error(
+                                        state, retryable or connect_failed, attempts, error, True
+                                    ) from error
+                                failed = outbound.judge_response(
+                                    state,
+                                    retryable,
+                                    attempts,
+                                    response,
+                                )
+                                if failed is not None:
+                                    raise failed
+                    except _AttemptFailed as failed:
+                        if failed.response is None:
+                            raise
+                        response = failed.response
+            except BaseException as error:
+                outbound.log(method, url, started, attempts, None, error)
+                raise
+            assert response is not None
+            outbound.log(method, url, started, attempts, response.status_code, None)
+            return response
+
+    kit_session = requests.Session()
+    adapter = KitAdapter()
+    kit_session.mount("http://", adapter)
+    kit_session.mount("https://", adapter)
+    return kit_session
+
+
+def _never_connected(error: BaseException) -> bool:
+    # urllib3 wraps a refused or unresolvable connection in NewConnectionError.
+    text = repr(getattr(error, "args", ()))
+    return "NewConnectionError" in text or "NameResolutionError" in text
