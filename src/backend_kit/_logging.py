@@ -40,6 +40,7 @@ from structlog.exceptions import DropEvent
 from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
+from . import _metric_hooks
 from ._context import get_context_mapping
 from ._forksafe import after_fork_in_child
 from ._redact import Redactor, get_redactor
@@ -275,6 +276,9 @@ class _Sink:
     def drop(self, reason: str) -> None:
         """Count one line that was not written; say so on stderr when a report is due."""
         self.failures.record(reason)
+        recorder = _metric_hooks.recorder
+        if recorder is not None:
+            recorder.log_line_dropped()
 
     def reset_after_fork(self) -> None:
         # Another thread of the parent may have held the lock mid-write.

@@ -2,13 +2,15 @@
 
 An adapter translates its framework's request into these calls; nothing here knows a
 framework: the inbound request id, the client address behind trusted proxies, the
-health endpoints' paths, and the one ``request_finished`` event per request.
+health endpoints' paths, and the one ``request_finished`` event per request, which
+also feeds the request metrics.
 """
 
 from __future__ import annotations
 
 import time
 
+from . import _metric_hooks
 from ._logging import get_logger
 from ._settings import Settings
 from .health import health_paths
@@ -53,10 +55,12 @@ class RequestLogger:
     debug so a probe every few seconds does not drown the service's own lines.
     """
 
-    __slots__ = ("_health_paths", "_log")
+    __slots__ = ("_health_paths", "_log", "_metrics_path")
 
     def __init__(self, settings: Settings) -> None:
-        self._health_paths = health_paths(settings).all()
+        paths = health_paths(settings)
+        self._health_paths = paths.all()
+        self._metrics_path = paths.metrics
         self._log = get_logger("backend_kit.request")
 
     def finished(
@@ -69,8 +73,16 @@ class RequestLogger:
         started: float,
         client: str | None,
     ) -> None:
-        """Log the end of a request that began at ``time.perf_counter()`` *started*."""
-        duration_ms = round((time.perf_counter() - started) * 1000.0, 3)
+        """Log the end of a request that began at ``time.perf_counter()`` *started*, and
+        count it in the request metrics (when enabled) under its route template *route*
+        (``None`` when no route matched)."""
+        seconds = time.perf_counter() - started
+        duration_ms = round(seconds * 1000.0, 3)
+        recorder = _metric_hooks.recorder
+        if recorder is not None and path != self._metrics_path:
+            if route is None and path in self._health_paths:
+                route = path  # probes answered before the framework routes them
+            recorder.request_finished(method, route, status, seconds)
         if path in self._health_paths:
             emit = self._log.debug
         elif status >= 500:

@@ -196,4 +196,14 @@ def _health_blueprint(state: BackendKit) -> Blueprint:
     blueprint.add_url_rule(
         paths.startup, "startupz", lambda: respond("startup"), methods=["GET", "HEAD"]
     )
+    if state.settings.metrics_enabled:
+        from .metrics import respond as respond_metrics
+
+        def metrics() -> Response:
+            answer = respond_metrics(
+                request.headers.get("Authorization"), request.headers.get("Accept"), state.settings
+            )
+            return Response(answer.body, status=answer.status_code, headers=answer.headers)
+
+        blueprint.add_url_rule(paths.metrics, "metrics", metrics, methods=["GET"])
     return blueprint

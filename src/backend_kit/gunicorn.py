@@ -41,6 +41,7 @@ import time
 from contextlib import suppress
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 try:
@@ -61,6 +62,7 @@ __all__ = [
     "Logger",
     "accesslog",
     "bind",
+    "child_exit",
     "container_defaults",
     "graceful_timeout",
     "logger_class",
@@ -166,6 +168,43 @@ def _defaults_at_import() -> dict[str, Any]:
 
 
 _defaults = _defaults_at_import()
+
+
+# --- metrics ----------------------------------------------------------------------
+
+# Marks a multiprocess directory a backend_kit master chose, so a master started from
+# it (gunicorn's USR2 upgrade) makes its own instead of emptying its parent's.
+_METRICS_DIR_OWNER = "BACKEND_KIT_METRICS_DIR"
+_metrics_error: ConfigError | None = None
+
+
+def _metrics_dir_at_import() -> None:
+    """With ``METRICS_ENABLED``, point ``PROMETHEUS_MULTIPROC_DIR`` at an empty
+    directory now, in the master, while gunicorn reads its configuration: before the
+    application (``preload_app``) or any worker imports prometheus_client, which reads
+    the variable when it is imported."""
+    global _metrics_error
+    try:
+        settings = _settings_class()()
+    except Exception:
+        return  # reported by the logger, once, with the problem list
+    if not settings.metrics_enabled:
+        return
+    from ._metrics_dir import MULTIPROC_VARIABLE, prepare_multiprocess_dir
+
+    inherited = os.environ.get(MULTIPROC_VARIABLE)
+    chosen_by_user = inherited and os.environ.get(_METRICS_DIR_OWNER) != inherited
+    try:
+        directory = prepare_multiprocess_dir(
+            settings, Path(inherited) if chosen_by_user and inherited else None
+        )
+    except ConfigError as error:
+        _metrics_error = error
+        return
+    os.environ[_METRICS_DIR_OWNER] = str(directory)
+
+
+_metrics_dir_at_import()
 bind = os.environ.get("BIND", f"{_ALL_INTERFACES}:{os.environ.get('PORT', '8000')}")
 worker_tmp_dir = _defaults["worker_tmp_dir"]
 timeout = _defaults["timeout"]
@@ -230,6 +269,8 @@ def on_starting(server: Any) -> None:
     """Master, before anything else: share the draining state with the workers to
     come, and make SIGTERM drain first."""
     global _drain_deadline, _config_reported
+    if _metrics_error is not None:
+        _fail(_metrics_error)
     share_draining()
     if _drain_deadline is None:
         _drain_deadline = mmap.mmap(-1, 8)
@@ -291,6 +332,14 @@ def _health_host(binds: list[str]) -> str:
         host = address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
         return host or _ALL_INTERFACES
     return _ALL_INTERFACES
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Master, a worker exited (recycled by ``max_requests``, killed, crashed): its
+    live gauges leave the metrics; its counters stay, so totals never go backwards."""
+    from ._metrics_dir import mark_worker_dead
+
+    mark_worker_dead(worker.pid)
 
 
 def pre_fork(server: Any, worker: Any) -> None:

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast
 
 import orjson
 
-from backend_kit import _settings
+from backend_kit import _metric_hooks, _settings
 from backend_kit._forksafe import reset_in_child
 
 from ._backend import DEFAULT_NAMESPACE, MISS, CacheBackend, check_namespace, check_ttl
@@ -249,6 +249,16 @@ def cached(
             with stats.lock:
                 stats.loads += 1
                 stats.errors += failed
+            recorder = _metric_hooks.recorder
+            if recorder is not None:
+                recorder.cache_event("load", space, qualname)
+                if failed:
+                    recorder.cache_event("error", space, qualname)
+
+        def observe(kind: str) -> None:
+            recorder = _metric_hooks.recorder
+            if recorder is not None:
+                recorder.cache_event(kind, space, qualname)
 
         if inspect.iscoroutinefunction(function):
             coroutine_function = cast("Callable[P, Awaitable[Any]]", function)
@@ -260,8 +270,11 @@ def cached(
                 breaker = backend._breaker
                 if breaker is not None and breaker.failing:
                     next(stats.fallbacks)
+                    observe("fallback")
                 if value is not MISS and stale_ttl is None:
                     next(stats.hits)
+                    if _metric_hooks.recorder is not None:
+                        observe("hit")
                     return value
 
                 async def load() -> Any:
@@ -275,6 +288,7 @@ def cached(
 
                 if stale_ttl is None:
                     next(stats.misses)
+                    observe("miss")
                     return await backend._async_flight.run(
                         (space, cache_key),
                         lambda: backend._aload_shared(cache_key, space, load, ttl),
@@ -287,6 +301,7 @@ def cached(
                 entry = _stale_entry(value)
                 if entry is not None:
                     next(stats.hits)
+                    observe("hit")
                     if time.time() < entry[1]:
                         return entry[2]
 
@@ -300,8 +315,12 @@ def cached(
                         )
 
                     refreshed = await backend._async_flight.try_run((space, cache_key), refresh)
-                    return entry[2] if refreshed is BUSY else refreshed[2]
+                    if refreshed is BUSY:
+                        observe("stale")  # another caller is refreshing it
+                        return entry[2]
+                    return refreshed[2]
                 next(stats.misses)
+                observe("miss")
                 loaded = await backend._async_flight.run(
                     (space, cache_key),
                     lambda: backend._aload_shared(cache_key, space, stamped_load, stored_ttl),
@@ -340,8 +359,11 @@ def cached(
                 breaker = backend._breaker
                 if breaker is not None and breaker.failing:
                     next(stats.fallbacks)
+                    observe("fallback")
                 if value is not MISS and stale_ttl is None:
                     next(stats.hits)
+                    if _metric_hooks.recorder is not None:
+                        observe("hit")
                     return value
 
                 def load() -> Any:
@@ -355,6 +377,7 @@ def cached(
 
                 if stale_ttl is None:
                     next(stats.misses)
+                    observe("miss")
                     return backend._flight.run(
                         (space, cache_key),
                         lambda: backend._load_shared(cache_key, space, load, ttl),
@@ -367,6 +390,7 @@ def cached(
                 entry = _stale_entry(value)
                 if entry is not None:
                     next(stats.hits)
+                    observe("hit")
                     if time.time() < entry[1]:
                         return entry[2]
 
@@ -378,8 +402,12 @@ def cached(
                         return backend._try_load_shared(cache_key, space, stamped_load, stored_ttl)
 
                     refreshed = backend._flight.try_run((space, cache_key), refresh)
-                    return entry[2] if refreshed is BUSY else refreshed[2]
+                    if refreshed is BUSY:
+                        observe("stale")  # another caller is refreshing it
+                        return entry[2]
+                    return refreshed[2]
                 next(stats.misses)
+                observe("miss")
                 loaded = backend._flight.run(
                     (space, cache_key),
                     lambda: backend._load_shared(cache_key, space, stamped_load, stored_ttl),

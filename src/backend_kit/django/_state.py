@@ -23,7 +23,7 @@ from backend_kit.health import (
 
 __all__ = ["DjangoState", "Probe", "health_registry", "setup", "state"]
 
-Probe = Literal["live", "ready", "report", "startup"]
+Probe = Literal["live", "ready", "report", "startup", "metrics"]
 
 
 @dataclass(frozen=True)
@@ -82,12 +82,15 @@ def setup(settings: Settings | None = None) -> DjangoState:
 
 def _health_probes(settings: Settings) -> dict[str, Probe]:
     paths = health_paths(settings)
-    return {
+    probes: dict[str, Probe] = {
         paths.live: "live",
         paths.ready: "ready",
         paths.report: "report",
         paths.startup: "startup",
     }
+    if settings.metrics_enabled:
+        probes[paths.metrics] = "metrics"
+    return probes
 
 
 def _sentry_integrations(settings: Settings) -> list[Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
@@ -11,10 +11,12 @@ from django.views.decorators.csrf import csrf_exempt
 
 from ._state import Probe, state
 
-__all__ = ["health_view_for_path", "healthz", "livez", "readyz", "startupz"]
+__all__ = ["health_view_for_path", "healthz", "livez", "metrics", "readyz", "startupz"]
 
 
-def _probe_view(probe: Probe) -> Callable[[HttpRequest], HttpResponse]:
+def _probe_view(
+    probe: Literal["live", "ready", "report", "startup"],
+) -> Callable[[HttpRequest], HttpResponse]:
     @csrf_exempt
     @never_cache
     def view(request: HttpRequest) -> HttpResponse:
@@ -37,6 +39,20 @@ def _public(view: Callable[[HttpRequest], HttpResponse]) -> Callable[[HttpReques
     return decorated
 
 
+@csrf_exempt
+@never_cache
+def metrics(request: HttpRequest) -> HttpResponse:
+    """The Prometheus metrics (`backend_kit.metrics.respond`), only with METRICS_ENABLED."""
+    if request.method != "GET":
+        return HttpResponse(status=405, headers={"Allow": "GET"})
+    from backend_kit.metrics import respond
+
+    answer = respond(
+        request.headers.get("Authorization"), request.headers.get("Accept"), state().settings
+    )
+    return HttpResponse(answer.body, status=answer.status_code, headers=answer.headers)
+
+
 livez = _probe_view("live")
 readyz = _probe_view("ready")
 healthz = _probe_view("report")
@@ -48,6 +64,7 @@ _VIEWS: dict[Probe, Callable[[Any], HttpResponse]] = {
     "ready": readyz,
     "report": healthz,
     "startup": startupz,
+    "metrics": _public(metrics),
 }
 
 
