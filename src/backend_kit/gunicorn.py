@@ -15,6 +15,10 @@ What it sets up, for the Flask and the Django adapter alike:
   gunicorn exits with status 1.
 - **Probes beside the requests.** With ``HEALTH_PORT`` set, each worker also answers
   ``/livez``, ``/readyz`` and ``/startupz`` on that port from a thread of its own.
+- **Metrics summed over the workers.** With ``METRICS_ENABLED``, prometheus_client's
+  multiprocess mode: a directory per service (``METRICS_MULTIPROC_DIR``) emptied at
+  start, a worker's live gauges dropped when it exits (`child_exit`), and a scrape of
+  any worker answering for all of them, recycled workers included.
 - **Container defaults.** See `container_defaults` for the values and their reasons.
 
 The settings class is the one ``BACKEND_KIT_SETTINGS`` names (``module:Class``), as for
