@@ -470,3 +470,19 @@ def test_gunicorn_scrape_sums_all_workers_recycled_ones_included(tmp_path: Path)
         _wait_ready(server.port)
         assert _get(server.port, "/work")[0] == 200
         assert _scraped_total(server.port, "/work") == 1.0
+
+
+def test_dropped_sentry_events_are_counted_by_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    from backend_kit import _sentry
+
+    # A counter of its own: the process's drop count and "recently dropped" stay untouched.
+    monkeypatch.setattr(_sentry, "_drops", _sentry._DropCounter())
+    service = _service()
+    backend_kit.configure(load_settings(metrics_enabled=True, service_name=service))
+    _sentry._drops.record("queue_overflow", "error", 3)
+    _sentry._drops.record("network_error", "error", 1)
+    _sentry._drops.record("sample_rate", "error", 5)  # sampled out on purpose: not a loss
+    dropped = "backend_kit_sentry_events_dropped_total"
+    assert _value(dropped, service=service, reason="queue_overflow") == 3.0
+    assert _value(dropped, service=service, reason="network_error") == 1.0
+    assert _value(dropped, service=service, reason="sample_rate") == 0.0
