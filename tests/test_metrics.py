@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import subprocess
+import threading
 import sys
 import time
 import uuid
@@ -486,3 +487,56 @@ def test_dropped_sentry_events_are_counted_by_reason(monkeypatch: pytest.MonkeyP
     assert _value(dropped, service=service, reason="queue_overflow") == 3.0
     assert _value(dropped, service=service, reason="network_error") == 1.0
     assert _value(dropped, service=service, reason="sample_rate") == 0.0
+
+
+def test_stale_serves_are_counted_while_one_caller_refreshes() -> None:
+    from backend_kit import MemoryCache
+
+    service = _service()
+    backend_kit.configure(load_settings(metrics_enabled=True, service_name=service))
+    loads = {"count": 0}
+    gate = threading.Event()
+
+    @backend_kit.cached(ttl=0.3, stale_ttl=30, cache=MemoryCache())
+    def rate() -> int:
+        loads["count"] += 1
+        if loads["count"] > 1:
+            gate.wait(5)  # the refresh is slow; meanwhile others are served the stale value
+        return loads["count"]
+
+    assert rate() == 1
+    time.sleep(0.35)
+    refresher = threading.Thread(target=rate)
+    refresher.start()
+    time.sleep(0.1)
+    others = [rate() for _ in range(5)]
+    gate.set()
+    refresher.join(5)
+    assert others == [1] * 5
+    assert _function_value("backend_kit_cache_stale_serves_total", service, "rate") == 5
+
+
+def test_fallbacks_to_the_memory_tier_are_counted_during_a_redis_outage() -> None:
+    pytest.importorskip("redis")
+    from backend_kit import RedisCache
+
+    from .servers import redis_server
+
+    service = _service()
+    backend_kit.configure(load_settings(metrics_enabled=True, service_name=service))
+    with redis_server() as server:
+        prefix = f"bk-metrics-{uuid.uuid4().hex}:"
+        backend = RedisCache(
+            server.url, prefix=prefix, failure_threshold=3, probe_interval=30, timeout=0.5
+        )
+
+        @backend_kit.cached(ttl=60, cache=backend)
+        def total(n: int) -> int:
+            return n * 10
+
+        assert total(1) == 10
+        server.stop()
+        assert [total(1) for _ in range(20)] == [10] * 20
+        counted = _function_value("backend_kit_cache_fallbacks_total", service, "total")
+        assert counted == total.cache_info().fallbacks > 0
+        backend.close()
