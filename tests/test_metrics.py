@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import http.client
 import subprocess
-import threading
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -22,6 +22,7 @@ import backend_kit
 from backend_kit import load_settings
 from backend_kit.flask import extension, init_app
 from backend_kit.health import HealthCheck
+from backend_kit.metrics import configure_metrics
 
 from .servers import gunicorn_server
 
@@ -224,7 +225,7 @@ def _function_value(name: str, service: str, suffix: str) -> float:
 
 def test_cache_metrics_move_as_calls_happen() -> None:
     service = _service()
-    backend_kit.configure(load_settings(metrics_enabled=True, service_name=service))
+    configure_metrics(load_settings(metrics_enabled=True, service_name=service))
     loads = []
 
     @backend_kit.cached(ttl=60, namespace="prices")
@@ -252,7 +253,7 @@ def test_cache_metrics_move_as_calls_happen() -> None:
 
 def test_retry_metrics_count_attempts_and_give_ups_by_target() -> None:
     service = _service()
-    backend_kit.configure(load_settings(metrics_enabled=True, service_name=service))
+    configure_metrics(load_settings(metrics_enabled=True, service_name=service))
     failures = {"left": 0}
 
     @backend_kit.retry(on=ConnectionError, attempts=3, wait_initial=0, wait_max=0)
@@ -311,7 +312,7 @@ def test_breaker_and_budget_hooks_record_through_the_recorder() -> None:
     from backend_kit import _metric_hooks
 
     service = _service()
-    backend_kit.configure(load_settings(metrics_enabled=True, service_name=service))
+    configure_metrics(load_settings(metrics_enabled=True, service_name=service))
     recorder = _metric_hooks.recorder
     assert recorder is not None
     recorder.breaker_transition("payments", "closed", "open")
@@ -328,7 +329,7 @@ def test_dropped_log_lines_are_counted() -> None:
     from backend_kit import _logging
 
     service = _service()
-    backend_kit.configure(load_settings(metrics_enabled=True, service_name=service))
+    configure_metrics(load_settings(metrics_enabled=True, service_name=service))
     _logging._sink.drop("a test drop")
     _logging._sink.drop("a test drop")
     assert _value("backend_kit_log_lines_dropped_total", service=service) == 2.0
@@ -479,7 +480,7 @@ def test_dropped_sentry_events_are_counted_by_reason(monkeypatch: pytest.MonkeyP
     # A counter of its own: the process's drop count and "recently dropped" stay untouched.
     monkeypatch.setattr(_sentry, "_drops", _sentry._DropCounter())
     service = _service()
-    backend_kit.configure(load_settings(metrics_enabled=True, service_name=service))
+    configure_metrics(load_settings(metrics_enabled=True, service_name=service))
     _sentry._drops.record("queue_overflow", "error", 3)
     _sentry._drops.record("network_error", "error", 1)
     _sentry._drops.record("sample_rate", "error", 5)  # sampled out on purpose: not a loss
@@ -493,7 +494,7 @@ def test_stale_serves_are_counted_while_one_caller_refreshes() -> None:
     from backend_kit import MemoryCache
 
     service = _service()
-    backend_kit.configure(load_settings(metrics_enabled=True, service_name=service))
+    configure_metrics(load_settings(metrics_enabled=True, service_name=service))
     loads = {"count": 0}
     gate = threading.Event()
 
@@ -523,7 +524,7 @@ def test_fallbacks_to_the_memory_tier_are_counted_during_a_redis_outage() -> Non
     from .servers import redis_server
 
     service = _service()
-    backend_kit.configure(load_settings(metrics_enabled=True, service_name=service))
+    configure_metrics(load_settings(metrics_enabled=True, service_name=service))
     with redis_server() as server:
         prefix = f"bk-metrics-{uuid.uuid4().hex}:"
         backend = RedisCache(
@@ -539,4 +540,9 @@ def test_fallbacks_to_the_memory_tier_are_counted_during_a_redis_outage() -> Non
         assert [total(1) for _ in range(20)] == [10] * 20
         counted = _function_value("backend_kit_cache_fallbacks_total", service, "total")
         assert counted == total.cache_info().fallbacks > 0
+        # The cache's own circuit breaker reports its opening.
+        breaker = {"service": service, "breaker": backend.breaker.backend}
+        assert _value("backend_kit_circuit_breaker_state", **breaker) == 2.0
+        moved = {**breaker, "from_state": "closed", "to_state": "open"}
+        assert _value("backend_kit_circuit_breaker_transitions_total", **moved) == 1.0
         backend.close()
