@@ -24,7 +24,7 @@ from backend_kit.flask import extension, init_app
 from backend_kit.health import HealthCheck
 from backend_kit.metrics import configure_metrics
 
-from .servers import gunicorn_server
+from .servers import free_port, gunicorn_server
 
 TOKEN = "scrape-" + "t" * 24
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
@@ -438,6 +438,8 @@ def test_gunicorn_scrape_sums_all_workers_recycled_ones_included(tmp_path: Path)
     ]  # fmt: skip
     metrics_dir = tmp_path / "metrics"
     env = _gunicorn_env(metrics_dir)
+    health_port = free_port()
+    env["HEALTH_PORT"] = str(health_port)
     with gunicorn_server(
         "app:app", cwd=APP_DIR, env=env, log_path=tmp_path / "gunicorn.log", options=options
     ) as server:
@@ -452,7 +454,10 @@ def test_gunicorn_scrape_sums_all_workers_recycled_ones_included(tmp_path: Path)
         # Any worker answers the scrape, each with the sum over all of them.
         totals = {_scraped_total(server.port, "/work") for _ in range(12)}
         totals |= {_scraped_total(server.port, "/work", OPENMETRICS) for _ in range(4)}
+        # The same sums on HEALTH_PORT, a port that need not be published.
+        totals |= {_scraped_total(health_port, "/work") for _ in range(4)}
         assert totals == {float(requests)}
+        assert _get(health_port, "/metrics")[0] == 401
         # Cache and retry metrics are summed across workers as well.
         for number in range(20):
             assert _get(server.port, f"/items/{number % 5}")[0] == 200
@@ -466,6 +471,7 @@ def test_gunicorn_scrape_sums_all_workers_recycled_ones_included(tmp_path: Path)
         assert _get(server.port, "/metrics")[0] == 401
 
     # A new start empties the directory: the previous run's counters are gone.
+    env["HEALTH_PORT"] = str(free_port())
     with gunicorn_server(
         "app:app", cwd=APP_DIR, env=env, log_path=tmp_path / "gunicorn2.log", options=options
     ) as server:

@@ -360,8 +360,9 @@ class Settings(BaseSettings):
         ge=1,
         le=65535,
         description="Port on which each gunicorn worker also answers /livez, /readyz and "
-        "/startupz from a thread of its own (backend_kit.gunicorn), so probes never wait "
-        "behind busy request threads; unset serves them on the main port only.",
+        "/startupz (and /metrics with METRICS_ENABLED) from a thread of its own "
+        "(backend_kit.gunicorn), so probes never wait behind busy request threads; unset "
+        "serves them on the main port only.",
     )
     metrics_enabled: bool = Field(
         default=False,

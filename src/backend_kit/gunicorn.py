@@ -14,7 +14,8 @@ What it sets up, for the Flask and the Django adapter alike:
 - **Fail fast.** A bad configuration is printed once, as the list of problems, and
   gunicorn exits with status 1.
 - **Probes beside the requests.** With ``HEALTH_PORT`` set, each worker also answers
-  ``/livez``, ``/readyz`` and ``/startupz`` on that port from a thread of its own.
+  ``/livez``, ``/readyz`` and ``/startupz`` on that port from a thread of its own (and
+  ``/metrics`` with ``METRICS_ENABLED``).
 - **Metrics summed over the workers.** With ``METRICS_ENABLED``, prometheus_client's
   multiprocess mode: a directory per service (``METRICS_MULTIPROC_DIR``) emptied at
   start, a worker's live gauges dropped when it exits (`child_exit`), and a scrape of
@@ -523,11 +524,18 @@ def _serve_probes(listener: socket.socket, runner: HealthRunner, settings: Setti
             self._answer(body=False)
 
         def _answer(self, *, body: bool) -> None:
-            probe = probes.get(self.path.split("?", 1)[0])
-            if probe is None:
+            path = self.path.split("?", 1)[0]
+            probe = probes.get(path)
+            authorization = self.headers.get("Authorization")
+            if probe is not None:
+                answer = runner.respond(probe, authorization)  # type: ignore[arg-type]
+            elif settings.metrics_enabled and path == paths.metrics:
+                from .metrics import respond
+
+                answer = respond(authorization, self.headers.get("Accept"), settings)
+            else:
                 self.send_error(404)
                 return
-            answer = runner.respond(probe, self.headers.get("Authorization"))  # type: ignore[arg-type]
             self.send_response(answer.status_code)
             for name, value in answer.headers.items():
                 self.send_header(name, value)
