@@ -83,6 +83,9 @@ _DURATION_BUCKETS = (
     10.0,
 )
 _HEALTH_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# Raw (method, route, status) keys remembered for the fast path; a client sending many
+# invented methods only falls back to the slower label lookup.
+_MAX_REQUEST_KEYS = 10_000
 #: Numeric value of each circuit-breaker state in ``backend_kit_circuit_breaker_state``.
 BREAKER_STATES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 
@@ -98,6 +101,7 @@ class MetricsRecorder:
         self.service = service
         # Children are cached here: labels() takes a lock and validates on each call.
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._request_children: dict[tuple[str, str | None, int], tuple[Any, Any]] = {}
         self._lock = threading.Lock()
         registry = prometheus_client.REGISTRY
         self.requests = Counter(
@@ -207,13 +211,26 @@ class MetricsRecorder:
         """One request: *route* is the framework's route template, ``None`` when no
         route matched (every such request shares `UNMATCHED_ROUTE`)."""
         try:
-            if method not in _KNOWN_METHODS:
-                method = OTHER_METHOD
-            labels = (method, route or UNMATCHED_ROUTE, str(status))
-            self._child(self.requests, *labels).inc()
-            self._child(self.request_duration, *labels).observe(seconds)
+            pair = self._request_children.get((method, route, status))
+            if pair is None:
+                pair = self._request_pair(method, route, status)
+            pair[0].inc()
+            pair[1].observe(seconds)
         except Exception:  # noqa: S110 - never fail the request over its metrics
             pass
+
+    def _request_pair(self, method: str, route: str | None, status: int) -> tuple[Any, Any]:
+        # Keyed by what the adapter passed, so a hit costs one lookup; the key space is
+        # bounded like the labels (unknown methods are few distinct keys per route).
+        labels = (
+            method if method in _KNOWN_METHODS else OTHER_METHOD,
+            route or UNMATCHED_ROUTE,
+            str(status),
+        )
+        pair = (self._child(self.requests, *labels), self._child(self.request_duration, *labels))
+        if len(self._request_children) < _MAX_REQUEST_KEYS:
+            self._request_children[(method, route, status)] = pair
+        return pair
 
     # -- cache ----------------------------------------------------------------------
 
@@ -299,6 +316,7 @@ def configure_metrics(settings: Settings) -> bool:
         elif _recorder.service != settings.service_name:
             _recorder.service = settings.service_name
             _recorder._children.clear()
+            _recorder._request_children.clear()
         _metric_hooks.recorder = _recorder
     return True
 
