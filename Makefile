@@ -109,3 +109,16 @@ demo: $(DEMO_BIN)/.installed
 
 clean:
 	rm -rf $(VENV) .demo .mypy_cache .ruff_cache .pytest_cache .hypothesis dist build site
+
+EXAMPLE_BROKER ?= redis://127.0.0.1:6379/1
+
+## Run the Django example's Celery worker against the local Redis (EXAMPLE_BROKER,
+## default redis://127.0.0.1:6379/1). Start the project with the same
+## SHOP_CELERY_BROKER_URL to publish to it (examples/django_project/README.md).
+.PHONY: example-worker
+example-worker: install
+	cd examples/django_project && \
+	  SHOP_ENVIRONMENT=development \
+	  SHOP_DATABASE_URL=sqlite:////tmp/shop.sqlite3 \
+	  SHOP_CELERY_BROKER_URL=$(EXAMPLE_BROKER) \
+	  $(abspath $(BIN))/python -m celery -A shop --quiet worker --pool solo

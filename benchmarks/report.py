@@ -92,6 +92,7 @@ BENCHMARKS = (
     ),
     Benchmark("bench_retry.py", "Retries", ("--number", "5000", "--repeat", "3")),
     Benchmark("bench_cache.py", "Caching"),
+    Benchmark("bench_redis_deployments.py", "Redis deployments"),
     Benchmark("health_probe.py", "Health probes"),
     Benchmark("bench_flask.py", "Flask, test client", ("--requests", "1000", "--repeat", "3")),
     Benchmark("bench_django.py", "Django, test client", ("--requests", "1000", "--repeat", "3")),

@@ -25,6 +25,7 @@ _SETTINGS_PREFIXES = (
     "HEALTH_TOKEN",
     "METRICS_",
     "PROMETHEUS_MULTIPROC_DIR",
+    "CELERY_",
     "BACKEND_KIT_",
     "MYAPP_",
 )

@@ -109,7 +109,7 @@ def direct(redis_url: str, prefix: str) -> Iterator[redis.Redis]:
 
 
 def _locks(client: redis.Redis, prefix: str) -> list[bytes]:
-    return list(client.scan_iter(match=prefix + "#lock:*"))
+    return list(client.scan_iter(match=prefix + "*#lock:*"))
 
 
 def test_cancelling_at_each_redis_await_leaves_no_lock_held(

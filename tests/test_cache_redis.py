@@ -251,7 +251,7 @@ def test_outage_falls_back_to_memory_and_probing_resumes_redis() -> None:
         assert value(1) == 10  # and now a hit in Redis
         assert value.cache_info().fallbacks == fallbacks
         assert len(loads) == 4
-        assert backend.client.exists("bk-outage:default:" + _key_of(value, 1)) == 1
+        assert backend.client.exists(backend._key("default", _key_of(value, 1))) == 1
         backend.clear()
         backend.close()
 
@@ -341,14 +341,16 @@ def test_a_load_running_during_invalidation_is_not_stored_in_redis(cache: RedisC
 def test_the_namespace_version_expires_and_each_load_refreshes_it(
     cache: RedisCache, prefix: str
 ) -> None:
-    version_key = f"{prefix}#version:tenants"
+    # The version of the namespace slice that the value's key falls in.
+    version_key = cache._version_key(cache._key("tenants", "a"))
     day_ms = VERSION_TTL_SECONDS * 1000
     cache.get_or_set("a", lambda: 1, ttl=60, namespace="tenants")
     first = cache.client.get(version_key)
     assert first is not None
     assert 0 < cache.client.pttl(version_key) <= day_ms
     cache.client.pexpire(version_key, 5_000)  # as if the namespace had been idle
-    cache.get_or_set("b", lambda: 2, ttl=60, namespace="tenants")
+    cache.delete("a", namespace="tenants")
+    cache.get_or_set("a", lambda: 2, ttl=60, namespace="tenants")
     assert cache.client.pttl(version_key) > 5_000  # refreshed by the load
     assert cache.client.get(version_key) == first  # and not replaced
     cache.invalidate_namespace("tenants")
@@ -362,7 +364,7 @@ def test_an_expired_version_never_lets_an_outdated_load_be_stored(
 ) -> None:
     """The load starts, the namespace is invalidated, then its version expires before the
     load ends: with counters the version would read as it did at the start."""
-    version_key = f"{prefix}#version:fenced"
+    version_key = cache._version_key(cache._key("fenced", "k"))
 
     def load_invalidated_then_expired() -> str:
         cache.invalidate_namespace("fenced")
@@ -405,7 +407,7 @@ def test_stale_value_is_served_while_another_process_refreshes(cache: RedisCache
 
 def test_check_round_trips_or_raises_the_server_error(cache: RedisCache) -> None:
     cache.check()
-    assert not list(cache.client.scan_iter(match=cache.prefix + "#health*"))
+    assert not list(cache.client.scan_iter(match=cache.prefix + "{#health|*"))
     down = RedisCache("redis://127.0.0.1:1/0", timeout=0.2)
     with pytest.raises(redis.ConnectionError):
         down.check()
@@ -571,7 +573,7 @@ def test_async_calls_on_a_hung_server_are_bounded_then_skip_it() -> None:
 def test_json_stays_json_with_a_signing_key(redis_url: str, prefix: str) -> None:
     cache = RedisCache(redis_url, prefix=prefix, serializer="json", signing_key="k" * 32)
     cache.set("plain", {"a": [1, 2]}, ttl=60)
-    raw = cache.client.get(f"{prefix}default:plain")
+    raw = cache.client.get(cache._key("default", "plain"))
     assert raw == b'j{"a":[1,2]}'
     with pytest.raises(TypeError, match="CACHE_SERIALIZER=pickle"):
         cache.set("set", {1, 2}, ttl=60)
@@ -619,7 +621,7 @@ def test_pickle_mode_accepts_only_correctly_signed_values(redis_url: str, prefix
 def test_rotated_key_values_are_read_then_rewritten(redis_url: str, prefix: str) -> None:
     old = RedisCache(redis_url, prefix=prefix, serializer="pickle", signing_key="old-" * 8)
     old.set("obj", {1, 2, 3}, ttl=120)
-    full_key = f"{prefix}default:obj"
+    full_key = old._key("default", "obj")
     written_by_old = old.client.get(full_key)
     new = RedisCache(
         redis_url,

@@ -85,6 +85,15 @@ def test_memory_and_redis_caches() -> None:
         cache_from_url("memcached://x")
 
 
+@pytest.mark.parametrize(
+    "url", ["redis+sentinel://pw-canary@s1:26379/svc/0", "redis+cluster://:pw-canary@n1:6379"]
+)
+def test_sentinel_and_cluster_urls_are_refused_for_djangos_own_cache(url: str) -> None:
+    with pytest.raises(ConfigError, match="CACHE_URL: Django's built-in Redis cache") as error:
+        cache_from_url(url)
+    assert "pw-canary" not in str(error.value)
+
+
 def test_database_entry_connects_to_the_real_postgres(postgres_url: str) -> None:
     psycopg = pytest.importorskip("psycopg")
     entry = database_from_url(postgres_url)

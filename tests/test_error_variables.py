@@ -3,10 +3,13 @@ the settings class's prefix."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from pydantic_settings import SettingsConfigDict
+from structlog.testing import capture_logs
 
-from backend_kit import ConfigError, Settings, load_settings
+from backend_kit import ConfigError, Settings, default_cache, load_settings
 from backend_kit.django import cache_from_url, database_from_url
 
 
@@ -52,3 +55,31 @@ def test_django_helpers_use_the_active_settings_prefix(
             database_from_url(None)
     finally:
         set_active_settings(previous)
+
+
+def test_cache_messages_name_the_prefixed_variables(redis_url: str) -> None:
+    """The cache built from a prefixed settings class names SHOP_CACHE_SERIALIZER and
+    SHOP_CACHE_SIGNING_KEY in what it raises and logs."""
+    prefix = f"bk-prefixed-{uuid.uuid4().hex[:8]}:"
+    settings = load_settings(ShopSettings, cache_url=redis_url, cache_key_prefix=prefix)
+    cache = default_cache(settings)
+    with pytest.raises(
+        TypeError, match="set SHOP_CACHE_SERIALIZER=pickle together with SHOP_CACHE_SIGNING_KEY"
+    ):
+        cache.set("unencodable", {1, 2}, ttl=60)
+    signed = default_cache(
+        load_settings(
+            ShopSettings,
+            cache_url=redis_url,
+            cache_key_prefix=prefix,
+            cache_serializer="pickle",
+            cache_signing_key="k" * 32,
+        )
+    )
+    cache.set("plain", 1, ttl=60)  # JSON, unsigned: refused in pickle mode
+    with capture_logs() as logs:
+        assert signed.get("plain") is None
+    [warning] = [log for log in logs if log["event"] == "cache_signature_mismatch"]
+    assert "SHOP_CACHE_SERIALIZER is pickle" in warning["reason"]
+    assert "SHOP_CACHE_SIGNING_KEY_FALLBACKS" in warning["effect"]
+    cache.clear()

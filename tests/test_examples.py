@@ -453,3 +453,62 @@ def test_the_flask_example_runs_on_embedded_defaults(tmp_path: Path) -> None:
         assert status == 200, report
         assert report["status"] == "pass"
         assert "sqlite:responseTime" in report["checks"]
+
+
+def test_the_django_example_hands_work_to_its_celery_worker(
+    tmp_path: Path, rates_service: RatesService
+) -> None:
+    """A product created over HTTP is indexed by the example's worker, whose JSON lines
+    carry the id of the request that published the task."""
+    cwd = EXAMPLES / "django_project"
+    with redis_server() as redis:
+        env = _example_env(
+            "SHOP_",
+            tmp_path,
+            redis,
+            rates_service,
+            {**DJANGO.settings, "CELERY_BROKER_URL": redis.url, "CELERY_QUEUE": "shop-test"},
+        )
+        env.update(DJANGO.process_env)
+        prepare(DJANGO.prepare, cwd=cwd, env=env)
+        worker_log = tmp_path / "worker.log"
+        with worker_log.open("w") as output:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "shop", "--quiet", "worker",
+                 "--pool", "solo", "--without-gossip", "--without-mingle"],
+                cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        try:
+            with gunicorn_server(
+                DJANGO.wsgi, cwd=cwd, env=env, log_path=tmp_path / "gunicorn.log"
+            ) as server:
+                shop = Service("django_project", server)
+                product = {"sku": "mate", "name": "Mate", "price": 3}
+                status, _, answer = shop.request(
+                    "POST", "/products", body=product, headers={"X-Request-ID": "shop-task-1"}
+                )
+                assert status == 201, answer
+                deadline = time.monotonic() + 30
+                finished: list[dict[str, Any]] = []
+                while not finished and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    lines = [
+                        orjson.loads(line)
+                        for line in worker_log.read_text().splitlines()
+                        if line.startswith("{")
+                    ]
+                    finished = [e for e in lines if e["event"] == "task_finished"]
+                assert finished, worker_log.read_text()
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+    (indexed,) = [e for e in lines if e["event"] == "product_indexed"]
+    assert (indexed["sku"], indexed["known"], indexed["request_id"]) == (
+        "mate",
+        True,
+        "shop-task-1",
+    )
+    assert indexed["task_name"] == "catalog.index_product"
+    assert finished[0]["state"] == "success"
+    assert finished[0]["task_id"] == indexed["task_id"]
+    assert finished[0]["service"] == "catalog-django"

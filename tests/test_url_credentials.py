@@ -173,9 +173,9 @@ def test_config_show_masks_what_the_logs_mask(tmp_path: Path, output_format: str
         ("DATABASE_URL", "postgres://app:pw%zz4711@db/app", "does not start a percent-escape"),
         ("DATABASE_URL", "ftp://app:pw4711@db/app", "the scheme ftp:// is not supported"),
         ("DATABASE_URL", "db.internal/app", "expected a URL such as postgres://"),
-        ("CACHE_URL", "redis://:pw4711@cache:65536/0", "'65536' is not a number"),
-        ("CACHE_URL", "postgres://cache:6379", "the scheme postgres:// is not supported"),
-        ("CACHE_URL", "redis://:pw4711@cache:6379/zero", "the path /zero is not a database"),
+        ("CACHE_URL", "redis://:pw4711@cache:65536/0", "the port must be a number from 1 to 65535"),
+        ("CACHE_URL", "postgres://cache:6379", "expected memory:// or redis://host:port/db"),
+        ("CACHE_URL", "redis://:pw4711@cache:6379/zero", "the database must be a number"),
         ("SENTRY_DSN", "https://pw4711@o1.ingest.example.com:70000/1", "'70000' is not a"),
     ],
 )

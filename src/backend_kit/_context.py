@@ -28,6 +28,8 @@ __all__ = [
 
 #: The key under which the request id appears in log lines and Sentry tags.
 REQUEST_ID_KEY = "request_id"
+#: Context keys of a running background task, also set as Sentry tags.
+TASK_TAG_KEYS = ("task_id", "task_name")
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _context: ContextVar[Mapping[str, Any]] = ContextVar("backend_kit_request_context", default=_EMPTY)

@@ -103,6 +103,11 @@ def _lowered(text: str) -> str:
     return lowered if len(lowered) == len(text) else text.translate(_ASCII_LOWER)
 
 
+# One name=value pair of a query string. The name stops at the next "?" or "&", so each
+# character is looked at from one start only: linear.
+_URL_QUERY_PARAMETER = re.compile(r"(?P<lead>[?&])(?P<name>[^=&#?\s]+)=[^&#\s]*")
+
+
 # A Cookie header carries many name=value pairs, all of them secret: mask to end of line.
 _COOKIE_HEADER = re.compile(r"(?P<name>\b(?:set-)?cookie\s*:\s*)[^\r\n]+", re.IGNORECASE)
 _PEM_PRIVATE_KEY = re.compile(
@@ -197,6 +202,8 @@ def mask_url(url: str) -> str:
     """Return *url* with its credentials masked: everything up to the last ``@`` is
     userinfo, of which only the user name before the first ``:`` is kept (a bare user
     part, like a Sentry DSN's key, is masked too). A password may hold any character.
+    The values of query parameters with a sensitive name (``sentinel_password=...``)
+    are masked too.
 
     Examples:
         >>> mask_url("postgres://app:s3cret@db:5432/app")
@@ -204,6 +211,13 @@ def mask_url(url: str) -> str:
         >>> mask_url("postgres://app:p@ss/w#rd@db/app")
         'postgres://app:***@db/app'
     """
+    masked = _mask_userinfo_part(url)
+    if "?" in masked:
+        masked = _URL_QUERY_PARAMETER.sub(_mask_query_parameter, masked)
+    return masked
+
+
+def _mask_userinfo_part(url: str) -> str:
     at = url.rfind("@")
     if at == -1:
         return url
@@ -212,6 +226,13 @@ def mask_url(url: str) -> str:
     if at < start:
         return url
     return f"{url[:start]}{_masked_userinfo(url[start:at])}{url[at:]}"
+
+
+def _mask_query_parameter(match: re.Match[str]) -> str:
+    name = _fold(match.group("name"))
+    if any(key in name for key in DEFAULT_SENSITIVE_KEYS):
+        return f"{match.group('lead')}{match.group('name')}={MASK}"
+    return match.group(0)
 
 
 def url_credential(url: str) -> str | None:

@@ -20,6 +20,8 @@ from . import _metric_hooks
 from ._context import (
     EXCEPTION_REQUEST_ID_ATTRIBUTE,
     REQUEST_ID_KEY,
+    TASK_TAG_KEYS,
+    current_context,
     current_request_id,
     enter_hooks,
 )
@@ -318,6 +320,11 @@ class _Hooks:
                 if not isinstance(tags, dict):
                     tags = event["tags"] = {}
                 tags.setdefault(REQUEST_ID_KEY, request_id)
+                # A background task's ids (backend_kit.celery) are tags as well.
+                context = current_context()
+                for key in TASK_TAG_KEYS:
+                    if isinstance(context.get(key), str):
+                        tags.setdefault(key, context[key])
             settings = self._state.settings
             _scrub_personal_data(
                 event,

@@ -74,6 +74,15 @@ DATABASE_SCHEMES = ("postgres", "postgresql", "pgsql", "sqlite", "sqlite3", "mys
 CACHE_SCHEMES = ("memory", "redis", "rediss", "unix")
 
 
+def check_percent_escapes(url: str) -> None:
+    """Raise `ValueError` when a ``%`` in *url* does not start a percent-escape."""
+    if _BROKEN_PERCENT_ESCAPE.search(url) is not None:
+        raise ValueError(
+            "a '%' does not start a percent-escape (%XX); write a literal % as %25, "
+            "and escape the other reserved characters of a password the same way"
+        )
+
+
 def check_url(url: str, *, schemes: tuple[str, ...], example: str) -> None:
     """Raise `ValueError` unless *url* has one of *schemes*, a port from 1 to 65535 (when
     it has one) and well-formed percent-escapes. The message never quotes the URL: its
@@ -87,11 +96,7 @@ def check_url(url: str, *, schemes: tuple[str, ...], example: str) -> None:
             f"the scheme {scheme}:// is not supported here; expected {example} "
             "(schemes: " + ", ".join(f"{name}://" for name in schemes) + ")"
         )
-    if _BROKEN_PERCENT_ESCAPE.search(url) is not None:
-        raise ValueError(
-            "a '%' does not start a percent-escape (%XX); write a literal % as %25, "
-            "and escape the other reserved characters of a password the same way"
-        )
+    check_percent_escapes(url)
     rest = url[match.end() :]
     after_userinfo = rest[rest.rfind("@") + 1 :]
     authority = re.split(r"[/?#]", after_userinfo, maxsplit=1)[0]
@@ -252,8 +257,10 @@ class Settings(BaseSettings):
     )
     cache_url: SecretURL = Field(
         default=SecretURL("memory://"),
-        description="Cache backend: memory:// (in-process) or redis://host:port/db "
-        "(shared between processes).",
+        description="Cache backend: memory:// (in-process), or a Redis shared between "
+        "processes: redis://host:port/db, rediss://host:port/db (TLS), "
+        "unix:///path/to/redis.sock, redis+sentinel://[password@]host1:port1,host2:port2/"
+        "service_name/db or redis+cluster://host1:port1,host2:port2.",
     )
     cache_serializer: Literal["json", "pickle"] = Field(
         default="json",
@@ -281,6 +288,27 @@ class Settings(BaseSettings):
         default=None,
         description="Prefix of every key written to Redis; defaults to SERVICE_NAME "
         "followed by a colon, so services sharing a Redis do not collide.",
+    )
+    redis_ssl_ca_certs: Path | None = Field(
+        default=None,
+        description="CA bundle (PEM) that verifies the certificate of every Redis the "
+        "kit connects to over TLS (rediss://), unless the URL sets ssl_ca_certs; "
+        "default: the system's CAs.",
+    )
+    redis_ssl_certfile: Path | None = Field(
+        default=None,
+        description="Client certificate (PEM) for Redis servers that authenticate "
+        "clients by certificate, unless the URL sets ssl_certfile.",
+    )
+    redis_ssl_keyfile: Path | None = Field(
+        default=None,
+        description="Private key (PEM) of REDIS_SSL_CERTFILE, unless the URL sets ssl_keyfile.",
+    )
+    redis_ssl_cert_reqs: Literal["required", "optional", "none"] = Field(
+        default="required",
+        description="Whether the Redis server's certificate must be valid (required), "
+        "is checked if sent (optional) or not checked (none), unless the URL sets "
+        "ssl_cert_reqs.",
     )
     health_token: SecretStr | None = Field(
         default=None,
@@ -384,6 +412,28 @@ class Settings(BaseSettings):
         description="Directory the gunicorn workers of one service share for their "
         "metrics (backend_kit.gunicorn); emptied when gunicorn starts. Unset: a directory "
         "per service and master process under the system's temporary directory.",
+    )
+    celery_broker_url: SecretURL | None = Field(
+        default=None,
+        description="Celery broker, for example redis://host:6379/1 or "
+        "amqp://user:password@host:5672//; backend_kit.celery.init_celery() sets it on the "
+        "Celery app, and the worker's readiness probe checks it.",
+    )
+    celery_log_task_args: bool = Field(
+        default=False,
+        description="Show task arguments (through the redaction policy) in Celery's log "
+        "lines; by default they are replaced by a placeholder.",
+    )
+    celery_heartbeat_file: Path | None = Field(
+        default=None,
+        description="File a Celery worker touches on every heartbeat, for its liveness "
+        "probe; default: backend_kit-celery-worker.heartbeat in the temporary directory.",
+    )
+    celery_heartbeat_seconds: float = Field(
+        default=10.0,
+        gt=0.0,
+        description="How often a Celery worker touches its heartbeat file, in seconds; "
+        "liveness fails when the file is three intervals old.",
     )
 
     _sources: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)
@@ -495,11 +545,33 @@ class Settings(BaseSettings):
     @field_validator("cache_url")
     @classmethod
     def _check_cache_url(cls, value: SecretURL) -> SecretURL:
-        check_url(
-            value.get_secret_value(),
-            schemes=CACHE_SCHEMES,
-            example="memory:// or redis://host:port/db",
-        )
+        url = value.get_secret_value()
+        if value.scheme == "memory":
+            check_url(url, schemes=CACHE_SCHEMES, example="memory:// or redis://host:port/db")
+            return value
+        from ._redis_clients import parse_redis_url
+
+        check_percent_escapes(url)
+        try:
+            parse_redis_url(url)
+        except ValueError as exc:
+            message = str(exc)
+            if message.startswith("expected redis://"):
+                message = "expected memory:// or " + message.removeprefix("expected ")
+            raise ValueError(message) from None
+        return value
+
+    @field_validator("redis_ssl_ca_certs", "redis_ssl_certfile", "redis_ssl_keyfile")
+    @classmethod
+    def _check_redis_tls_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no file at {value}")
+        if (
+            value is not None
+            and info.field_name == "redis_ssl_keyfile"
+            and info.data.get("redis_ssl_certfile") is None
+        ):
+            raise ValueError("set REDIS_SSL_CERTFILE too: the key belongs to a certificate")
         return value
 
     @field_validator("cache_signing_key")

@@ -12,5 +12,6 @@ urlpatterns = [
     path("form", views.form),
     path("unavailable", views.unavailable),
     path("signup", views.signup),
+    path("publish-task", views.publish_task),
     path("", include("backend_kit.django.urls")),
 ]

@@ -48,3 +48,16 @@ def unavailable(request: HttpRequest) -> HttpResponse:
 def signup(request: HttpRequest) -> HttpResponse:
     request.body  # noqa: B018 - read, as a view would, before it fails
     raise ValueError("signup failed")
+
+
+def publish_task(request: HttpRequest) -> JsonResponse:
+    """Publish ``tests.echo`` with the Celery app the test installed, to its queue."""
+    from tests import celery_tasks
+
+    assert celery_tasks.publisher is not None, "the test sets celery_tasks.publisher"
+    result = celery_tasks.publisher.send_task(
+        "tests.echo",
+        args=(request.GET.get("value", ""),),
+        queue=request.GET["queue"],
+    )
+    return JsonResponse({"task_id": result.id, "request_id": current_request_id()})

@@ -54,7 +54,7 @@ def _stored_fetched_at(server: RedisServer) -> str | None:
     """The fetched_at of the rates stored in *server*, or None when none are."""
     client = redis.Redis.from_url(server.url, socket_timeout=1, socket_connect_timeout=1)
     try:
-        for key in client.scan_iter(match="catalog-outage:rates:*"):
+        for key in client.scan_iter(match="catalog-outage:{rates|?}:*"):
             raw = client.get(key)
             # The stored form has a format marker before the JSON: read the field only.
             found = _FETCHED_AT.search(raw or b"")

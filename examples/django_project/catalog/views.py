@@ -17,6 +17,7 @@ import backend_kit
 
 from .models import Product
 from .rates import Rates, RatesUnavailableError, exchange_rates_source
+from .tasks import index_product
 
 log = backend_kit.get_logger("catalog")
 
@@ -67,6 +68,8 @@ def products(request: HttpRequest) -> JsonResponse:
         problem = f"a product with sku {product.sku!r} exists already"
         return JsonResponse({"error": problem}, status=409)
     log.info("product_created", sku=product.sku)
+    # Indexed in the background; the worker's lines carry this request's id.
+    index_product.delay(product.sku)
     return JsonResponse(product.as_json(), status=201)
 
 

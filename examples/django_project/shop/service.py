@@ -43,3 +43,8 @@ class ShopSettings(Settings):
     rates_cache_seconds: float = Field(
         default=60.0, gt=0.0, description="How long fetched exchange rates are reused."
     )
+    celery_queue: str = Field(
+        default="shop",
+        min_length=1,
+        description="The Celery queue the project publishes to and its worker consumes.",
+    )

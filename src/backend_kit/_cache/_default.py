@@ -37,7 +37,8 @@ def current_settings() -> Settings:
 def default_cache(settings: Settings | None = None) -> CacheBackend:
     """The cache backend named by ``CACHE_URL`` in *settings* (default: the active
     settings): a process-wide `MemoryCache` for ``memory://``, or a `RedisCache` with a
-    pooled client for ``redis://host:port/db``, shared by every caller with the same
+    pooled client for a Redis URL (one server, Sentinel or Cluster; TLS options from
+    the ``REDIS_SSL_*`` settings), shared by every caller with the same
     settings. Inside `backend_kit.testing.memory_cache()`, the block's memory cache.
 
     Raises `ImportError` with an install hint when Redis is configured but redis-py is
@@ -60,6 +61,9 @@ def default_cache(settings: Settings | None = None) -> CacheBackend:
     secret = settings.cache_signing_key
     signing_key = secret.get_secret_value() if secret is not None else None
     fallbacks = tuple(key.get_secret_value() for key in settings.cache_signing_key_fallbacks)
+    from backend_kit._redis_clients import tls_options_from_settings
+
+    tls = tls_options_from_settings(settings)
     config = (
         url,
         prefix,
@@ -67,6 +71,7 @@ def default_cache(settings: Settings | None = None) -> CacheBackend:
         signing_key,
         fallbacks,
         settings.cache_timeout,
+        tuple(sorted(tls.items())),
     )
     with _lock:
         cache = _redis_caches.get(config)
@@ -80,6 +85,8 @@ def default_cache(settings: Settings | None = None) -> CacheBackend:
                 signing_key=signing_key,
                 signing_key_fallbacks=fallbacks,
                 timeout=settings.cache_timeout,
+                tls_options=tls,
+                variable_prefix=_variable_prefix(settings),
             )
         return cache
 
@@ -97,3 +104,10 @@ def use_memory_only(enabled: bool) -> None:
 def _reset_after_fork() -> None:
     global _lock
     _lock = threading.Lock()
+
+
+def _variable_prefix(settings: Settings) -> str:
+    """The environment prefix of *settings*' class (``SHOP_``), for messages."""
+    from backend_kit._sources import variable_name
+
+    return variable_name(type(settings), ("cache_url",)).removesuffix("CACHE_URL")

@@ -12,13 +12,21 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Sequence
+import zlib
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, TypeVar, cast
 
 import structlog
 
 from backend_kit._forksafe import reset_in_child
-from backend_kit._redact import mask_url
+from backend_kit._redis_clients import (
+    async_redis_client,
+    close_client,
+    parse_redis_url,
+    ping_every_node,
+    redis_client,
+    redis_errors,
+)
 
 from ._backend import MISS, CacheBackend, check_namespace
 from ._breaker import CircuitBreaker
@@ -29,6 +37,11 @@ from ._serialize import SignatureMismatch, ValueCodec
 if TYPE_CHECKING:
     import redis
     import redis.asyncio
+    import redis.asyncio.cluster
+    import redis.cluster
+
+    SyncClient = redis.Redis | redis.cluster.RedisCluster
+    AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
 
 __all__ = ["RedisCache"]
 
@@ -63,6 +76,11 @@ def _new_version() -> str:
 
 
 _ARGUMENTS = re.compile(r":(?=[\[{#])")
+# The end of a key's hash tag (see `RedisCache._tag`): what precedes it is not user data.
+_TAG_END = re.compile(r"\|[0-9a-f]\}[:#]")
+#: How many hash slots (at most) the keys of one namespace spread over.
+TAGS_PER_NAMESPACE: Final = 16
+_crc32 = zlib.crc32
 _FIRST_POLL = 0.005
 _MAX_POLL = 0.05
 
@@ -116,33 +134,15 @@ _LOAD: Final = object()
 _Flow = Generator[Any, Any, Any]
 
 
-def _client_options(url: str, timeout: float, max_connections: int) -> dict[str, Any]:
-    """Connection options for both clients. Ours override the URL's query string: the
-    timeouts bound every call, and the outage handling here is the only retry layer
-    (redis-py would otherwise retry up to 10 times with backoff)."""
-    # The async module's parse_url is the typed one; both clients read the same keys.
-    from redis.asyncio.connection import parse_url
-
-    options: dict[str, Any] = dict(parse_url(url))
-    from redis.maint_notifications import MaintNotificationsConfig
-
-    options.update(
-        # Maintenance notifications (RESP3) would swap in a 10 s "relaxed" timeout
-        # during a server's maintenance: the bound below must hold then too.
-        maint_notifications_config=MaintNotificationsConfig(enabled=False),
-        socket_connect_timeout=timeout,
-        socket_timeout=timeout,
-        socket_keepalive=True,
-        retry_on_timeout=False,
-        retry_on_error=[],
-        health_check_interval=0,
-        max_connections=max_connections,
-    )
-    return options
-
-
 class RedisCache(CacheBackend):
     """A cache in Redis shared by every process that uses the same *url* and *prefix*.
+
+    *url* names one server (``redis://``, ``rediss://``, ``unix://``), a Sentinel-managed
+    master (``redis+sentinel://host1:26379,host2:26379/service_name/db``) or a Redis
+    Cluster (``redis+cluster://host1:6379,host2:6379``); *tls_options*
+    (``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs``) apply to a
+    TLS URL whose query string does not set them. A value, its lock and its namespace's
+    version share a hash slot, so every multi-key command works on a cluster.
 
     The clients are pooled (up to *max_connections* per client) and always have connect
     and read timeouts (*timeout* seconds); they never retry by themselves, whatever the
@@ -158,8 +158,11 @@ class RedisCache(CacheBackend):
     failures Redis is skipped, except for one probing call every *probe_interval*
     seconds; the first probe that succeeds switches back to Redis (and drops the
     memory tier). One warning is logged per *warn_interval* seconds.
+    *variable_prefix* is the settings' environment prefix (``SHOP_``), so that messages
+    name the variables as they are set.
 
-    Raises `ValueError` for a bad *url*, *timeout* or *lock_ttl*.
+    Raises `ValueError` for a bad *url* (saying what is wrong, without its password),
+    *timeout* or *lock_ttl*.
 
     Examples:
         >>> cache = RedisCache("redis://127.0.0.1:6379/0", prefix="doc:")  # doctest: +SKIP
@@ -182,9 +185,11 @@ class RedisCache(CacheBackend):
         probe_interval: float = 0.5,
         warn_interval: float = 60.0,
         fallback_maxsize: int = 1024,
+        tls_options: Mapping[str, Any] | None = None,
+        variable_prefix: str = "",
     ) -> None:
         try:
-            import redis
+            import redis  # noqa: F401
         except ImportError:  # pragma: no cover - exercised only without the extra
             raise _install_hint() from None
         if not timeout > 0 or not lock_ttl > 0:
@@ -194,21 +199,31 @@ class RedisCache(CacheBackend):
         self.lock_ttl = lock_ttl
         self._lock_ms = int(lock_ttl * 1000)
         self.timeout = timeout
-        self._codec = ValueCodec(serializer, signing_key, signing_key_fallbacks)
-        self._mismatches = _MismatchLog(warn_interval)
-        self._display_url = mask_url(url)
-        self._options = _client_options(url, timeout, max_connections)
-        self._client: redis.Redis = self._new_client()
+        self._codec = ValueCodec(
+            serializer, signing_key, signing_key_fallbacks, variable_prefix=variable_prefix
+        )
+        self._mismatches = _MismatchLog(warn_interval, variable_prefix)
+        self._target = parse_redis_url(url, tls_defaults=tls_options)
+        self._display_url = self._target.display
+        self._max_connections = max_connections
+        # Made on first use: a cluster client reads the cluster's layout when it is
+        # created, which must fail like any other call rather than here.
+        self._client: SyncClient | None = None
+        self._connect_lock = threading.Lock()
         self._async_lock = threading.Lock()
-        self._async_clients: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, redis.asyncio.Redis
-        ] = weakref.WeakKeyDictionary()
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
         self._closers: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, AsyncGenerator[None, None]
         ] = weakref.WeakKeyDictionary()
+        # The creation of a loop's client, awaited by every task that needs it meanwhile.
+        self._opening: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, asyncio.Task[AsyncClient]
+        ] = weakref.WeakKeyDictionary()
         # Strong references to releases that must finish even if their caller is cancelled.
         self._releasing: set[asyncio.Task[None]] = set()
-        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self._errors = redis_errors()
         self._fallback = MemoryCache(fallback_maxsize)
         self._fallback_count = itertools.count()
         self._flight.wait_timeout = self._async_flight.wait_timeout = max(60.0, 2 * lock_ttl)
@@ -228,9 +243,28 @@ class RedisCache(CacheBackend):
         return f"RedisCache({self._display_url!r}, prefix={self.prefix!r})"
 
     @property
-    def client(self) -> redis.Redis:
-        """The underlying redis-py client (pooled, with timeouts, without retries)."""
-        return self._client
+    def client(self) -> SyncClient:
+        """The underlying redis-py client (pooled, with timeouts, without retries):
+        `redis.Redis`, or `redis.cluster.RedisCluster` for a cluster URL (whose creation
+        raises the cluster's error when no node answers)."""
+        return self._sync()
+
+    @property
+    def kind(self) -> str:
+        """``"server"``, ``"sentinel"`` or ``"cluster"``: what the URL names."""
+        return self._target.kind
+
+    def _sync(self) -> SyncClient:
+        """The sync client, made on first use."""
+        client = self._client
+        if client is None:
+            with self._connect_lock:
+                client = self._client
+                if client is None:
+                    client = self._client = redis_client(
+                        self._target, timeout=self.timeout, max_connections=self._max_connections
+                    )
+        return client
 
     @property
     def fallbacks(self) -> int:
@@ -238,7 +272,7 @@ class RedisCache(CacheBackend):
         unavailable (reads, writes and loads), since this cache was created."""
         return int(repr(self._fallback_count)[len("count(") : -1])
 
-    async def _aclient(self) -> redis.asyncio.Redis:
+    async def _aclient(self) -> AsyncClient:
         """This event loop's client, created on its first use."""
         loop = asyncio.get_running_loop()
         client = self._async_clients.get(loop)
@@ -246,63 +280,99 @@ class RedisCache(CacheBackend):
             client = await self._open_aclient(loop)
         return client
 
-    async def _open_aclient(self, loop: asyncio.AbstractEventLoop) -> redis.asyncio.Redis:
-        import redis.asyncio
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
+    async def _open_aclient(self, loop: asyncio.AbstractEventLoop) -> AsyncClient:
+        # One creation per loop, shared by the tasks that arrive meanwhile: a cluster
+        # client reads the cluster's layout when it is made, once is enough. Shielded,
+        # so a waiter being cancelled does not cancel it for the others.
         with self._async_lock:
-            client = self._async_clients.get(loop)
-            if client is not None:
-                return client
-            pool = redis.asyncio.ConnectionPool(**self._options, retry=Retry(NoBackoff(), 0))
-            client = redis.asyncio.Redis(connection_pool=pool)
+            opening = self._opening.get(loop)
+            if opening is None:
+                opening = self._opening[loop] = loop.create_task(self._make_aclient(loop))
+        return await asyncio.shield(opening)
+
+    async def _make_aclient(self, loop: asyncio.AbstractEventLoop) -> AsyncClient:
+        try:
+            client = await async_redis_client(
+                self._target, timeout=self.timeout, max_connections=self._max_connections
+            )
+            # The loop closes its async generators when it shuts down (asyncio.run
+            # does): this one closes the client's connections then, inside the loop.
+            closer = _close_at_shutdown(client)
+            self._closers[loop] = closer
+            await closer.__anext__()
             self._async_clients[loop] = client
-        # The loop closes its async generators when it shuts down (asyncio.run does):
-        # this one closes the client's connections then, inside the loop.
-        closer = _close_at_shutdown(client)
-        self._closers[loop] = closer
-        await closer.__anext__()
-        return client
-
-    def _new_client(self) -> redis.Redis:
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
-        return redis.Redis(
-            connection_pool=redis.ConnectionPool(**self._options, retry=Retry(NoBackoff(), 0))
-        )
+            return client
+        finally:
+            with self._async_lock:
+                self._opening.pop(loop, None)
 
     def _reset_after_fork(self) -> None:
         """Drop what a child process must not share with its parent: pooled
         connections, the async clients, locks and breaker state (the single-flight
-        table resets itself). A new pool, not ``pool.reset()``: that takes the pool's
-        lock, which a parent's thread may have held at the fork."""
-        self._client = self._new_client()
+        table resets itself)."""
+        # Dropped, not closed: closing would shut the sockets the parent still uses. A
+        # new client is made on first use (not ``pool.reset()``: that takes the pool's
+        # lock, which a parent's thread may have held at the fork).
+        self._client = None
+        self._connect_lock = threading.Lock()
         self._async_lock = threading.Lock()
         self._async_clients = weakref.WeakKeyDictionary()
         self._closers = weakref.WeakKeyDictionary()
+        self._opening = weakref.WeakKeyDictionary()
         self._releasing = set()
         self.breaker.reset()
         self._fallback = MemoryCache(self._fallback.maxsize)
         self.breaker._on_recovered = self._fallback.clear
 
     # -- keys --------------------------------------------------------------------------
+    #
+    # Every key starts with a Redis Cluster hash tag, ``{namespace|t}``, where t (one hex
+    # digit) is taken from a checksum of the key: a value, its lock and the version of
+    # its namespace carry the same tag, so they share a hash slot and the commands that
+    # touch several of them together work on a cluster; a namespace spreads over
+    # TAGS_PER_NAMESPACE slots, each with its own version key.
+    #
+    #   value    <prefix>{<namespace>|t}:<key>
+    #   lock     <prefix>{<namespace>|t}#lock:<key>
+    #   version  <prefix>{<namespace>|t}#version
+
+    def _tag(self, namespace: str, key: str) -> str:
+        return f"{self.prefix}{{{namespace}|{zlib.crc32(key.encode()) & 15:x}}}"
 
     def _key(self, namespace: str, key: str) -> str:
-        return f"{self.prefix}{namespace}:{key}"
+        return f"{self._tag(namespace, key)}:{key}"
 
-    def _version_key(self, namespace: str) -> str:
-        return f"{self.prefix}#version:{namespace}"
+    def _split(self, full_key: str) -> tuple[str, str]:
+        """A value's key as (its tag, the rest from the colon on)."""
+        end = full_key.index("}:", len(self.prefix)) + 1
+        return full_key[:end], full_key[end:]
+
+    def _version_key(self, full_key: str) -> str:
+        """The version key of the namespace slice that *full_key* (a value's key) is in."""
+        return self._split(full_key)[0] + "#version"
+
+    def _version_keys(self, namespace: str) -> list[str]:
+        """Every version key of *namespace*."""
+        return [
+            f"{self.prefix}{{{namespace}|{tag:x}}}#version" for tag in range(TAGS_PER_NAMESPACE)
+        ]
 
     def _lock_key(self, full_key: str) -> str:
-        return f"{self.prefix}#lock:{full_key}"
+        tag, rest = self._split(full_key)
+        return f"{tag}#lock{rest}"
 
-    def _queue_version_read(self, pipe: Any, namespace: str) -> Any:
-        """Queue on *pipe*: create the namespace's version if missing, refresh its
+    def _namespace_pattern(self, namespace: str, key_prefix: str = "") -> str:
+        """A SCAN pattern for the values of *namespace* whose key starts with *key_prefix*."""
+        return (
+            _glob_escape(f"{self.prefix}{{{namespace}|")
+            + "[0-9a-f]}:"
+            + _glob_escape(key_prefix)
+            + "*"
+        )
+
+    def _queue_version_read(self, pipe: Any, version_key: str) -> Any:
+        """Queue on *pipe*: create the version at *version_key* if missing, refresh its
         expiry (two replies to skip), then the caller reads it."""
-        version_key = self._version_key(namespace)
         ttl_ms = VERSION_TTL_SECONDS * 1000
         pipe.set(version_key, _new_version(), nx=True, px=ttl_ms)
         pipe.pexpire(version_key, ttl_ms)
@@ -346,7 +416,7 @@ class RedisCache(CacheBackend):
             # keeping its expiry, unless it changed in the meantime.
             data = self._codec.dumps(full_key, value)
             with contextlib.suppress(_Failed):
-                self._call(lambda: self._client.set(full_key, data, keepttl=True, xx=True))
+                self._call(lambda: self._sync().set(full_key, data, keepttl=True, xx=True))
         return value
 
     @property
@@ -361,22 +431,31 @@ class RedisCache(CacheBackend):
     def _read(self, key: str, namespace: str) -> Any:
         # A hit is one GET: namespace invalidation deletes keys rather than making every
         # read also fetch the namespace's version.
-        if not self.breaker.allow():
+        # The hot path of every hit: `_key` inlined, and the breaker asked only when it
+        # is not closed (its own checks, read here without the method calls).
+        breaker = self.breaker
+        if breaker._next_probe and not breaker.allow():
             return self._fallback_read(key, namespace)
-        full_key = f"{self.prefix}{namespace}:{key}"
+        full_key = f"{self.prefix}{{{namespace}|{_crc32(key.encode()) & 15:x}}}:{key}"
         try:
-            raw = self._client.get(full_key)
+            client = self._client
+            if client is None:
+                client = self._sync()
+            raw = client.get(full_key)
         except self._errors as exc:
-            self.breaker.failure(exc)
+            breaker.failure(exc)
             return self._fallback_read(key, namespace)
-        self.breaker.success()
+        if breaker._failures:
+            breaker.success()
+        if raw is None:
+            return MISS
         # The clients are created without decode_responses, so replies are bytes.
-        return self._decode(full_key, cast("bytes | None", raw))
+        return self._decode(full_key, raw)  # type: ignore[arg-type]
 
     async def _aread(self, key: str, namespace: str) -> Any:
         if not self.breaker.allow():
             return self._fallback_read(key, namespace)
-        full_key = f"{self.prefix}{namespace}:{key}"
+        full_key = self._key(namespace, key)
         try:
             client = self._async_clients.get(asyncio.get_running_loop())
             if client is None:
@@ -394,25 +473,28 @@ class RedisCache(CacheBackend):
     def _remove(self, key: str, namespace: str) -> None:
         self._fallback._remove(key, namespace)
         with contextlib.suppress(_Failed):
-            self._call(lambda: self._client.delete(self._key(namespace, key)))
+            self._call(lambda: self._sync().delete(self._key(namespace, key)))
 
     def _remove_matching(self, pattern: str) -> None:
         def remove() -> None:
+            # On a cluster, scan_iter walks every primary, and unlink splits its keys
+            # by slot: one UNLINK per slot.
+            client = self._sync()
             batch: list[bytes] = []
-            for found in self._client.scan_iter(match=pattern, count=500):
+            for found in client.scan_iter(match=pattern, count=500):
                 batch.append(found)
                 if len(batch) >= 500:
-                    self._client.unlink(*batch)
+                    client.unlink(*batch)
                     batch.clear()
             if batch:
-                self._client.unlink(*batch)
+                client.unlink(*batch)
 
         with contextlib.suppress(_Failed):
             self._call(remove)
 
     def _remove_prefix(self, key_prefix: str, namespace: str) -> None:
         self._fallback._remove_prefix(key_prefix, namespace)
-        self._remove_matching(_glob_escape(self._key(namespace, key_prefix)) + "*")
+        self._remove_matching(self._namespace_pattern(namespace, key_prefix))
 
     def clear(self) -> None:
         """Delete every key under this cache's prefix (values, versions and locks), and
@@ -421,20 +503,24 @@ class RedisCache(CacheBackend):
         self._remove_matching(_glob_escape(self.prefix) + "*")
 
     def invalidate_namespace(self, namespace: str) -> None:
-        """Delete every key of *namespace* (a SCAN over this cache's keys). The
-        namespace's version is replaced first, so a load that started before this call
-        does not store its possibly outdated value afterwards."""
+        """Delete every key of *namespace* (a SCAN over this cache's keys, on every
+        primary of a cluster). The namespace's versions are replaced first, so a load
+        that started before this call does not store its possibly outdated value
+        afterwards."""
         check_namespace(namespace)
         self._fallback._remove_where(lambda slot: slot[0] == namespace)
+
+        def replace_versions() -> None:
+            # One SET per slice of the namespace, pipelined (grouped by node on a
+            # cluster); each is a single-key command.
+            pipe = self._sync().pipeline(transaction=False)
+            for version_key in self._version_keys(namespace):
+                pipe.set(version_key, _new_version(), px=VERSION_TTL_SECONDS * 1000)
+            pipe.execute()
+
         with contextlib.suppress(_Failed):
-            self._call(
-                lambda: self._client.set(
-                    self._version_key(namespace),
-                    _new_version(),
-                    px=VERSION_TTL_SECONDS * 1000,
-                )
-            )
-            self._remove_matching(_glob_escape(self._key(namespace, "")) + "*")
+            self._call(replace_versions)
+            self._remove_matching(self._namespace_pattern(namespace))
 
     # -- single flight across processes ----------------------------------------------
     #
@@ -455,11 +541,15 @@ class RedisCache(CacheBackend):
                 # holder stores its value before releasing the lock, so whoever gets
                 # the lock next sees it.
                 holding = True  # a claim interrupted midway may still have taken it
-                acquired, _, _, (raw, version) = yield _Commands(
+                # Single-key commands only (a cluster pipeline refuses MGET); the
+                # keys share a hash slot, so on a cluster too this is one round trip
+                # to one node.
+                acquired, _, _, raw, version = yield _Commands(
                     lambda pipe: (
                         pipe.set(self._lock_key(full_key), token, nx=True, px=self._lock_ms),
-                        self._queue_version_read(pipe, namespace),
-                        pipe.mget(full_key, self._version_key(namespace)),
+                        self._queue_version_read(pipe, self._version_key(full_key)),
+                        pipe.get(full_key),
+                        pipe.get(self._version_key(full_key)),
                     )
                 )
                 holding = bool(acquired)
@@ -497,8 +587,8 @@ class RedisCache(CacheBackend):
             acquired, _, _, version = yield _Commands(
                 lambda pipe: (
                     pipe.set(self._lock_key(full_key), token, nx=True, px=self._lock_ms),
-                    self._queue_version_read(pipe, namespace),
-                    pipe.get(self._version_key(namespace)),
+                    self._queue_version_read(pipe, self._version_key(full_key)),
+                    pipe.get(self._version_key(full_key)),
                 )
             )
             holding = bool(acquired)
@@ -531,16 +621,19 @@ class RedisCache(CacheBackend):
         with contextlib.suppress(_Failed):
             yield _Commands(
                 lambda pipe: (
-                    pipe.eval(
+                    # EVAL by name: the sync cluster pipeline's eval() takes no script.
+                    # Its two keys (the value, its version) share a hash slot.
+                    pipe.execute_command(
+                        "EVAL",
                         _SET_IF_VERSION,
                         2,
                         full_key,
-                        self._version_key(namespace),
+                        self._version_key(full_key),
                         data,
                         int(ttl * 1000),
                         version or b"",
                     ),
-                    pipe.eval(_RELEASE, 1, self._lock_key(full_key), token),
+                    pipe.execute_command("EVAL", _RELEASE, 1, self._lock_key(full_key), token),
                 )
             )
 
@@ -623,7 +716,7 @@ class RedisCache(CacheBackend):
                 error = exc
 
     def _execute(self, queue: Callable[[Any], object]) -> list[Any]:
-        pipe = self._client.pipeline(transaction=False)
+        pipe = self._sync().pipeline(transaction=False)
         queue(pipe)
         return pipe.execute()
 
@@ -635,7 +728,7 @@ class RedisCache(CacheBackend):
     def _unlock(self, step: _Unlock) -> None:
         with contextlib.suppress(_Failed):
             self._call(
-                lambda: self._client.eval(_RELEASE, 1, self._lock_key(step.full_key), step.token)
+                lambda: self._sync().eval(_RELEASE, 1, self._lock_key(step.full_key), step.token)
             )
 
     async def _aunlock(self, step: _Unlock) -> None:
@@ -673,24 +766,40 @@ class RedisCache(CacheBackend):
         # Straight to the client: errors must surface, and an open breaker must not
         # turn a healthy server into a failed check (or the reverse).
         full_key = self._key("#health", key)
-        self._client.set(full_key, self._codec.dumps(full_key, value), px=10_000)
-        raw = self._client.get(full_key)
-        self._client.delete(full_key)
+        client = self._sync()
+        # Every primary of a cluster, not only the one that holds the probe's slot.
+        ping_every_node(client)
+        client.set(full_key, self._codec.dumps(full_key, value), px=10_000)
+        raw = client.get(full_key)
+        client.delete(full_key)
         if raw is None or self._codec.loads(full_key, cast("bytes", raw)) != value:
             raise RuntimeError("Redis did not return the value just written to it")
 
     def close(self) -> None:
         """Close the pooled connections of the sync client (async clients close with
         their event loop)."""
-        self._client.close()
-        self._client.connection_pool.disconnect()
+        client, self._client = self._client, None
+        if client is not None:
+            close_client(client)
 
 
-async def _close_at_shutdown(client: redis.asyncio.Redis) -> AsyncGenerator[None, None]:
+def _without_arguments(full_key: str) -> str:
+    """*full_key* without the arguments part, which may hold personal data."""
+    tag_end = _TAG_END.search(full_key)
+    start = tag_end.end() if tag_end else 0
+    return full_key[:start] + _ARGUMENTS.split(full_key[start:], 1)[0]
+
+
+async def _close_at_shutdown(client: AsyncClient) -> AsyncGenerator[None, None]:
     try:
         yield
     finally:
-        await client.aclose(close_connection_pool=True)
+        from redis.asyncio.cluster import RedisCluster
+
+        if isinstance(client, RedisCluster):
+            await client.aclose()
+        else:
+            await client.aclose(close_connection_pool=True)
 
 
 def _glob_escape(text: str) -> str:
@@ -704,8 +813,9 @@ class _MismatchLog:
     Lock-free (itertools.count's next() is atomic), so nothing can be held across a fork.
     """
 
-    def __init__(self, interval: float) -> None:
+    def __init__(self, interval: float, variable_prefix: str = "") -> None:
         self._interval = interval
+        self._key_variable = f"{variable_prefix}CACHE_SIGNING_KEY"
         self._counter = itertools.count()
         self._reported = 0
         self._last_warning: float | None = None
@@ -726,10 +836,10 @@ class _MismatchLog:
         logger.warning(
             "cache_signature_mismatch",
             # Without the arguments part: arguments may be personal data.
-            key=_ARGUMENTS.split(full_key, 1)[0],
+            key=_without_arguments(full_key),
             reason=reason,
             refused=refused,
             effect="treated as a miss; check that every process uses the same "
-            "CACHE_SIGNING_KEY (a key being rotated out belongs in "
-            "CACHE_SIGNING_KEY_FALLBACKS)",
+            f"{self._key_variable} (a key being rotated out belongs in "
+            f"{self._key_variable}_FALLBACKS)",
         )

@@ -39,13 +39,17 @@ class ValueCodec:
         serializer: Literal["json", "pickle"] = "json",
         signing_key: str | None = None,
         fallback_keys: Iterable[str] = (),
+        variable_prefix: str = "",
     ) -> None:
+        # Messages name the variables as the user sets them (SHOP_CACHE_SERIALIZER).
+        self._serializer_variable = f"{variable_prefix}CACHE_SERIALIZER"
+        self._key_variable = f"{variable_prefix}CACHE_SIGNING_KEY"
         if serializer not in ("json", "pickle"):
             raise ValueError(f"serializer must be 'json' or 'pickle', not {serializer!r}")
         if serializer == "pickle" and not signing_key:
             raise ValueError(
-                "the pickle serializer needs a signing key (CACHE_SIGNING_KEY), so that "
-                "values read back from the cache are authenticated before unpickling"
+                f"the pickle serializer needs a signing key ({self._key_variable}), so "
+                "that values read back from the cache are authenticated before unpickling"
             )
         self.serializer = serializer
         self._key = signing_key.encode() if signing_key else None
@@ -59,8 +63,8 @@ class ValueCodec:
             except TypeError as exc:
                 raise TypeError(
                     f"cannot store the value for cache key {key!r} as JSON ({exc}); return "
-                    "JSON types from the cached function, or set CACHE_SERIALIZER=pickle "
-                    "together with CACHE_SIGNING_KEY"
+                    f"JSON types from the cached function, or set {self._serializer_variable}"
+                    f"=pickle together with {self._key_variable}"
                 ) from None
         assert self._key is not None
         data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
@@ -79,12 +83,12 @@ class ValueCodec:
             if tag == _JSON:
                 return orjson.loads(body), False
             if tag == _PICKLE:
-                raise SignatureMismatch("a pickled value, but CACHE_SERIALIZER is json")
+                raise SignatureMismatch(f"a pickled value, but {self._serializer_variable} is json")
             raise SignatureMismatch("an unknown value format")
         if tag == _JSON:
             # Anyone who can write to Redis can write JSON: in pickle mode only a
             # signature says the value came from this service.
-            raise SignatureMismatch("an unsigned value, but CACHE_SERIALIZER is pickle")
+            raise SignatureMismatch(f"an unsigned value, but {self._serializer_variable} is pickle")
         if tag != _PICKLE:
             raise SignatureMismatch("an unknown value format")
         assert self._key is not None

@@ -220,6 +220,14 @@ def cache_from_url(
             },
             **common,
         }
+    if scheme.endswith(("+sentinel", "+cluster")):
+        raise _problem(
+            "CACHE_URL",
+            f"Django's built-in Redis cache connects to single servers, not to "
+            f"{mask_url(raw)}; give CACHES a single-server URL (redis://, rediss:// or "
+            "unix://), and keep this URL for backend_kit's own cache (cached, "
+            "default_cache), which understands Sentinel and Cluster",
+        )
     raise _problem(
         variable,
         f"the scheme {parts.scheme!r} of {mask_url(raw)} is not supported; "

@@ -13,7 +13,7 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from contextlib import closing, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -193,42 +193,53 @@ def redis_check(
     timeout: float | None = None,
     critical: bool = True,
     component_type: ComponentType = "cache",
+    tls_options: Mapping[str, Any] | None = None,
 ) -> HealthCheck:
     """Send ``PING`` to Redis, given a URL or a (synchronous) redis-py client.
 
-    From a URL, each run opens one connection with connect and socket timeouts set to
-    *timeout*, without retries, and closes it. A client you pass is used as it is
-    (give it timeouts). Observes the response time in ms. Needs ``backend-kit[redis]``.
+    A URL may name one server (``redis://``, ``rediss://``, ``unix://``), a Sentinel
+    service (``redis+sentinel://``: the check pings the master the Sentinels name now)
+    or a cluster (``redis+cluster://``: it pings every primary, and fails when the
+    cluster does not cover every slot). *tls_options* fill in the TLS options a
+    ``rediss`` URL leaves out. Each run connects with connect and socket timeouts set
+    to *timeout*, without retries, and closes its connections. A client you pass is
+    used as it is (give it timeouts). Observes the response time in ms. Needs
+    ``backend-kit[redis]``.
+
+    Raises `ValueError` at once for a malformed URL.
 
     Examples:
         >>> redis_check("redis://127.0.0.1:6379/0").key
         'redis:responseTime'
     """
-    url = None if hasattr(target, "ping") else _plain(target)
+    from backend_kit._redis_clients import (
+        close_client,
+        parse_redis_url,
+        ping_every_node,
+        redis_client,
+    )
+
+    redis_target = None
+    if not hasattr(target, "ping"):
+        redis_target = parse_redis_url(_plain(target), tls_defaults=tls_options)
 
     def run() -> Observation:
-        if url is None:
+        if redis_target is None:
             started = time.perf_counter()
             target.ping()  # type: ignore[union-attr]
             return _elapsed_ms(started)
         try:
-            import redis
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
+            import redis  # noqa: F401
         except ImportError:
             raise _missing("redis", "redis") from None
-        seconds = _effective_timeout(timeout)
         started = time.perf_counter()
-        client = redis.Redis.from_url(
-            url,
-            socket_connect_timeout=seconds,
-            socket_timeout=seconds,
-            retry=Retry(NoBackoff(), 0),  # one attempt: the probe has no time for more
-            single_connection_client=True,
-            client_name="backend_kit-health",
-        )
-        with closing(client):
-            client.ping()
+        # The kit's one client policy: timeouts, and no retries (the probe has no time
+        # for more than one attempt).
+        client = redis_client(redis_target, timeout=_effective_timeout(timeout), max_connections=4)
+        try:
+            ping_every_node(client)
+        finally:
+            close_client(client)
         return _elapsed_ms(started)
 
     return HealthCheck(
@@ -506,7 +517,7 @@ def checks_from_settings(
     - ``DATABASE_URL`` ``postgres://``/``postgresql://``: `postgres_check`;
       ``sqlite://``: `sqlite_check`; other schemes get no built-in check.
     - The cache: a `cache_check` through *cache_backend* (or the backend ``CACHE_URL``
-      implies); without a backend, a `redis_check` for a ``redis://`` ``CACHE_URL`` and
+      implies); without a backend, a `redis_check` for a Redis ``CACHE_URL`` and
       nothing for ``memory://`` (an in-process cache cannot be unreachable).
     - ``SENTRY_DSN``: `sentry_check` (non-critical), so dropped events show.
     """
@@ -524,8 +535,12 @@ def checks_from_settings(
     backend = cache_backend if cache_backend is not None else _cache_backend_from_settings(settings)
     if backend is not None:
         registry.add(cache_check(backend))
-    elif settings.cache_url.scheme in ("redis", "rediss", "unix"):
-        registry.add(redis_check(settings.cache_url))
+    elif settings.cache_url.scheme != "memory":
+        from backend_kit._redis_clients import tls_options_from_settings
+
+        registry.add(
+            redis_check(settings.cache_url, tls_options=tls_options_from_settings(settings))
+        )
     if settings.sentry_dsn is not None:
         registry.add(sentry_check())
     return registry

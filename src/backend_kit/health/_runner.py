@@ -29,6 +29,7 @@ import orjson
 from backend_kit import _metric_hooks
 from backend_kit._forksafe import after_fork_in_child, reset_in_child
 from backend_kit._redact import Redactor, get_redactor
+from backend_kit.context import start_thread
 
 from ._checks import CheckResult, CheckStatus, HealthCheck, HealthRegistry, Observation
 from ._lifecycle import is_draining, is_started
@@ -493,14 +494,18 @@ class HealthRunner:
         shared: _SharedResults | None,
     ) -> None:
         """Start a run; called with the slot's lock held."""
-        thread = threading.Thread(
-            target=self._execute,
-            args=(check, slot, future, timeout, shared),
-            name=f"backend_kit-health-{check.key}",
-            daemon=True,  # a check stuck in a call without timeout must not block exit
-        )
         try:
-            thread.start()
+            # The check sees the probe's context (its request id in the check's logs).
+            start_thread(
+                self._execute,
+                check,
+                slot,
+                future,
+                timeout,
+                shared,
+                name=f"backend_kit-health-{check.key}",
+                daemon=True,  # a check stuck in a call without timeout must not block exit
+            )
         except RuntimeError as exc:  # out of threads: fail this run, let the next try again
             result = self._result(check, "fail", time.monotonic(), output=f"not started: {exc}")
             self._remember(check, slot, result, shared, time.time())
