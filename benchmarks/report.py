@@ -84,6 +84,7 @@ class Benchmark:
 
 
 BENCHMARKS = (
+    Benchmark("bench_import.py", "Import", ("--runs", "5")),
     Benchmark("bench_logging.py", "Logging", ("--calls", "5000", "--repeat", "3")),
     Benchmark(
         "bench_log_lock.py",
@@ -94,6 +95,7 @@ BENCHMARKS = (
     Benchmark("bench_cache.py", "Caching"),
     Benchmark("bench_redis_deployments.py", "Redis deployments"),
     Benchmark("health_probe.py", "Health probes"),
+    Benchmark("bench_health_deadline.py", "Readiness with every dependency hung", ("--runs", "3")),
     Benchmark("bench_flask.py", "Flask, test client", ("--requests", "1000", "--repeat", "3")),
     Benchmark("bench_django.py", "Django, test client", ("--requests", "1000", "--repeat", "3")),
     Benchmark("bench_gunicorn.py", "gunicorn + wrk", ("--duration", "1", "--repeat", "2")),

@@ -311,15 +311,53 @@ def test_the_console_script_end_to_end(tmp_path: Path) -> None:
         assert CANARY not in output
 
 
-def test_import_stays_light() -> None:
+OPTIONAL_PACKAGES = {
+    "django",
+    "flask",
+    "redis",
+    "psycopg",
+    "sentry_sdk",
+    "httpx",
+    "requests",
+    "urllib3",
+    "aiohttp",
+    "celery",
+    "kombu",
+    "prometheus_client",
+    "opentelemetry",
+    "tenacity",
+}
+
+
+def _imported_by(code: str) -> set[str]:
     result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import backend_kit"],
+        [sys.executable, "-X", "importtime", "-c", code],
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
     )
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
+    return {name for name in imported if name and not name.startswith("import time")}
+
+
+def test_import_stays_light() -> None:
+    # Every public name, the testing helpers and health: still no framework, client
+    # or optional integration until it is used.
+    imported = _imported_by(
+        "from backend_kit import *\nimport backend_kit.testing\nimport backend_kit.health"
+    )
     top_level = {name.split(".")[0] for name in imported}
-    assert {"backend_kit", "pydantic_settings"} <= top_level
-    assert not top_level & {"django", "flask", "redis", "psycopg", "sentry_sdk"}
+    assert {"backend_kit", "pydantic_settings", "structlog"} <= top_level
+    assert not top_level & OPTIONAL_PACKAGES
+
+
+def test_the_package_and_its_pytest_plugin_import_nothing_until_used() -> None:
+    # pytest loads the plugin before coverage starts: it must not import the package's
+    # modules, or coverage could not measure them.
+    imported = _imported_by("import backend_kit.pytest_plugin")
+    assert {name for name in imported if name.startswith("backend_kit")} == {
+        "backend_kit",
+        "backend_kit.pytest_plugin",
+    }
+    assert "pydantic_settings" not in imported

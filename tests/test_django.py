@@ -270,13 +270,13 @@ def test_a_broken_stdout_never_fails_a_request_nor_leaves_its_context(
     import os
 
     from backend_kit import configure_logging
-    from backend_kit._logging import _sink
+    from backend_kit._logging import sink
 
     read_end, write_end = os.pipe()
     os.close(read_end)  # the log collector went away: every write raises BrokenPipeError
     stream = io.TextIOWrapper(io.BufferedWriter(io.FileIO(write_end, "w")), encoding="utf-8")
     configure_logging(state().settings, format="json", stream=stream)
-    before = _sink.dropped
+    before = sink.dropped
     try:
         for number in range(10):
             response = Client().get("/whoami", headers={"X-Request-ID": f"dj-broken-{number}"})
@@ -287,5 +287,5 @@ def test_a_broken_stdout_never_fails_a_request_nor_leaves_its_context(
         configure_logging(state().settings, format="json")
         with contextlib.suppress(OSError):
             stream.close()
-    assert _sink.dropped - before >= 10  # at least request_finished, each time
+    assert sink.dropped - before >= 10  # at least request_finished, each time
     assert "could not be written" in capfd.readouterr().err

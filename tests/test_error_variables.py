@@ -47,7 +47,7 @@ def test_django_helpers_name_the_prefixed_variable_from_the_settings_object() ->
 def test_django_helpers_use_the_active_settings_prefix(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from backend_kit._settings import set_active_settings
+    from backend_kit._active import set_active_settings
 
     previous = set_active_settings(load_settings(ShopSettings))
     try:

@@ -158,7 +158,13 @@ def _slow_request_in_flight_at_stop(port: int, timeline: Timeline) -> None:
 
 
 def test_sigterm_drains_then_stops_gracefully_without_losing_a_request(tmp_path: Path) -> None:
-    options = [*CONFIG, "--workers", "2", "--threads", "4", "--graceful-timeout", "10"]
+    # A keep-alive longer than the test: gunicorn's 2 s default would close a connection
+    # whose client thread a busy machine kept idle that long, and the client's next request
+    # on it would race the close. That is keep-alive's own race, not a drain's loss.
+    options = [
+        *CONFIG,
+        *("--workers", "2", "--threads", "4", "--graceful-timeout", "10", "--keep-alive", "30"),
+    ]
     env = _env(SHUTDOWN_DRAIN_SECONDS=str(DRAIN_SECONDS))
     with gunicorn_server(
         "app:app", cwd=APP_DIR, env=env, log_path=tmp_path / "gunicorn.log", options=options

@@ -109,7 +109,9 @@ def test_1000_probes_leave_connections_and_threads_bounded(
     registry = HealthRegistry(
         [postgres_check(postgres_url, timeout=5), redis_check(redis_url, timeout=5)]
     )
-    runner = HealthRunner(registry, cache_seconds=0.02)
+    # A deadline as generous as the checks' timeouts: this counts connections and
+    # threads, and 20 concurrent probes on a loaded machine may take longer than 0.9 s.
+    runner = HealthRunner(registry, cache_seconds=0.02, deadline=10)
     observer = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
     # The servers are shared: count only what this test adds to what was open before.
     baseline = {

@@ -27,9 +27,9 @@ from backend_kit.health import (
     is_draining,
     mark_started,
     mark_starting,
-    reset_lifecycle,
     start_draining,
 )
+from backend_kit.health._lifecycle import reset_lifecycle
 from backend_kit.health._runner import SETTLE_SECONDS
 from tests.health_support import Spy, assert_report_valid
 

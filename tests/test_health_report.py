@@ -16,8 +16,8 @@ from backend_kit.health import (
     HealthRunner,
     Observation,
     details_allowed,
-    render_table,
 )
+from backend_kit.health._report import render_table
 from backend_kit.testing import override_settings
 from tests.health_support import Spy, assert_valid_health_json
 

@@ -16,7 +16,7 @@ from flask import Flask
 
 import backend_kit
 from backend_kit import configure_logging, current_request_id, get_logger, load_settings
-from backend_kit._logging import _forwarding_failures, _sink
+from backend_kit._logging import forwarding_failures, sink
 from backend_kit._sentry import reset_sentry
 from backend_kit.flask import init_app
 
@@ -55,7 +55,7 @@ def test_a_broken_stdout_never_fails_a_request_nor_leaves_its_context(
     app = _flask_app()
     configure_logging(load_settings(), format="json", stream=broken_stdout)
     client = app.test_client()
-    before = _sink.dropped
+    before = sink.dropped
     for number in range(20):
         response = client.get("/whoami", headers={"X-Request-ID": f"rid-{number}"})
         assert response.status_code == 200
@@ -64,7 +64,7 @@ def test_a_broken_stdout_never_fails_a_request_nor_leaves_its_context(
         # The test client runs the app on this thread: nothing may be left bound to it.
         assert current_request_id() is None
     # Two lines per request (the app's and request_finished), none written.
-    assert _sink.dropped - before == 40
+    assert sink.dropped - before == 40
     reports = [
         line for line in capfd.readouterr().err.splitlines() if "could not be written" in line
     ]
@@ -76,10 +76,10 @@ def test_stdlib_records_on_a_broken_stdout_are_counted_not_raised(
     broken_stdout: io.TextIOWrapper, capfd: pytest.CaptureFixture[str]
 ) -> None:
     configure_logging(load_settings(), format="json", stream=broken_stdout)
-    before = _sink.dropped
+    before = sink.dropped
     for number in range(5):
         logging.getLogger("somelib").warning("record %d", number)
-    assert _sink.dropped - before == 5
+    assert sink.dropped - before == 5
     assert "Traceback" not in capfd.readouterr().err
 
 
@@ -131,7 +131,7 @@ def test_with_sentry_on_an_argument_whose_repr_raises_does_not_raise(
     backend_kit.configure(settings)
     stream = io.StringIO()
     configure_logging(settings, format="json", stream=stream)
-    before = _forwarding_failures.count
+    before = forwarding_failures.count
     log = get_logger("svc")
     log.error(_UnprintableError())  # type: ignore[arg-type]
     log.error("with a field", detail=_UnprintableError())
@@ -142,7 +142,7 @@ def test_with_sentry_on_an_argument_whose_repr_raises_does_not_raise(
     assert events[1:] == ["with a field", "plain"]
     assert len(lines) == 3
     assert lines[1]["detail"].startswith("<_UnprintableError")
-    assert _forwarding_failures.count - before >= 1
+    assert forwarding_failures.count - before >= 1
     assert "could not be forwarded to Sentry" in capfd.readouterr().err
     receiver.wait_for(lambda r: "plain" in [e.get("logentry", {}).get("message") for e in r.events])
 

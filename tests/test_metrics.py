@@ -326,12 +326,12 @@ def test_breaker_and_budget_hooks_record_through_the_recorder() -> None:
 
 
 def test_dropped_log_lines_are_counted() -> None:
-    from backend_kit import _logging
+    from backend_kit._logging import _sink
 
     service = _service()
     configure_metrics(load_settings(metrics_enabled=True, service_name=service))
-    _logging._sink.drop("a test drop")
-    _logging._sink.drop("a test drop")
+    _sink.sink.drop("a test drop")
+    _sink.sink.drop("a test drop")
     assert _value("backend_kit_log_lines_dropped_total", service=service) == 2.0
 
 

@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from backend_kit import ConfigError, configure_logging, get_logger, load_settings, request_context
-from backend_kit._redact import MASK, Redactor, get_redactor, mask_url
+from backend_kit._active import get_redactor
+from backend_kit._redact import MASK, Redactor, mask_url
 from backend_kit._sentry import reset_sentry
 from backend_kit.testing import override_settings
 

@@ -16,7 +16,7 @@ import sys
 before = list(sys.path)
 import django
 django.setup()  # backend_kit.django's AppConfig imports BACKEND_KIT_SETTINGS
-from backend_kit._settings import import_settings_class
+from backend_kit._class_import import import_settings_class
 import_settings_class("tests.django_project.service:ServiceSettings")
 assert sys.path == before, sorted(set(sys.path) - set(before))
 print("unchanged")
@@ -50,7 +50,7 @@ def test_a_module_in_the_current_directory_is_not_found_by_the_library(tmp_path:
         "import sys\n"
         "sys.path = [p for p in sys.path if p not in ('', '.')]\n"
         "from backend_kit import ConfigError\n"
-        "from backend_kit._settings import import_settings_class\n"
+        "from backend_kit._class_import import import_settings_class\n"
         "try:\n"
         "    import_settings_class('localsettings:Local')\n"
         "except ConfigError as error:\n"

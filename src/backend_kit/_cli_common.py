@@ -8,8 +8,9 @@ from typing import Any, TypeVar
 import click
 from click.core import ParameterSource
 
+from ._class_import import import_settings_class
 from ._errors import ConfigError
-from ._settings import Settings, import_settings_class
+from ._settings import Settings
 
 __all__ = [
     "DEFAULT_SETTINGS",

@@ -16,12 +16,19 @@ from __future__ import annotations
 
 import datetime
 import re
-import threading
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._forksafe import after_fork_in_child
+from ._secrets import (
+    DEFAULT_SENSITIVE_KEYS,
+    MASK,
+    fold_key,
+    mask_url,
+    masked_userinfo,
+    secret_values,
+    url_credential,
+)
 
 if TYPE_CHECKING:
     from ._settings import Settings
@@ -33,36 +40,13 @@ __all__ = [
     "Redactor",
     "UnsafePatternError",
     "compile_linear_pattern",
-    "get_redactor",
     "mask_card_numbers",
     "mask_url",
-    "reset_redactor",
     "url_credential",
 ]
 
-MASK = "***"
-
 #: Longest text scanned, in characters; longer text is cut first (``REDACT_MAX_LENGTH``).
 DEFAULT_MAX_LENGTH = 65536
-
-#: Substrings that make a key (or header, or query parameter) sensitive, compared
-#: case-insensitively after folding ``-`` to ``_``: ``X-Session-Token`` and
-#: ``db_password`` both match.
-DEFAULT_SENSITIVE_KEYS: tuple[str, ...] = (
-    "password",
-    "passwd",
-    "secret",
-    "token",
-    "api_key",
-    "apikey",
-    "authorization",
-    "cookie",
-    "session",
-    "csrf",
-    "private_key",
-    "credential",
-    "dsn",
-)
 
 # Secrets shorter than this are not hunted for inside free text: masking every
 # occurrence of "ab" would destroy the log without protecting anything real.
@@ -105,7 +89,6 @@ def _lowered(text: str) -> str:
 
 # One name=value pair of a query string. The name stops at the next "?" or "&", so each
 # character is looked at from one start only: linear.
-_URL_QUERY_PARAMETER = re.compile(r"(?P<lead>[?&])(?P<name>[^=&#?\s]+)=[^&#\s]*")
 
 
 # A Cookie header carries many name=value pairs, all of them secret: mask to end of line.
@@ -177,81 +160,11 @@ def mask_card_numbers(text: str) -> str:
 _PLAIN_TYPES = (bool, int, float, datetime.date, datetime.time, uuid.UUID)
 
 
-def _fold(key: str) -> str:
-    return key.lower().replace("-", "_")
-
-
-def _masked_userinfo(userinfo: str) -> str:
-    # The user name (before the first ":") stays readable; a bare user part is usually
-    # a key (Sentry DSN, token-in-URL), not a name, and is masked.
-    user, colon, _ = userinfo.partition(":")
-    return f"{user}:{MASK}" if colon else MASK
-
-
 def _mask_url_credentials(match: re.Match[str]) -> str:
     userinfo = match.group("userinfo")
     if userinfo is None:
         return match.group(0)
-    return f"://{_masked_userinfo(userinfo[:-1])}@"
-
-
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
-
-
-def mask_url(url: str) -> str:
-    """Return *url* with its credentials masked: everything up to the last ``@`` is
-    userinfo, of which only the user name before the first ``:`` is kept (a bare user
-    part, like a Sentry DSN's key, is masked too). A password may hold any character.
-    The values of query parameters with a sensitive name (``sentinel_password=...``)
-    are masked too.
-
-    Examples:
-        >>> mask_url("postgres://app:s3cret@db:5432/app")
-        'postgres://app:***@db:5432/app'
-        >>> mask_url("postgres://app:p@ss/w#rd@db/app")
-        'postgres://app:***@db/app'
-    """
-    masked = _mask_userinfo_part(url)
-    if "?" in masked:
-        masked = _URL_QUERY_PARAMETER.sub(_mask_query_parameter, masked)
-    return masked
-
-
-def _mask_userinfo_part(url: str) -> str:
-    at = url.rfind("@")
-    if at == -1:
-        return url
-    scheme = _SCHEME.match(url)
-    start = scheme.end() if scheme is not None else 0
-    if at < start:
-        return url
-    return f"{url[:start]}{_masked_userinfo(url[start:at])}{url[at:]}"
-
-
-def _mask_query_parameter(match: re.Match[str]) -> str:
-    name = _fold(match.group("name"))
-    if any(key in name for key in DEFAULT_SENSITIVE_KEYS):
-        return f"{match.group('lead')}{match.group('name')}={MASK}"
-    return match.group(0)
-
-
-def url_credential(url: str) -> str | None:
-    """The secret part of *url*'s userinfo (everything up to the last ``@``): the
-    password, or a bare user part such as a Sentry DSN's key; None without one.
-
-    Examples:
-        >>> url_credential("postgres://app:p@ss/word@db/app")
-        'p@ss/word'
-    """
-    at = url.rfind("@")
-    if at == -1:
-        return None
-    scheme = _SCHEME.match(url)
-    start = scheme.end() if scheme is not None else 0
-    if at <= start:
-        return None
-    user, colon, password = url[start:at].partition(":")
-    return (password if colon else user) or None
+    return f"://{masked_userinfo(userinfo[:-1])}@"
 
 
 class UnsafePatternError(ValueError):
@@ -325,7 +238,7 @@ class Redactor:
             raise ValueError(f"max_length must be at least 1 character, got {max_length!r}")
         self._max_length = max_length
         self._mask_cards = mask_card_numbers
-        self._keys = tuple(sorted({_fold(k) for k in keys if k}))
+        self._keys = tuple(sorted({fold_key(k) for k in keys if k}))
         # Longest first, so a secret that contains another is masked whole.
         self._secret_values = tuple(
             sorted(
@@ -364,8 +277,6 @@ class Redactor:
         """Build the policy described by *settings*: default keys plus ``REDACT_KEYS``,
         ``REDACT_PATTERNS``, ``REDACT_MAX_LENGTH``, ``REDACT_CARD_NUMBERS`` and the values
         of every secret field."""
-        from ._settings import secret_values
-
         return cls(
             keys=(*DEFAULT_SENSITIVE_KEYS, *settings.redact_keys),
             secret_values=secret_values(settings),
@@ -383,7 +294,7 @@ class Redactor:
         """True when values stored under *key* must never be shown."""
         cached = self._key_cache.get(key)
         if cached is None:
-            folded = _fold(key)
+            folded = fold_key(key)
             cached = any(k in folded for k in self._keys)
             if len(self._key_cache) < 4096:
                 self._key_cache[key] = cached
@@ -578,35 +489,3 @@ class Redactor:
             return text
         pieces.append(text[last:])
         return "".join(pieces)
-
-
-_lock = threading.Lock()
-_cached: tuple[object, Redactor] | None = None
-
-
-def get_redactor() -> Redactor:
-    """The redactor for the active settings (see `backend_kit.get_settings`)."""
-    global _cached
-    from ._settings import get_settings
-
-    settings = get_settings()
-    cached = _cached
-    if cached is not None and cached[0] is settings:
-        return cached[1]
-    with _lock:
-        redactor = Redactor.from_settings(settings)
-        _cached = (settings, redactor)
-        return redactor
-
-
-def reset_redactor() -> None:
-    """Forget the cached redactor; the next `get_redactor` builds one from the settings."""
-    global _cached
-    with _lock:
-        _cached = None
-
-
-@after_fork_in_child
-def _reset_after_fork() -> None:
-    global _lock
-    _lock = threading.Lock()

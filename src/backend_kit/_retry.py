@@ -253,15 +253,21 @@ class RetryPolicy:
         return min(self.wait_max, exponential + random.uniform(0.0, self.wait_jitter))
 
 
-def retry(
-    *,
-    on: RetryOn,
-    attempts: int = 10,
-    timeout: float = 45.0,
-    wait_initial: float = 0.1,
-    wait_max: float = 5.0,
-    wait_jitter: float = 1.0,
-) -> RetryPolicy:
+if TYPE_CHECKING:
+    from typing_extensions import TypedDict, Unpack
+
+    class RetryOptions(TypedDict, total=False):
+        """What `retry` and `retry_context` take besides *on*; see `RetryPolicy` for
+        the defaults."""
+
+        attempts: int
+        timeout: float
+        wait_initial: float
+        wait_max: float
+        wait_jitter: float
+
+
+def retry(*, on: RetryOn, **options: Unpack[RetryOptions]) -> RetryPolicy:
     """Decorate a plain or ``async`` function so it is retried when it raises *on*.
 
     *on* is an exception type, a tuple of them, or a predicate ``(exc) -> bool | float``
@@ -270,7 +276,9 @@ def retry(
     at *wait_max*. At most *attempts* calls are made, and none starts after *timeout*
     seconds in total: a wait that would cross that deadline is not slept. The caller
     then gets the last exception itself. Each retry is logged once on
-    ``backend_kit.retry``.
+    ``backend_kit.retry``. The options and their defaults (``attempts=10``,
+    ``timeout=45.0``, ``wait_initial=0.1``, ``wait_max=5.0``, ``wait_jitter=1.0``) are
+    those of `RetryPolicy`, which this returns.
 
     Raises `TypeError` or `ValueError` when an argument is invalid.
 
@@ -282,26 +290,11 @@ def retry(
         >>> fetch()
         'ok'
     """
-    return RetryPolicy(
-        on=on,
-        attempts=attempts,
-        timeout=timeout,
-        wait_initial=wait_initial,
-        wait_max=wait_max,
-        wait_jitter=wait_jitter,
-    )
+    return RetryPolicy(on=on, **options)
 
 
-def retry_context(
-    *,
-    on: RetryOn,
-    attempts: int = 10,
-    timeout: float = 45.0,
-    wait_initial: float = 0.1,
-    wait_max: float = 5.0,
-    wait_jitter: float = 1.0,
-) -> RetryingBlock:
-    """Retry a block of code with the same rules as `retry`.
+def retry_context(*, on: RetryOn, **options: Unpack[RetryOptions]) -> RetryingBlock:
+    """Retry a block of code with the same rules and options as `retry`.
 
     In a coroutine, iterate with ``async for``. The block's last exception propagates
     when the attempts or the time run out; other exceptions propagate at once.
@@ -314,15 +307,7 @@ def retry_context(
         >>> result
         1
     """
-    policy = RetryPolicy(
-        on=on,
-        attempts=attempts,
-        timeout=timeout,
-        wait_initial=wait_initial,
-        wait_max=wait_max,
-        wait_jitter=wait_jitter,
-    )
-    return RetryingBlock(policy, _caller_name(sys._getframe(1)))
+    return RetryingBlock(RetryPolicy(on=on, **options), _caller_name(sys._getframe(1)))
 
 
 class Attempt:
@@ -557,7 +542,8 @@ class _Run:
 
 
 def _redacted_message(exc: BaseException | None) -> str:
-    from ._redact import Redactor, get_redactor
+    from ._active import get_redactor
+    from ._redact import Redactor
 
     try:
         redactor = get_redactor()

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import _metric_hooks
+from ._active import get_redactor, state_lock
 from ._context import (
     EXCEPTION_REQUEST_ID_ATTRIBUTE,
     REQUEST_ID_KEY,
@@ -26,8 +27,8 @@ from ._context import (
     enter_hooks,
 )
 from ._forksafe import after_fork_in_child
-from ._logging import set_event_reporter
-from ._redact import MASK, Redactor, get_redactor
+from ._logging import exc_info_of, set_event_reporter
+from ._redact import MASK, Redactor
 
 if TYPE_CHECKING:
     from ._settings import Settings
@@ -64,7 +65,6 @@ class _SentryState:
     call: dict[str, Any]
 
 
-_lock = threading.Lock()
 _state: _SentryState | None = None
 
 
@@ -110,7 +110,7 @@ def configure_sentry(
         False
     """
     global _state
-    from ._settings import get_settings
+    from ._active import get_settings
 
     if shutdown_timeout < 0:
         raise ValueError(f"shutdown_timeout must be zero or more seconds, got {shutdown_timeout!r}")
@@ -148,7 +148,7 @@ def configure_sentry(
         "integrations": tuple(integrations),
         "drop_warning_interval": drop_warning_interval,
     }
-    with _lock:
+    with state_lock():
         if _state is not None:
             _close_client(_state.shutdown_timeout)
         state = _SentryState(settings, redactor, shutdown_timeout, call)
@@ -207,7 +207,7 @@ def reset_sentry(*, timeout: float | None = None) -> None:
     """Flush (for at most *timeout* seconds, default the configured shutdown timeout),
     close the Sentry client and forget everything `configure_sentry()` set up."""
     global _state
-    with _lock:
+    with state_lock():
         state = _state
         _state = None
         set_event_reporter(None)
@@ -298,7 +298,7 @@ class _Hooks:
         self._state = state
 
     def _redactor(self) -> Redactor:
-        from ._settings import active_settings_or_none
+        from ._active import active_settings_or_none
 
         active = active_settings_or_none()
         if active is None or active is self._state.settings:
@@ -375,9 +375,7 @@ class _Hooks:
             return
         from sentry_sdk.utils import event_from_exception
 
-        from ._logging import _exc_info
-
-        exc_info = _exc_info(event_dict.get("exc_info"))
+        exc_info = exc_info_of(event_dict.get("exc_info"))
         event: dict[str, Any]
         hint: dict[str, Any]
         if exc_info is not None:
@@ -464,8 +462,6 @@ def _fresh_transport_after_fork() -> None:
     # The transport's queue holds the parent's unsent events (sending them here too
     # would duplicate them), and its lock and connection pool may be mid-use by the
     # parent's sender thread: the child gets a transport of its own.
-    global _lock
-    _lock = threading.Lock()
     if _state is None or "sentry_sdk" not in sys.modules:
         return
     import sentry_sdk

@@ -1,10 +1,12 @@
-"""The settings model every backend_kit module reads, and the active-settings slot."""
+"""The settings model every backend_kit module reads: fields, validation and loading.
+
+The active-settings slot lives in `_active`, importing a class by its dotted path in
+`_class_import`, and what counts as secret in `_secrets`.
+"""
 
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import Iterator
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, overload
@@ -23,12 +25,13 @@ from pydantic import (
     field_validator,
     model_serializer,
 )
-from pydantic.types import _SecretBase
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ._errors import ConfigError, ConfigProblem
-from ._forksafe import after_fork_in_child
-from ._redact import Redactor, mask_url, url_credential
+from ._redact import UnsafePatternError, compile_linear_pattern
+from ._redis_clients import parse_redis_url
+from ._secrets import SecretURL, secret_paths, secret_values
+from ._sources import problems_from_validation, resolve_sources, variable_name
 
 __all__ = [
     "Environment",
@@ -36,7 +39,6 @@ __all__ = [
     "LogLevel",
     "SecretURL",
     "Settings",
-    "get_settings",
     "load_settings",
     "secret_values",
 ]
@@ -46,24 +48,6 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LogFormat = Literal["console", "json", "auto"]
 
 S = TypeVar("S", bound="Settings")
-
-
-class SecretURL(SecretStr):
-    """A URL whose credentials are secret.
-
-    Shown with its password masked (``postgres://app:***@db:5432/app``); a bare key in
-    the user part, as in a Sentry DSN, is masked too. ``get_secret_value()`` returns
-    the full URL.
-    """
-
-    def _display(self) -> str:
-        return mask_url(self.get_secret_value())
-
-    @property
-    def scheme(self) -> str:
-        """The URL scheme, lower-cased (``postgresql``, ``redis``, ``memory``)."""
-        match = _URL_SCHEME.match(self.get_secret_value())
-        return match.group(1).lower() if match is not None else ""
 
 
 _URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://")
@@ -169,6 +153,10 @@ class Settings(BaseSettings):
         env_file=".env",
         env_file_encoding="utf-8",
         secrets_dir="/run/secrets",
+        # The validation schema is built when the first settings are loaded, not at
+        # import: a process that imports backend_kit without loading settings (a CLI's
+        # --help, the pytest plugin) does not pay for it.
+        defer_build=True,
     )
 
     service_name: str = Field(
@@ -327,14 +315,16 @@ class Settings(BaseSettings):
         "later probes, in seconds; 0 runs the checks on every probe.",
     )
     health_check_timeout: float = Field(
-        default=2.0,
+        default=0.8,
         gt=0.0,
-        description="Timeout of a health check that sets none of its own, in seconds.",
+        description="Timeout of a health check that sets none of its own, in seconds. "
+        "The default answers within Kubernetes' default probe timeout of 1 s.",
     )
     health_deadline: float = Field(
-        default=5.0,
+        default=0.9,
         gt=0.0,
-        description="Longest time a readiness probe waits for all its checks, in seconds.",
+        description="Longest time a readiness probe waits for all its checks, in seconds; "
+        "keep it under the orchestrator's probe timeout.",
     )
     database_statement_timeout: float = Field(
         default=10.0,
@@ -451,8 +441,6 @@ class Settings(BaseSettings):
         if _skip_sources.get():
             resolved, sources, problems = values, {}, []
         else:
-            from ._sources import resolve_sources
-
             resolved, sources, problems = resolve_sources(
                 type(self), values, env_file=_env_file, secrets_dir=_secrets_dir
             )
@@ -465,7 +453,7 @@ class Settings(BaseSettings):
             # (which holds the inputs) is not chained onto ours.
             error = _config_error(type(self), exc, resolved, sources, problems)
         if error is None and problems:
-            error = ConfigError(problems, settings_name=_qualname(type(self)))
+            error = ConfigError(problems, settings_name=qualified_name(type(self)))
         if error is not None:
             raise error
         self._sources = sources
@@ -485,8 +473,6 @@ class Settings(BaseSettings):
     def _parse_log_levels(cls, value: Any) -> Any:
         text = value.strip() if isinstance(value, str) else ""
         if text.startswith("{"):
-            import orjson
-
             try:
                 value = orjson.loads(text)
             except orjson.JSONDecodeError:
@@ -522,8 +508,6 @@ class Settings(BaseSettings):
     @field_validator("redact_patterns")
     @classmethod
     def _compile_patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from ._redact import UnsafePatternError, compile_linear_pattern
-
         for index, pattern in enumerate(value):
             try:
                 compile_linear_pattern(pattern)
@@ -549,7 +533,6 @@ class Settings(BaseSettings):
         if value.scheme == "memory":
             check_url(url, schemes=CACHE_SCHEMES, example="memory:// or redis://host:port/db")
             return value
-        from ._redis_clients import parse_redis_url
 
         check_percent_escapes(url)
         try:
@@ -582,8 +565,6 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("expected at least 16 characters; use a long random secret")
         if value is None and info.data.get("cache_serializer") == "pickle":
-            from ._sources import variable_name
-
             # Named as the user sets it, with the class's prefix (SHOP_CACHE_SERIALIZER).
             serializer = variable_name(cls, ("cache_serializer",))
             raise ValueError(
@@ -618,7 +599,7 @@ class Settings(BaseSettings):
         reveal = bool(info.context and info.context.get("reveal_secrets"))
         if not reveal and info.mode != "json":
             return data
-        for path, secret in _secret_paths(self):
+        for path, secret in secret_paths(self):
             target: Any = data
             for part in path[:-1]:
                 if isinstance(target, dict):
@@ -661,49 +642,12 @@ class Settings(BaseSettings):
         return "default"
 
 
-def _qualname(cls: type) -> str:
+def qualified_name(cls: type) -> str:
     module = cls.__module__
     # Our own classes are known by their public name, not their private module.
     if module.startswith("backend_kit._"):
         module = "backend_kit"
     return f"{module}.{cls.__qualname__}"
-
-
-def _secret_paths(
-    model: BaseModel, prefix: tuple[str, ...] = ()
-) -> Iterator[tuple[tuple[str, ...], _SecretBase[Any]]]:
-    for name in type(model).model_fields:
-        value = getattr(model, name, None)
-        if isinstance(value, _SecretBase):
-            yield (*prefix, name), value
-        elif isinstance(value, tuple):
-            # A list of secrets (CACHE_SIGNING_KEY_FALLBACKS): each is masked like one.
-            for index, item in enumerate(value):
-                if isinstance(item, _SecretBase):
-                    yield (*prefix, name, str(index)), item
-        elif isinstance(value, BaseModel):
-            yield from _secret_paths(value, (*prefix, name))
-
-
-def secret_values(settings: BaseModel) -> list[str]:
-    """The plain values of every secret field of *settings*, for exact-value masking.
-
-    For a URL, its password (or bare key) is included on its own as well, so the
-    credential is masked even where it appears without the rest of the URL.
-    """
-    values: list[str] = []
-    for _, secret in _secret_paths(settings):
-        raw = secret.get_secret_value()
-        if not isinstance(raw, str) or not raw:
-            continue
-        if isinstance(secret, SecretURL):
-            credential = url_credential(raw)
-            if credential:
-                values.append(raw)
-                values.append(credential)
-        else:
-            values.append(raw)
-    return values
 
 
 def _config_error(
@@ -713,10 +657,8 @@ def _config_error(
     sources: dict[tuple[str, ...], str],
     earlier: list[Any] | None = None,
 ) -> ConfigError:
-    from ._sources import problems_from_validation
-
     problems = [*(earlier or []), *problems_from_validation(cls, exc, resolved, sources)]
-    return ConfigError(problems, settings_name=_qualname(cls))
+    return ConfigError(problems, settings_name=qualified_name(cls))
 
 
 @overload
@@ -749,7 +691,7 @@ def replace_settings(settings: S, **values: Any) -> S:
     for key, value in values.items():
         path = key.lower().split("__") if "__" in key else [key]
         if path[0] not in cls.model_fields:
-            raise TypeError(f"{_qualname(cls)} has no field {path[0]!r}")
+            raise TypeError(f"{qualified_name(cls)} has no field {path[0]!r}")
         target = merged
         for part in path[:-1]:
             current = target[part]
@@ -770,105 +712,21 @@ def replace_settings(settings: S, **values: Any) -> S:
     return new
 
 
-_active_lock = threading.Lock()
-_active: Settings | None = None
+# Names that moved to their own modules, still importable from here for the modules
+# that import them by their old path. Resolved on access (PEP 562): importing them at
+# the top would make this module import the ones that build on it.
+_MOVED = {
+    "get_settings": "_active",
+    "set_active_settings": "_active",
+    "active_settings_or_none": "_active",
+    "import_settings_class": "_class_import",
+}
 
 
-@overload
-def get_settings() -> Settings: ...
-@overload
-def get_settings(cls: type[S]) -> S: ...
-def get_settings(cls: type[Settings] | None = None) -> Settings:
-    """The active settings: those passed to `backend_kit.configure`, else loaded once
-    from the environment (with *cls*, default `Settings`).
-
-    Raises `ConfigError` when loading fails, and `TypeError` when the active settings
-    are not an instance of *cls*.
-    """
-    global _active
-    active = _active
-    if active is None:
-        with _active_lock:
-            if _active is None:
-                _active = load_settings(cls or Settings)
-            active = _active
-    if cls is not None and not isinstance(active, cls):
-        raise TypeError(
-            f"the active settings are {_qualname(type(active))}, not {_qualname(cls)}; "
-            f"pass an instance of {cls.__name__} to backend_kit.configure()"
-        )
-    return active
-
-
-def set_active_settings(settings: Settings | None) -> Settings | None:
-    """Make *settings* the active settings; returns the previous ones. ``None`` resets."""
-    global _active
-    with _active_lock:
-        previous, _active = _active, settings
-    return previous
-
-
-def active_settings_or_none() -> Settings | None:
-    return _active
-
-
-def field_is_secret(annotation: Any) -> bool:
-    """True when *annotation* is, or contains, a pydantic secret type."""
-    if isinstance(annotation, type):
-        return issubclass(annotation, _SecretBase)
-    args = getattr(annotation, "__args__", ())
-    return any(field_is_secret(arg) for arg in args)
-
-
-def import_settings_class(path: str) -> type[Settings]:
-    """Import the settings class named by *path* (``package.module:ClassName``).
-
-    The module is imported from ``sys.path`` as it is: this function never changes it
-    (the ``backend-kit`` command puts the current directory there, for its own process
-    only). Raises `ConfigError` with one problem that says what is wrong with *path*.
-    """
+def __getattr__(name: str) -> Any:
+    module = _MOVED.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib
 
-    def fail(message: str) -> ConfigError:
-        # A user's module may fail with a message that quotes a credential.
-        message = Redactor().redact_text(message)
-        return ConfigError(
-            [ConfigProblem("BACKEND_KIT_SETTINGS", message, "--settings or BACKEND_KIT_SETTINGS")],
-            settings_name=path,
-        )
-
-    module_name, sep, attribute = path.strip().partition(":")
-    if not sep:
-        module_name, _, attribute = module_name.rpartition(".")
-    if (
-        not module_name
-        or not attribute
-        or not re.fullmatch(r"[\w.]+", f"{module_name}.{attribute}")
-    ):
-        raise fail(f"{path!r} is not of the form package.module:ClassName")
-    error: ConfigError | None = None
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            error = fail(
-                f"no module named {module_name!r} (is it installed, or in the current directory?)"
-            )
-        else:
-            error = fail(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}")
-    except Exception as exc:  # a broken user module; report it in one line
-        error = fail(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}")
-    if error is not None:
-        raise error
-    candidate = getattr(module, attribute, None)
-    if candidate is None:
-        raise fail(f"module {module_name!r} has no attribute {attribute!r}")
-    if not (isinstance(candidate, type) and issubclass(candidate, Settings)):
-        raise fail(f"{module_name}:{attribute} is not a subclass of backend_kit.Settings")
-    return candidate
-
-
-@after_fork_in_child
-def _reset_after_fork() -> None:
-    global _active_lock
-    _active_lock = threading.Lock()
+    return getattr(importlib.import_module(f"backend_kit.{module}"), name)

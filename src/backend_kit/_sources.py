@@ -26,11 +26,18 @@ from pydantic_settings.exceptions import SettingsError
 
 from ._errors import ConfigProblem
 from ._redact import Redactor
+from ._secrets import SecretURL, field_is_secret
 
 if TYPE_CHECKING:
     from ._settings import Settings
 
-__all__ = ["VariableInfo", "describe_variables", "resolve_sources", "variable_name"]
+__all__ = [
+    "VariableInfo",
+    "describe_variables",
+    "display_value",
+    "resolve_sources",
+    "variable_name",
+]
 
 #: Names a deployment can use to point the settings at other files without code.
 ENV_FILE_VARIABLE = "BACKEND_KIT_ENV_FILE"
@@ -93,8 +100,6 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
 
 
 def _is_secret(annotation: Any) -> bool:
-    from ._settings import field_is_secret
-
     return field_is_secret(annotation)
 
 
@@ -495,7 +500,7 @@ def _describe(
         default: str | None = None
         if not required:
             value = field.get_default(call_default_factory=True)
-            default = _format_default(value)
+            default = display_value(value)
         yield VariableInfo(
             name=variable_name(root, path),
             path=path,
@@ -507,24 +512,23 @@ def _describe(
         )
 
 
-def _format_default(value: Any) -> str:
+def display_value(value: Any) -> str:
+    """A value as shown to a person, in `config show` and the configuration reference:
+    secrets masked, None (or no default) empty, booleans lower-case, lists and
+    mappings comma-separated as they are written in the environment."""
     if value is None or value is PydanticUndefined:
         return ""
-    if isinstance(value, SecretStr):
-        return str(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict):
         return ",".join(f"{k}={v}" for k, v in value.items())
     if isinstance(value, (list, tuple, set, frozenset)):
         return ",".join(str(item) for item in value)
-    return str(value)
+    return str(value)  # SecretStr and SecretURL render masked
 
 
 def type_label(annotation: Any) -> str:
     """A short, human name for a field's type (``int``, ``URL``, ``one of: a, b``)."""
-    from ._settings import SecretURL
-
     origin = get_origin(annotation)
     if origin is typing.Annotated:
         return type_label(get_args(annotation)[0])

@@ -40,10 +40,11 @@ except ImportError:  # pragma: no cover - exercised only without the extra
         'backend_kit.celery needs Celery; install it with: pip install "backend-kit[celery]"'
     ) from None
 
+from ._active import active_settings_or_none, get_settings
 from ._context import TASK_TAG_KEYS, request_context
 from ._errors import ConfigError, ConfigProblem
 from ._logging import get_logger, is_logging_configured
-from ._settings import Settings, active_settings_or_none, get_settings
+from ._settings import Settings
 from .context import extract_context, inject_context
 from .health import HealthCheck, HealthRegistry, HealthRunner, checks_from_settings
 from .health._builtins import redis_check
@@ -196,7 +197,7 @@ def _on_publish(headers: dict[str, Any] | None = None, body: Any = None, **_: An
     if "argsrepr" in headers or "kwargsrepr" in headers:
         settings = _current_settings()
         if settings.celery_log_task_args:
-            from ._redact import get_redactor
+            from ._active import get_redactor
 
             args, kwargs = _body_arguments(body)
             redacted = get_redactor().redact({"args": list(args), "kwargs": dict(kwargs)})

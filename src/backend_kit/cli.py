@@ -21,7 +21,7 @@ from ._cli_common import (
 from ._errors import ConfigError
 from ._redact import MASK, Redactor
 from ._settings import Settings
-from ._sources import VariableInfo, describe_variables
+from ._sources import VariableInfo, describe_variables, display_value
 from .health._cli import health
 
 __all__ = ["main"]
@@ -87,19 +87,6 @@ def _value_at(settings: Settings, path: tuple[str, ...]) -> Any:
     for part in path:
         value = getattr(value, part, None)
     return value
-
-
-def display_value(value: Any) -> str:
-    """A value as shown to a person: secrets masked, None empty, booleans lower-case."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return ",".join(f"{k}={v}" for k, v in value.items())
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return ",".join(str(item) for item in value)
-    return str(value)  # SecretStr and SecretURL render masked
 
 
 def _effective_rows(settings: Settings) -> Iterator[dict[str, Any]]:

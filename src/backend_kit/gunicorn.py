@@ -54,9 +54,11 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("backend_kit.gunicorn needs gunicorn: pip install gunicorn") from exc
 
+from ._active import set_active_settings
+from ._class_import import import_settings_class
 from ._errors import ConfigError
-from ._logging import _ProcessLock, configure_logging, use_process_lock
-from ._settings import Settings, import_settings_class, set_active_settings
+from ._logging import ProcessLock, configure_logging, use_process_lock
+from ._settings import Settings
 from .health import health_paths, is_draining, start_draining
 from .health._lifecycle import share_draining
 
@@ -149,7 +151,7 @@ def container_defaults(settings: Settings | None = None) -> dict[str, Any]:
       ``--access-logfile -`` and it comes out in the same format.
     """
     statement = 30.0
-    deadline = 5.0
+    deadline = 0.9  # HEALTH_DEADLINE's default
     if settings is not None:
         statement = _seconds(getattr(settings, "database_statement_timeout", None), 30.0)
         deadline = float(settings.health_deadline)
@@ -408,7 +410,7 @@ def _report_once(error: ConfigError) -> bool:
     # log lock).
     shared = _config_reported
     if shared is not None and _lock_file is not None:
-        lock = _ProcessLock(_lock_file.fileno())
+        lock = ProcessLock(_lock_file.fileno())
         locked = lock.acquire()  # bounded wait; without it, a second report is the worst
         try:
             first = shared[0] == 0
@@ -480,10 +482,20 @@ def pre_request(worker: Any, req: Any) -> None:
     if is_draining():
         req.must_close = True
         return
-    # Asked again when the response's headers go out: a drain that starts while this
-    # request runs still closes its connection.
+    # Asked again when the response's headers go out, so a drain that starts while this
+    # request runs still closes its connection; and that answer is kept. gunicorn asks
+    # once more after the response: a drain starting in between must not close a
+    # connection whose response said keep-alive (the client's next request on it would
+    # meet a closed socket).
     keep_alive_unless = req.should_close
-    req.should_close = lambda: is_draining() or keep_alive_unless()
+    decided: list[bool] = []
+
+    def should_close() -> bool:
+        if not decided:
+            decided.append(is_draining() or keep_alive_unless())
+        return decided[0]
+
+    req.should_close = should_close
 
 
 # --- the probe server of HEALTH_PORT ----------------------------------------------------

@@ -369,7 +369,7 @@ def respond(
     """The HTTP answer to a scrape, as the adapters send it: 200 with the metrics, or
     401 with a ``WWW-Authenticate`` challenge and no metrics."""
     if settings is None:
-        from ._settings import get_settings
+        from ._active import get_settings
 
         settings = get_settings()
     if not metrics_allowed(authorization, settings):

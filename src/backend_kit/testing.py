@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from ._settings import Settings, get_settings, replace_settings, set_active_settings
+from ._active import get_settings, restore_active, set_active_settings, snapshot_active
+from ._settings import Settings, replace_settings
 
 if TYPE_CHECKING:
     from sentry_sdk.envelope import Envelope
@@ -32,13 +33,23 @@ __all__ = [
 
 
 def reset() -> None:
-    """Forget everything backend_kit was configured with: the active settings, logging,
-    Sentry, the redaction policy built from them, and the health lifecycle (draining,
-    startup). For an autouse fixture, so no test sees another's configuration."""
+    """Forget everything backend_kit holds between calls: the active settings, logging
+    (structlog and the standard library as they were before), Sentry, the redaction
+    policy, the default caches with their circuit breakers, each cached function's
+    backend, memory cache and counters, the memory caches' namespace versions, every
+    health runner's last results, and the health lifecycle (draining, startup).
+
+    For a fixture run around each test (the pytest plugin's ``backend_kit_isolation``),
+    so no test sees another's configuration. Data stored in Redis is left alone.
+    """
+    from ._cache._reset import reset_caches
     from ._configure import reset as reset_configuration
-    from .health import reset_lifecycle
+    from .health._lifecycle import reset_lifecycle
+    from .health._runner import forget_health_results
 
     reset_configuration()
+    reset_caches()
+    forget_health_results()
     reset_lifecycle()
 
 
@@ -52,11 +63,12 @@ def override_settings(**values: Any) -> Iterator[Settings]:
     """
     current = get_settings()
     changed = replace_settings(current, **values)
-    previous = set_active_settings(changed)
+    previous = snapshot_active()
+    set_active_settings(changed)
     try:
         yield changed
     finally:
-        set_active_settings(previous)
+        restore_active(previous)
 
 
 @contextmanager

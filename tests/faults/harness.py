@@ -36,12 +36,12 @@ POSTGRES_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5
 STATEMENT_TIMEOUT = 0.5  # DATABASE_STATEMENT_TIMEOUT
 READ_TIMEOUT = STATEMENT_TIMEOUT + 1.0  # the client-side read timeout database_from_url sets
 CONNECT_TIMEOUT = 2  # libpq's connect_timeout, whole seconds
-CACHE_TIMEOUT = 0.25  # CACHE_TIMEOUT: connect and read timeout of the cache's Redis
-HEALTH_CHECK_TIMEOUT = 0.4
+CACHE_TIMEOUT = 0.4  # CACHE_TIMEOUT: connect and read timeout of the cache's Redis
+HEALTH_CHECK_TIMEOUT = 0.5
 HEALTH_CACHE_SECONDS = 0.1
 PROBE_INTERVAL = 0.05
 CLIENTS = 8  # concurrent load clients
-CLIENT_PAUSE = 0.01  # seconds between one client's requests, to leave CPU to the rest
+CLIENT_PAUSE = 0.02  # seconds between one client's requests, to leave CPU to the rest
 REQUEST_TIMEOUT = 20.0  # a request that takes longer counts as an error
 
 _SETTINGS_PREFIXES = ("CATALOG_", "SHOP_", "DATABASE_URL", "CACHE_URL", "SENTRY_", "LOG_")

@@ -36,4 +36,6 @@ def settings_keep_their_class() -> None:
         backend_kit.load_settings()
     except backend_kit.ConfigError as error:
         variables: list[str] = [problem.variable for problem in error.problems]
-    del port, active, configured, url, level, variables
+    is_on: bool = backend_kit.is_configured()
+    backend_kit.reset()
+    del port, active, configured, url, level, variables, is_on

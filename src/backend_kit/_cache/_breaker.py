@@ -125,7 +125,7 @@ class CircuitBreaker:
             recorder.breaker_transition(self.backend, "closed", "open")
         if not due:
             return
-        from backend_kit._redact import get_redactor
+        from backend_kit._active import get_redactor
 
         logger.warning(
             "cache_unavailable",

@@ -7,12 +7,14 @@ import inspect
 import itertools
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast
 
 import orjson
 
-from backend_kit import _metric_hooks, _settings
+from backend_kit import _metric_hooks
+from backend_kit._active import active_settings_or_none
 from backend_kit._forksafe import reset_in_child
 
 from ._backend import DEFAULT_NAMESPACE, MISS, CacheBackend, check_namespace, check_ttl
@@ -74,6 +76,11 @@ class CachedFunction(Protocol[P, R]):
 _STALE_MARK = "~backend_kit.stale"
 
 
+# What a read found: a value to return, a stale value to return while one caller
+# refreshes it, or nothing (load it).
+_RETURN, _REFRESH, _LOAD = 0, 1, 2
+
+
 def _stale_entry(value: Any) -> list[Any] | None:
     if type(value) is list and len(value) == 3 and value[0] == _STALE_MARK:
         return value
@@ -88,6 +95,7 @@ class _Stats:
         self.lock = threading.Lock()
         self.reset()
         reset_in_child(self)
+        _all_stats.add(self)
 
     def _reset_after_fork(self) -> None:
         self.lock = threading.Lock()
@@ -139,15 +147,24 @@ class _Binding:
         # would have its own single-flight and load separately.
         self.lock = threading.Lock()
         reset_in_child(self)
+        _all_bindings.add(self)
 
     def _reset_after_fork(self) -> None:
         self.lock = threading.Lock()
+
+    def forget(self) -> None:
+        """Drop the backend found so far (not one given explicitly) and the memory cache."""
+        with self.lock:
+            self.backend = self.explicit
+            self.settings = None
+            self.generation = -1
+            self.memory = None
 
     def get(self) -> CacheBackend:
         backend = self.backend
         if backend is not None and (
             self.explicit is not None
-            or (self.settings is _settings._active and self.generation == switch.generation)
+            or (self.settings is active_settings_or_none() and self.generation == switch.generation)
         ):
             return backend
         return self._resolve()
@@ -169,6 +186,21 @@ class _Binding:
             backend = default_cache(settings)
         self.settings, self.generation, self.backend = settings, generation, backend
         return backend
+
+
+# Every cached function's binding and counters, for `forget_cached_functions`.
+_all_bindings: weakref.WeakSet[_Binding] = weakref.WeakSet()
+_all_stats: weakref.WeakSet[_Stats] = weakref.WeakSet()
+
+
+def forget_cached_functions() -> None:
+    """Every cached function finds its backend again on its next call, with an empty
+    memory cache of its own, and its `cache_info` counters start from zero."""
+    for binding in list(_all_bindings):
+        binding.forget()
+    for stats in list(_all_stats):
+        with stats.lock:
+            stats.reset()
 
 
 def cached(
@@ -260,21 +292,50 @@ def cached(
             if recorder is not None:
                 recorder.cache_event(kind, space, qualname)
 
+        def read_outcome(backend: CacheBackend, value: Any) -> tuple[int, Any]:
+            """What a read found, counted: (_RETURN, value), (_REFRESH, stale value)
+            or (_LOAD, None). Shared by the sync and async paths."""
+            breaker = backend._breaker
+            if breaker is not None and breaker.failing:
+                next(stats.fallbacks)
+                observe("fallback")
+            if stale_ttl is None:
+                if value is not MISS:
+                    next(stats.hits)
+                    observe("hit")
+                    return _RETURN, value
+            else:
+                entry = _stale_entry(value)
+                if entry is not None:
+                    next(stats.hits)
+                    observe("hit")
+                    if time.time() < entry[1]:
+                        return _RETURN, entry[2]
+                    return _REFRESH, entry[2]
+            next(stats.misses)
+            observe("miss")
+            return _LOAD, None
+
+        def still_fresh(value: Any) -> list[Any] | None:
+            # Another caller may have refreshed the entry since it was read.
+            current = _stale_entry(value)
+            return current if current is not None and time.time() < current[1] else None
+
+        def stamped(result: Any) -> Any:
+            return result if stale_ttl is None else [_STALE_MARK, time.time() + ttl, result]
+
+        def unstamped(loaded: Any) -> Any:
+            return loaded if stale_ttl is None else loaded[2]
+
         if inspect.iscoroutinefunction(function):
             coroutine_function = cast("Callable[P, Awaitable[Any]]", function)
 
             async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
                 backend = binding.get()
                 cache_key = make_key(args, kwargs)
-                value = await backend._aread(cache_key, space)
-                breaker = backend._breaker
-                if breaker is not None and breaker.failing:
-                    next(stats.fallbacks)
-                    observe("fallback")
-                if value is not MISS and stale_ttl is None:
-                    next(stats.hits)
-                    if _metric_hooks.recorder is not None:
-                        observe("hit")
+                flight_key = (space, cache_key)
+                outcome, value = read_outcome(backend, await backend._aread(cache_key, space))
+                if outcome == _RETURN:
                     return value
 
                 async def load() -> Any:
@@ -284,48 +345,25 @@ def cached(
                         count_load(True)
                         raise
                     count_load(False)
-                    return result
+                    return stamped(result)
 
-                if stale_ttl is None:
-                    next(stats.misses)
-                    observe("miss")
-                    return await backend._async_flight.run(
-                        (space, cache_key),
-                        lambda: backend._aload_shared(cache_key, space, load, ttl),
-                    )
+                if outcome == _REFRESH:
 
-                async def stamped_load() -> list[Any]:
-                    result = await load()
-                    return [_STALE_MARK, time.time() + ttl, result]
-
-                entry = _stale_entry(value)
-                if entry is not None:
-                    next(stats.hits)
-                    observe("hit")
-                    if time.time() < entry[1]:
-                        return entry[2]
-
-                    async def refresh() -> list[Any]:
-                        # Another task may have refreshed the entry since it was read.
-                        current = _stale_entry(await backend._aread(cache_key, space))
-                        if current is not None and time.time() < current[1]:
+                    async def refresh() -> Any:
+                        current = still_fresh(await backend._aread(cache_key, space))
+                        if current is not None:
                             return current
-                        return await backend._atry_load_shared(
-                            cache_key, space, stamped_load, stored_ttl
-                        )
+                        return await backend._atry_load_shared(cache_key, space, load, stored_ttl)
 
-                    refreshed = await backend._async_flight.try_run((space, cache_key), refresh)
+                    refreshed = await backend._async_flight.try_run(flight_key, refresh)
                     if refreshed is BUSY:
                         observe("stale")  # another caller is refreshing it
-                        return entry[2]
+                        return value
                     return refreshed[2]
-                next(stats.misses)
-                observe("miss")
                 loaded = await backend._async_flight.run(
-                    (space, cache_key),
-                    lambda: backend._aload_shared(cache_key, space, stamped_load, stored_ttl),
+                    flight_key, lambda: backend._aload_shared(cache_key, space, load, stored_ttl)
                 )
-                return loaded[2]
+                return unstamped(loaded)
 
             wrapper: Callable[..., Any] = async_wrapper
         else:
@@ -335,7 +373,7 @@ def cached(
                 if backend is None or (
                     explicit is None
                     and (
-                        binding.settings is not _settings._active
+                        binding.settings is not active_settings_or_none()
                         or binding.generation != switch.generation
                     )
                 ):
@@ -356,15 +394,15 @@ def cached(
                 else:
                     cache_key = make_key(args, kwargs)
                 value = backend._read(cache_key, space)
-                breaker = backend._breaker
-                if breaker is not None and breaker.failing:
-                    next(stats.fallbacks)
-                    observe("fallback")
-                if value is not MISS and stale_ttl is None:
-                    next(stats.hits)
+                if value is not MISS and stale_ttl is None and backend._breaker is None:
+                    next(stats.hits)  # read_outcome's first answer, inlined for the hit
                     if _metric_hooks.recorder is not None:
                         observe("hit")
                     return value
+                outcome, value = read_outcome(backend, value)
+                if outcome == _RETURN:
+                    return value
+                flight_key = (space, cache_key)
 
                 def load() -> Any:
                     try:
@@ -373,46 +411,25 @@ def cached(
                         count_load(True)
                         raise
                     count_load(False)
-                    return result
+                    return stamped(result)
 
-                if stale_ttl is None:
-                    next(stats.misses)
-                    observe("miss")
-                    return backend._flight.run(
-                        (space, cache_key),
-                        lambda: backend._load_shared(cache_key, space, load, ttl),
-                    )
+                if outcome == _REFRESH:
 
-                def stamped_load() -> list[Any]:
-                    result = load()
-                    return [_STALE_MARK, time.time() + ttl, result]
-
-                entry = _stale_entry(value)
-                if entry is not None:
-                    next(stats.hits)
-                    observe("hit")
-                    if time.time() < entry[1]:
-                        return entry[2]
-
-                    def refresh() -> list[Any]:
-                        # Another thread may have refreshed the entry since it was read.
-                        current = _stale_entry(backend._read(cache_key, space))
-                        if current is not None and time.time() < current[1]:
+                    def refresh() -> Any:
+                        current = still_fresh(backend._read(cache_key, space))
+                        if current is not None:
                             return current
-                        return backend._try_load_shared(cache_key, space, stamped_load, stored_ttl)
+                        return backend._try_load_shared(cache_key, space, load, stored_ttl)
 
-                    refreshed = backend._flight.try_run((space, cache_key), refresh)
+                    refreshed = backend._flight.try_run(flight_key, refresh)
                     if refreshed is BUSY:
                         observe("stale")  # another caller is refreshing it
-                        return entry[2]
+                        return value
                     return refreshed[2]
-                next(stats.misses)
-                observe("miss")
                 loaded = backend._flight.run(
-                    (space, cache_key),
-                    lambda: backend._load_shared(cache_key, space, stamped_load, stored_ttl),
+                    flight_key, lambda: backend._load_shared(cache_key, space, load, stored_ttl)
                 )
-                return loaded[2]
+                return unstamped(loaded)
 
             wrapper = sync_wrapper
 

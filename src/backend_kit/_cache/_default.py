@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
+from contextlib import suppress
 
-from backend_kit import _settings
+from backend_kit._active import get_settings
 from backend_kit._forksafe import after_fork_in_child
-from backend_kit._settings import Settings, get_settings
+from backend_kit._settings import Settings
 
 from ._backend import CacheBackend
 from ._memory import MemoryCache
@@ -30,8 +31,8 @@ switch = _Switch()
 
 
 def current_settings() -> Settings:
-    active = _settings._active
-    return active if active is not None else get_settings()
+    """The active settings, loading them from the environment when there are none."""
+    return get_settings()
 
 
 def default_cache(settings: Settings | None = None) -> CacheBackend:
@@ -98,6 +99,23 @@ def use_memory_only(enabled: bool) -> None:
         switch.memory_only = enabled
         switch.generation += 1
         _shared_memory = None
+
+
+def forget_default_caches() -> None:
+    """Forget the shared memory cache and every Redis cache made from settings (their
+    clients are closed), and leave `use_memory_only` mode."""
+    global _shared_memory
+    with _lock:
+        redis_caches = list(_redis_caches.values())
+        _redis_caches.clear()
+        _shared_memory = None
+        switch.memory_only = False
+        switch.generation += 1
+    for cache in redis_caches:
+        close = getattr(cache, "close", None)
+        if close is not None:
+            with suppress(Exception):  # a server gone away has nothing left to close
+                close()
 
 
 @after_fork_in_child

@@ -146,3 +146,9 @@ def _reset_after_fork() -> None:
     _registry_lock = threading.Lock()
     for cache in list(_instances):
         cache._reset_after_fork()
+
+
+def forget_namespace_versions() -> None:
+    """Forget every namespace's invalidation count (each starts again from zero)."""
+    with _registry_lock:
+        _namespace_versions.clear()

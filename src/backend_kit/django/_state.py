@@ -7,11 +7,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from backend_kit._active import active_settings_or_none
 from backend_kit._cache import default_cache
+from backend_kit._class_import import import_settings_class
 from backend_kit._configure import configure
 from backend_kit._forksafe import after_fork_in_child
 from backend_kit._requests import RequestLogger
-from backend_kit._settings import Settings, active_settings_or_none, import_settings_class
+from backend_kit._settings import Settings
 from backend_kit.health import (
     HealthCheck,
     HealthRegistry,

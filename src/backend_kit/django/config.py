@@ -55,7 +55,7 @@ def _variable(settings: Settings | None, field: str) -> str:
     """The environment variable of *field*, with the prefix of *settings*' class (or of
     the active settings), for messages that tell the user what to set."""
     if settings is None:
-        from .._settings import active_settings_or_none
+        from .._active import active_settings_or_none
 
         settings = active_settings_or_none()
     if settings is None:
@@ -83,7 +83,7 @@ def _statement_timeout(explicit: float | None, settings: Settings | None) -> flo
             raise ValueError("statement_timeout must be a positive number of seconds")
         return float(explicit)
     if settings is None:
-        from .._settings import active_settings_or_none
+        from .._active import active_settings_or_none
 
         settings = active_settings_or_none()
     if settings is not None:

@@ -42,11 +42,10 @@ from ._lifecycle import (
     is_started,
     mark_started,
     mark_starting,
-    reset_lifecycle,
     start_draining,
 )
 from ._paths import HealthPaths, health_paths
-from ._report import CONTENT_TYPE, HealthHTTPResponse, HealthReport, details_allowed, render_table
+from ._report import CONTENT_TYPE, HealthHTTPResponse, HealthReport, details_allowed
 from ._runner import HealthRunner
 
 __all__ = [
@@ -77,8 +76,6 @@ __all__ = [
     "memory_check",
     "postgres_check",
     "redis_check",
-    "render_table",
-    "reset_lifecycle",
     "sentry_check",
     "sqlite_check",
     "start_draining",

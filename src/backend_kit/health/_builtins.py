@@ -59,7 +59,7 @@ class _PingClient(Protocol):
 def _effective_timeout(timeout: float | None) -> float:
     if timeout is not None:
         return timeout
-    from backend_kit._settings import get_settings
+    from backend_kit._active import get_settings
 
     return get_settings().health_check_timeout
 
@@ -522,7 +522,7 @@ def checks_from_settings(
     - ``SENTRY_DSN``: `sentry_check` (non-critical), so dropped events show.
     """
     if settings is None:
-        from backend_kit._settings import get_settings
+        from backend_kit._active import get_settings
 
         settings = get_settings()
     registry = HealthRegistry()

@@ -14,6 +14,7 @@ from typing import Any
 import click
 import orjson
 
+from backend_kit._active import set_active_settings
 from backend_kit._cli_common import (
     chosen_settings_class,
     make_current_directory_importable,
@@ -21,7 +22,6 @@ from backend_kit._cli_common import (
     subcommand_settings_option,
 )
 from backend_kit._errors import ConfigError
-from backend_kit._settings import set_active_settings
 
 from ._builtins import checks_from_settings
 from ._checks import HealthRegistry
@@ -63,7 +63,7 @@ def _load_runner(spec: str | None) -> HealthRunner:
     try:
         module = importlib.import_module(module_name)
     except Exception as error:  # any failure to import is the caller's to fix
-        from backend_kit._redact import get_redactor
+        from backend_kit._active import get_redactor
 
         reason = get_redactor().redact_text(f"{type(error).__name__}: {error}")
         raise UsageProblem(
@@ -92,7 +92,7 @@ def _load_runner(spec: str | None) -> HealthRunner:
 def _probe_url(base: str, probe: str) -> str:
     from urllib.parse import urlsplit, urlunsplit
 
-    from backend_kit._settings import get_settings
+    from backend_kit._active import get_settings
 
     parts = urlsplit(base)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -122,7 +122,7 @@ def _token_headers(url: str, allow_insecure: bool) -> dict[str, str]:
     would travel in clear to another machine and *allow_insecure* is not given."""
     from urllib.parse import urlsplit
 
-    from backend_kit._settings import get_settings
+    from backend_kit._active import get_settings
 
     token = get_settings().health_token
     if token is None or not token.get_secret_value():

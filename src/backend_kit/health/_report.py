@@ -121,7 +121,7 @@ def details_allowed(authorization: str | None, settings: Settings | None = None)
         (True, False)
     """
     if settings is None:
-        from backend_kit._settings import get_settings
+        from backend_kit._active import get_settings
 
         settings = get_settings()
     token = settings.health_token.get_secret_value() if settings.health_token else ""

@@ -18,6 +18,7 @@ import os
 import tempfile
 import threading
 import time
+import weakref
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timezone
@@ -27,8 +28,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 
 from backend_kit import _metric_hooks
+from backend_kit._active import get_redactor
 from backend_kit._forksafe import after_fork_in_child, reset_in_child
-from backend_kit._redact import Redactor, get_redactor
+from backend_kit._redact import Redactor
 from backend_kit.context import start_thread
 
 from ._checks import CheckResult, CheckStatus, HealthCheck, HealthRegistry, Observation
@@ -247,6 +249,12 @@ def _run_on_loop(awaitable: Any, timeout: float) -> Any:
         running.cancel()
 
 
+def forget_health_results() -> None:
+    """Every runner of the process forgets its checks' last results (for tests)."""
+    for runner in list(_runners):
+        runner.forget_results()
+
+
 class HealthRunner:
     """Runs the probes of a service over the checks of *registry*.
 
@@ -286,6 +294,12 @@ class HealthRunner:
         self._slots_lock = threading.Lock()
         self._shared: _SharedResults | None = None
         reset_in_child(self)
+        _runners.add(self)
+
+    def forget_results(self) -> None:
+        """Forget every check's last result, so the next probe runs each check again."""
+        with self._slots_lock:
+            self._slots = {}
 
     @classmethod
     def from_settings(
@@ -609,7 +623,7 @@ class HealthRunner:
     def _active_settings(self) -> Settings:
         if self._settings is not None:
             return self._settings
-        from backend_kit._settings import get_settings
+        from backend_kit._active import get_settings
 
         return get_settings()
 
@@ -637,3 +651,6 @@ class HealthRunner:
             release_id=settings.release,
             output=output,
         )
+
+
+_runners: weakref.WeakSet[HealthRunner] = weakref.WeakSet()

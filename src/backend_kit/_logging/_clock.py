@@ -1,0 +1,27 @@
+"""The timestamp of every line."""
+
+from __future__ import annotations
+
+import time
+
+
+class UTCClock:
+    """ISO 8601 UTC timestamps with microseconds, the seconds part formatted once per
+    second: ``datetime.isoformat`` would be the most expensive step of a log call."""
+
+    __slots__ = ("_current",)
+
+    def __init__(self) -> None:
+        self._current: tuple[int, str] = (-1, "")
+
+    def stamp(self, created: float | None = None) -> str:
+        moment = time.time() if created is None else created
+        second = int(moment)
+        cached_second, prefix = self._current  # one read: threads never see a torn pair
+        if second != cached_second:
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._current = (second, prefix)
+        return f"{prefix}.{int((moment - second) * 1_000_000):06d}Z"
+
+
+clock = UTCClock()
