@@ -6,8 +6,9 @@ nothing here knows a framework. The core owns:
 
 - the inbound request id (validated by `request_context`) and the context's lifetime;
 - the client address behind ``TRUSTED_PROXIES``;
-- probe dispatch: the health paths are answered before any of the app's own code;
-- the one ``request_finished`` event per request;
+- probe dispatch: the health paths (and ``METRICS_PATH`` with ``METRICS_ENABLED``)
+  are answered before any of the app's own code;
+- the one ``request_finished`` event per request, which also feeds the request metrics;
 - the response headers: ``X-Request-ID``, and ``Connection: close`` while draining
   for servers that let the app close the connection;
 - the readiness checks every adapter runs (`builtin_health_registry`) and the
@@ -20,6 +21,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
+from . import _metric_hooks
 from ._context import request_context
 from ._logging import get_logger
 from ._settings import Settings
@@ -43,10 +45,11 @@ __all__ = [
 #: The header that carries the request id, inbound and echoed on every response.
 REQUEST_ID_HEADER = "X-Request-ID"
 
-Probe = Literal["live", "ready", "report", "startup"]
+Probe = Literal["live", "ready", "report", "startup", "metrics"]
 Framework = Literal["flask", "django", "asgi"]
 
 _PROBE_METHODS = frozenset(("GET", "HEAD"))
+_METRICS_METHODS = frozenset(("GET",))
 
 
 def client_address(
@@ -111,7 +114,14 @@ class RequestCore:
     """Everything around one request that is not the framework's: built once per app
     from the settings and the health runner."""
 
-    __slots__ = ("_log", "_probes", "_trusted_proxies", "health_runner", "settings")
+    __slots__ = (
+        "_log",
+        "_metrics_path",
+        "_probes",
+        "_trusted_proxies",
+        "health_runner",
+        "settings",
+    )
 
     def __init__(self, settings: Settings, health_runner: HealthRunner) -> None:
         self.settings = settings
@@ -123,6 +133,12 @@ class RequestCore:
             paths.report: "report",
             paths.startup: "startup",
         }
+        # Served, and kept out of the request metrics, only with METRICS_ENABLED: without
+        # it the path is the app's own.
+        self._metrics_path: str | None = None
+        if settings.metrics_enabled:
+            self._metrics_path = paths.metrics
+            self._probes[paths.metrics] = "metrics"
         self._trusted_proxies = settings.trusted_proxies
         self._log = get_logger("backend_kit.request")
 
@@ -141,14 +157,28 @@ class RequestCore:
         )
 
     def probe_for(self, path: str) -> Probe | None:
-        """The probe served at *path*, or ``None`` for the app's own paths."""
+        """The probe served at *path* (``"metrics"`` for ``METRICS_PATH`` with
+        ``METRICS_ENABLED``), or ``None`` for the app's own paths."""
         return self._probes.get(path)
 
     def answer_probe(
-        self, probe: Probe, method: str, authorization: str | None
+        self,
+        probe: Probe,
+        method: str,
+        authorization: str | None,
+        *,
+        accept: str | None = None,
     ) -> HealthHTTPResponse:
-        """The probe's HTTP answer; 405 for a method other than GET and HEAD. May block
-        up to the health check timeout: an async adapter runs it off the event loop."""
+        """The probe's HTTP answer; 405 for a method other than GET and HEAD (GET only
+        for the metrics, whose format follows *accept*, the ``Accept`` header). May
+        block up to the health check timeout: an async adapter runs it off the event
+        loop."""
+        if probe == "metrics":
+            if method not in _METRICS_METHODS:
+                return HealthHTTPResponse(status_code=405, headers={"Allow": "GET"}, body=b"")
+            from .metrics import respond as respond_metrics  # prometheus_client only now
+
+            return respond_metrics(authorization, accept, self.settings)
         if method not in _PROBE_METHODS:
             return HealthHTTPResponse(status_code=405, headers={"Allow": "GET, HEAD"}, body=b"")
         return self.health_runner.respond(probe, authorization)
@@ -174,7 +204,10 @@ class RequestCore:
         remote_address: str | None,
         forwarded_for: str | None,
     ) -> None:
-        """Emit the one ``request_finished`` event and leave the request's context.
+        """Emit the one ``request_finished`` event, count the request in the request
+        metrics (when enabled; the scrape itself is not counted) under its route
+        template *route* (``None`` when no route matched; a probe's path), and leave the
+        request's context.
 
         The context is left even if the log call fails: a context left behind would
         lend this request's id to the thread's next request. Level by status: 5xx
@@ -182,7 +215,15 @@ class RequestCore:
         does not drown the service's own lines.
         """
         try:
-            if path in self._probes:
+            seconds = time.perf_counter() - request.started
+            probe = path in self._probes
+            recorder = _metric_hooks.recorder
+            if recorder is not None and path != self._metrics_path:
+                # Probes are answered before the framework routes them.
+                recorder.request_finished(
+                    method, path if probe and route is None else route, status, seconds
+                )
+            if probe:
                 emit = self._log.debug
             elif status >= 500:
                 emit = self._log.error
@@ -196,7 +237,7 @@ class RequestCore:
                 route=route,
                 path=path,
                 status=status,
-                duration_ms=round((time.perf_counter() - request.started) * 1000.0, 3),
+                duration_ms=round(seconds * 1000.0, 3),
                 client=client_address(remote_address, forwarded_for, self._trusted_proxies),
             )
         finally:

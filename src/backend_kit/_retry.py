@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar, cast
 
+from . import _metric_hooks
 from ._forksafe import after_fork_in_child
 
 if TYPE_CHECKING:
@@ -506,15 +507,22 @@ class _Run:
         return self._next_wait
 
     def _should_stop(self, state: tenacity.RetryCallState) -> bool:
-        if state.attempt_number >= self._max_attempts:
-            return True
-        return time.monotonic() + self._wait(state) >= self._deadline
+        stop = (
+            state.attempt_number >= self._max_attempts
+            or time.monotonic() + self._wait(state) >= self._deadline
+        )
+        # tenacity asks only after a failure it would retry: stopping here is giving up.
+        if stop and _metric_hooks.recorder is not None:
+            _metric_hooks.recorder.retry_give_up(self._name)
+        return stop
 
     def _log_retry(self, state: tenacity.RetryCallState) -> None:
         assert state.outcome is not None
         exc = state.outcome.exception()
         import structlog
 
+        if _metric_hooks.recorder is not None:
+            _metric_hooks.recorder.retry_attempt(self._name)
         structlog.get_logger(_LOGGER_NAME).warning(
             "retry_scheduled",
             function=self._name,

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import _metric_hooks
 from ._active import get_redactor, state_lock
 from ._context import (
     EXCEPTION_REQUEST_ID_ATTRIBUTE,
@@ -574,6 +575,9 @@ class _DropCounter:
         if reason not in _LOSS_REASONS or category not in _EVENT_CATEGORIES:
             return
         now = time.monotonic()
+        recorder = _metric_hooks.recorder
+        if recorder is not None:
+            recorder.sentry_dropped(reason, quantity)
         with self.lock:
             self.by_reason[reason] += quantity
             self.unreported[reason] += quantity

@@ -378,8 +378,30 @@ class Settings(BaseSettings):
         ge=1,
         le=65535,
         description="Port on which each gunicorn worker also answers /livez, /readyz and "
-        "/startupz from a thread of its own (backend_kit.gunicorn), so probes never wait "
-        "behind busy request threads; unset serves them on the main port only.",
+        "/startupz (and /metrics with METRICS_ENABLED) from a thread of its own "
+        "(backend_kit.gunicorn), so probes never wait behind busy request threads; unset "
+        "serves them on the main port only.",
+    )
+    metrics_enabled: bool = Field(
+        default=False,
+        description="Record Prometheus metrics and serve them at METRICS_PATH "
+        '(needs the metrics extra: pip install "backend-kit[metrics]").',
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token a scraper presents to read the metrics; without it, "
+        "metrics are served only when ENVIRONMENT is development.",
+    )
+    metrics_path: str = Field(
+        default="/metrics",
+        pattern=r"^/[A-Za-z0-9._~\-/]*$",
+        description="Path at which every adapter serves the metrics.",
+    )
+    metrics_multiproc_dir: Path | None = Field(
+        default=None,
+        description="Directory the gunicorn workers of one service share for their "
+        "metrics (backend_kit.gunicorn); emptied when gunicorn starts. Unset: a directory "
+        "per service and master process under the system's temporary directory.",
     )
     celery_broker_url: SecretURL | None = Field(
         default=None,

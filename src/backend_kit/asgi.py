@@ -78,12 +78,14 @@ class BackendKitMiddleware:
             await self.app(scope, receive, send)
             return
         core = self.core
-        request_id = authorization = forwarded_for = traceparent = tracestate = None
+        request_id = authorization = accept = forwarded_for = traceparent = tracestate = None
         for name, value in scope["headers"]:
             if name == _REQUEST_ID_KEY:
                 request_id = value.decode("latin-1")
             elif name == b"authorization":
                 authorization = value.decode("latin-1")
+            elif name == b"accept":
+                accept = value.decode("latin-1")
             elif name == b"x-forwarded-for":
                 forwarded_for = value.decode("latin-1")
             elif name == b"traceparent":
@@ -111,7 +113,9 @@ class BackendKitMiddleware:
             if probe is None:
                 await self.app(scope, receive, send_with_headers)
             else:
-                answer = await asyncio.to_thread(core.answer_probe, probe, method, authorization)
+                answer = await asyncio.to_thread(
+                    core.answer_probe, probe, method, authorization, accept=accept
+                )
                 headers = [
                     (k.lower().encode("latin-1"), v.encode()) for k, v in answer.headers.items()
                 ]

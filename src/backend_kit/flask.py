@@ -3,8 +3,8 @@
 Each request gets a request context (the inbound ``X-Request-ID`` when it is safe,
 else a new id), echoed in the ``X-Request-ID`` response header, errors and 404s
 included, and one ``request_finished`` event. The health endpoints ``/livez``,
-``/readyz``, ``/healthz`` and ``/startupz`` are answered around the app, before any
-of its ``before_request`` hooks run.
+``/readyz``, ``/healthz`` and ``/startupz`` (and ``/metrics`` with ``METRICS_ENABLED``)
+are answered around the app, before any of its ``before_request`` hooks run.
 
 Examples:
     >>> from flask import Flask
@@ -139,7 +139,12 @@ class _RequestCoreMiddleware:
             probe = core.probe_for(path)
             if probe is None:
                 return self._app(environ, start_with_request_id)
-            answer = core.answer_probe(probe, method, environ.get("HTTP_AUTHORIZATION"))
+            answer = core.answer_probe(
+                probe,
+                method,
+                environ.get("HTTP_AUTHORIZATION"),
+                accept=environ.get("HTTP_ACCEPT"),
+            )
             code = answer.status_code
             start_with_request_id(f"{code} {HTTPStatus(code).phrase}", [*answer.headers.items()])
             return [] if method == "HEAD" else [answer.body]

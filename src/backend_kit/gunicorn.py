@@ -14,7 +14,12 @@ What it sets up, for the Flask and the Django adapter alike:
 - **Fail fast.** A bad configuration is printed once, as the list of problems, and
   gunicorn exits with status 1.
 - **Probes beside the requests.** With ``HEALTH_PORT`` set, each worker also answers
-  ``/livez``, ``/readyz`` and ``/startupz`` on that port from a thread of its own.
+  ``/livez``, ``/readyz`` and ``/startupz`` on that port from a thread of its own (and
+  ``/metrics`` with ``METRICS_ENABLED``).
+- **Metrics summed over the workers.** With ``METRICS_ENABLED``, prometheus_client's
+  multiprocess mode: a directory per service (``METRICS_MULTIPROC_DIR``) emptied at
+  start, a worker's live gauges dropped when it exits (`child_exit`), and a scrape of
+  any worker answering for all of them, recycled workers included.
 - **Container defaults.** See `container_defaults` for the values and their reasons.
 
 The settings class is the one ``BACKEND_KIT_SETTINGS`` names (``module:Class``), as for
@@ -41,6 +46,7 @@ import time
 from contextlib import suppress
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 try:
@@ -63,6 +69,7 @@ __all__ = [
     "Logger",
     "accesslog",
     "bind",
+    "child_exit",
     "container_defaults",
     "graceful_timeout",
     "logger_class",
@@ -168,6 +175,43 @@ def _defaults_at_import() -> dict[str, Any]:
 
 
 _defaults = _defaults_at_import()
+
+
+# --- metrics ----------------------------------------------------------------------
+
+# Marks a multiprocess directory a backend_kit master chose, so a master started from
+# it (gunicorn's USR2 upgrade) makes its own instead of emptying its parent's.
+_METRICS_DIR_OWNER = "BACKEND_KIT_METRICS_DIR"
+_metrics_error: ConfigError | None = None
+
+
+def _metrics_dir_at_import() -> None:
+    """With ``METRICS_ENABLED``, point ``PROMETHEUS_MULTIPROC_DIR`` at an empty
+    directory now, in the master, while gunicorn reads its configuration: before the
+    application (``preload_app``) or any worker imports prometheus_client, which reads
+    the variable when it is imported."""
+    global _metrics_error
+    try:
+        settings = _settings_class()()
+    except Exception:
+        return  # reported by the logger, once, with the problem list
+    if not settings.metrics_enabled:
+        return
+    from ._metrics_dir import MULTIPROC_VARIABLE, prepare_multiprocess_dir
+
+    inherited = os.environ.get(MULTIPROC_VARIABLE)
+    chosen_by_user = inherited and os.environ.get(_METRICS_DIR_OWNER) != inherited
+    try:
+        directory = prepare_multiprocess_dir(
+            settings, Path(inherited) if chosen_by_user and inherited else None
+        )
+    except ConfigError as error:
+        _metrics_error = error
+        return
+    os.environ[_METRICS_DIR_OWNER] = str(directory)
+
+
+_metrics_dir_at_import()
 bind = os.environ.get("BIND", f"{_ALL_INTERFACES}:{os.environ.get('PORT', '8000')}")
 worker_tmp_dir = _defaults["worker_tmp_dir"]
 timeout = _defaults["timeout"]
@@ -232,6 +276,8 @@ def on_starting(server: Any) -> None:
     """Master, before anything else: share the draining state with the workers to
     come, and make SIGTERM drain first."""
     global _drain_deadline, _config_reported
+    if _metrics_error is not None:
+        _fail(_metrics_error)
     share_draining()
     if _drain_deadline is None:
         _drain_deadline = mmap.mmap(-1, 8)
@@ -293,6 +339,14 @@ def _health_host(binds: list[str]) -> str:
         host = address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
         return host or _ALL_INTERFACES
     return _ALL_INTERFACES
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Master, a worker exited (recycled by ``max_requests``, killed, crashed): its
+    live gauges leave the metrics; its counters stay, so totals never go backwards."""
+    from ._metrics_dir import mark_worker_dead
+
+    mark_worker_dead(worker.pid)
 
 
 def pre_fork(server: Any, worker: Any) -> None:
@@ -482,11 +536,18 @@ def _serve_probes(listener: socket.socket, runner: HealthRunner, settings: Setti
             self._answer(body=False)
 
         def _answer(self, *, body: bool) -> None:
-            probe = probes.get(self.path.split("?", 1)[0])
-            if probe is None:
+            path = self.path.split("?", 1)[0]
+            probe = probes.get(path)
+            authorization = self.headers.get("Authorization")
+            if probe is not None:
+                answer = runner.respond(probe, authorization)  # type: ignore[arg-type]
+            elif settings.metrics_enabled and path == paths.metrics:
+                from .metrics import respond
+
+                answer = respond(authorization, self.headers.get("Accept"), settings)
+            else:
                 self.send_error(404)
                 return
-            answer = runner.respond(probe, self.headers.get("Authorization"))  # type: ignore[arg-type]
             self.send_response(answer.status_code)
             for name, value in answer.headers.items():
                 self.send_header(name, value)

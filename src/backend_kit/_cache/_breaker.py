@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import structlog
 
+from backend_kit import _metric_hooks
 from backend_kit._forksafe import reset_in_child
 
 __all__ = ["CircuitBreaker"]
@@ -99,6 +100,9 @@ class CircuitBreaker:
                 return
             failures, self._failures, self._next_probe = self._failures, 0, 0.0
             self._last_warning, self._unreported = None, 0
+        recorder = _metric_hooks.recorder
+        if recorder is not None and failures >= self.threshold:
+            recorder.breaker_transition(self.backend, "open", "closed")
         if self._on_recovered is not None:
             self._on_recovered()
         logger.info("cache_recovered", backend=self.backend, failures=failures)
@@ -111,11 +115,16 @@ class CircuitBreaker:
             self._unreported += 1
             if self._failures >= self.threshold:
                 self._next_probe = now + self.probe_interval
+            opened = self._failures == self.threshold
             due = self._last_warning is None or now - self._last_warning >= self.warn_interval
-            if not due:
-                return
-            self._last_warning, failures, self._unreported = now, self._unreported, 0
-            skipping = self._next_probe > now
+            if due:
+                self._last_warning, failures, self._unreported = now, self._unreported, 0
+                skipping = self._next_probe > now
+        recorder = _metric_hooks.recorder
+        if opened and recorder is not None:
+            recorder.breaker_transition(self.backend, "closed", "open")
+        if not due:
+            return
         from backend_kit._active import get_redactor
 
         logger.warning(

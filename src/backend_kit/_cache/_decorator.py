@@ -13,6 +13,7 @@ from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast
 
 import orjson
 
+from backend_kit import _metric_hooks
 from backend_kit._active import active_settings_or_none
 from backend_kit._forksafe import reset_in_child
 
@@ -280,6 +281,16 @@ def cached(
             with stats.lock:
                 stats.loads += 1
                 stats.errors += failed
+            recorder = _metric_hooks.recorder
+            if recorder is not None:
+                recorder.cache_event("load", space, qualname)
+                if failed:
+                    recorder.cache_event("error", space, qualname)
+
+        def observe(kind: str) -> None:
+            recorder = _metric_hooks.recorder
+            if recorder is not None:
+                recorder.cache_event(kind, space, qualname)
 
         def read_outcome(backend: CacheBackend, value: Any) -> tuple[int, Any]:
             """What a read found, counted: (_RETURN, value), (_REFRESH, stale value)
@@ -287,18 +298,22 @@ def cached(
             breaker = backend._breaker
             if breaker is not None and breaker.failing:
                 next(stats.fallbacks)
+                observe("fallback")
             if stale_ttl is None:
                 if value is not MISS:
                     next(stats.hits)
+                    observe("hit")
                     return _RETURN, value
             else:
                 entry = _stale_entry(value)
                 if entry is not None:
                     next(stats.hits)
+                    observe("hit")
                     if time.time() < entry[1]:
                         return _RETURN, entry[2]
                     return _REFRESH, entry[2]
             next(stats.misses)
+            observe("miss")
             return _LOAD, None
 
         def still_fresh(value: Any) -> list[Any] | None:
@@ -341,7 +356,10 @@ def cached(
                         return await backend._atry_load_shared(cache_key, space, load, stored_ttl)
 
                     refreshed = await backend._async_flight.try_run(flight_key, refresh)
-                    return value if refreshed is BUSY else refreshed[2]
+                    if refreshed is BUSY:
+                        observe("stale")  # another caller is refreshing it
+                        return value
+                    return refreshed[2]
                 loaded = await backend._async_flight.run(
                     flight_key, lambda: backend._aload_shared(cache_key, space, load, stored_ttl)
                 )
@@ -378,6 +396,8 @@ def cached(
                 value = backend._read(cache_key, space)
                 if value is not MISS and stale_ttl is None and backend._breaker is None:
                     next(stats.hits)  # read_outcome's first answer, inlined for the hit
+                    if _metric_hooks.recorder is not None:
+                        observe("hit")
                     return value
                 outcome, value = read_outcome(backend, value)
                 if outcome == _RETURN:
@@ -402,7 +422,10 @@ def cached(
                         return backend._try_load_shared(cache_key, space, load, stored_ttl)
 
                     refreshed = backend._flight.try_run(flight_key, refresh)
-                    return value if refreshed is BUSY else refreshed[2]
+                    if refreshed is BUSY:
+                        observe("stale")  # another caller is refreshing it
+                        return value
+                    return refreshed[2]
                 loaded = backend._flight.run(
                     flight_key, lambda: backend._load_shared(cache_key, space, load, stored_ttl)
                 )

@@ -16,6 +16,7 @@ try:
 except ImportError:  # pragma: no cover - Windows, which has no pre-fork servers either
     fcntl = None  # type: ignore[assignment]
 
+from .. import _metric_hooks
 from .._forksafe import after_fork_in_child
 
 #: Seconds a log call waits for its turn to write before it gives the line up.
@@ -173,6 +174,9 @@ class Sink:
     def drop(self, reason: str) -> None:
         """Count one line that was not written; say so on stderr when a report is due."""
         self.failures.record(reason)
+        recorder = _metric_hooks.recorder
+        if recorder is not None:
+            recorder.log_line_dropped()
 
     def reset_after_fork(self) -> None:
         # Another thread of the parent may have held the lock mid-write.

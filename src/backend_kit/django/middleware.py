@@ -4,7 +4,7 @@
 It translates Django's request and response to and from the request core: a request
 context (the inbound ``X-Request-ID`` when it is safe, else a new id),
 ``request.request_id``, the ``X-Request-ID`` response header, and one
-``request_finished`` event. Health probes are answered here, before any later
+``request_finished`` event. Health probes (and the metrics) are answered here, before any later
 middleware (authentication, redirects, host checks) can turn them away.
 """
 
@@ -58,7 +58,10 @@ class RequestContextMiddleware:
                 response = self.get_response(request)
             else:
                 answer = core.answer_probe(
-                    probe, request.method, request.META.get("HTTP_AUTHORIZATION")
+                    probe,
+                    request.method,
+                    request.META.get("HTTP_AUTHORIZATION"),
+                    accept=request.META.get("HTTP_ACCEPT"),
                 )
                 response = HttpResponse(
                     answer.body, status=answer.status_code, headers=answer.headers
@@ -84,7 +87,10 @@ class RequestContextMiddleware:
             else:
                 # Probes may block on a hung check up to its timeout: not on the loop.
                 answer = await sync_to_async(core.answer_probe, thread_sensitive=False)(
-                    probe, request.method, request.META.get("HTTP_AUTHORIZATION")
+                    probe,
+                    request.method,
+                    request.META.get("HTTP_AUTHORIZATION"),
+                    accept=request.META.get("HTTP_ACCEPT"),
                 )
                 response = HttpResponse(
                     answer.body, status=answer.status_code, headers=answer.headers

@@ -17,10 +17,13 @@ class HealthPaths:
     ready: str
     report: str
     startup: str
+    #: Where the metrics are served (``METRICS_PATH``; only with ``METRICS_ENABLED``).
+    metrics: str = "/metrics"
 
     def all(self) -> frozenset[str]:
-        """Every health path, for quick membership tests."""
-        return frozenset((self.live, self.ready, self.report, self.startup))
+        """Every operational path (health and metrics), for quick membership tests:
+        kept out of Sentry tracing and logged at debug level."""
+        return frozenset((self.live, self.ready, self.report, self.startup, self.metrics))
 
 
 def health_paths(settings: Settings) -> HealthPaths:
@@ -38,4 +41,5 @@ def health_paths(settings: Settings) -> HealthPaths:
         ready=f"{prefix}/readyz",
         report=f"{prefix}/healthz",
         startup=f"{prefix}/startupz",
+        metrics=settings.metrics_path,
     )

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
+from backend_kit import _metric_hooks
 from backend_kit._active import get_redactor
 from backend_kit._forksafe import after_fork_in_child, reset_in_child
 from backend_kit._redact import Redactor
@@ -570,6 +571,9 @@ class HealthRunner:
         result: CheckResult,
         shared: _SharedResults | None,
     ) -> None:
+        recorder = _metric_hooks.recorder
+        if recorder is not None:
+            recorder.health_check(check.name, result.status, result.duration)
         with slot.lock:
             if slot.running is future:
                 self._remember(check, slot, result, shared, slot.started_wall)
