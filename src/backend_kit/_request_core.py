@@ -17,6 +17,7 @@ nothing here knows a framework. The core owns:
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from typing import TYPE_CHECKING, Any, Literal
@@ -219,10 +220,13 @@ class RequestCore:
             probe = path in self._probes
             recorder = _metric_hooks.recorder
             if recorder is not None and path != self._metrics_path:
-                # Probes are answered before the framework routes them.
-                recorder.request_finished(
-                    method, path if probe and route is None else route, status, seconds
-                )
+                # Telemetry never costs the request its log line: a failing metrics
+                # update is skipped (prometheus_client raises only on misuse).
+                with contextlib.suppress(Exception):
+                    # Probes are answered before the framework routes them.
+                    recorder.request_finished(
+                        method, path if probe and route is None else route, status, seconds
+                    )
             if probe:
                 emit = self._log.debug
             elif status >= 500:
