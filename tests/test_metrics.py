@@ -326,6 +326,34 @@ def test_breaker_and_budget_hooks_record_through_the_recorder() -> None:
     assert _value("backend_kit_retry_budget_refusals_total", **refused) == 1.0
 
 
+def test_a_real_circuit_breaker_and_retry_budget_report_their_metrics() -> None:
+    from backend_kit import CircuitOpenError, circuit_breaker
+    from backend_kit.http import RetryBudget
+
+    service = _service()
+    configure_metrics(load_settings(metrics_enabled=True, service_name=service))
+    breaker = circuit_breaker(f"payments-{service}", failures=2, recovery_timeout=60)
+
+    def failing() -> None:
+        raise ConnectionError("refused")
+
+    for _ in range(2):
+        with pytest.raises(ConnectionError), breaker:
+            failing()
+    with pytest.raises(CircuitOpenError), breaker:
+        failing()
+    base = {"service": service, "breaker": breaker.name}
+    assert _value("backend_kit_circuit_breaker_state", **base) == 2.0  # open
+    moved = {**base, "from_state": "closed", "to_state": "open"}
+    assert _value("backend_kit_circuit_breaker_transitions_total", **moved) == 1.0
+
+    budget = RetryBudget("rates.example", ratio=0.0, window=60.0)
+    spent = [budget.try_spend() for _ in range(5)]
+    assert spent.count(False) == 2  # the floor of three retries, then refusals
+    refused = {"service": service, "target": "rates.example"}
+    assert _value("backend_kit_retry_budget_refusals_total", **refused) == 2.0
+
+
 def test_dropped_log_lines_are_counted() -> None:
     from backend_kit._logging import _sink
 

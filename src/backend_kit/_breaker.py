@@ -26,6 +26,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, cast
 
+from . import _metric_hooks
 from ._forksafe import after_fork_in_child
 
 if TYPE_CHECKING:
@@ -294,6 +295,9 @@ def log_transition(name: str, previous: str, to: str, reason: str) -> None:
         emit("circuit_state_changed", circuit=name, previous=previous, state=to, reason=reason)
     except Exception:  # noqa: S110 - a log call never raises into the caller
         pass
+    recorder = _metric_hooks.recorder
+    if recorder is not None:
+        recorder.breaker_transition(name, previous, to)  # never raises
 
 
 # -- shared state in Redis ---------------------------------------------------------------

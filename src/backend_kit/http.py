@@ -30,6 +30,7 @@ from collections.abc import Collection, Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from . import _metric_hooks
 from ._active import get_redactor
 from ._breaker import CircuitBreaker, CircuitOpenError, circuit_breaker, forget_hooks
 from ._context import current_request_id, current_trace
@@ -113,6 +114,9 @@ class RetryBudget:
                 self._bucket()[1] += 1
                 return True
             self._denied += 1
+            recorder = _metric_hooks.recorder
+            if recorder is not None:
+                recorder.retry_budget_refused(self.host)  # never raises
             now = time.monotonic()
             if now - self._logged_at < self.window:
                 return False
