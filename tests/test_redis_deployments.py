@@ -5,7 +5,9 @@ Every deployment is made of real ``redis-server`` processes on free loopback por
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -20,7 +22,15 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from backend_kit import ConfigError, RedisCache, cached, load_settings
+from backend_kit import (
+    CircuitBreaker,
+    CircuitOpenError,
+    ConfigError,
+    RedisCache,
+    cached,
+    circuit_breaker,
+    load_settings,
+)
 from backend_kit._redis_clients import parse_redis_url, redis_client
 from backend_kit.health import (
     CheckResult,
@@ -519,6 +529,139 @@ def test_async_calls_and_a_forked_child_on_the_cluster(cluster: Cluster) -> None
     assert cache.fallbacks == 0
     cache.clear()
     cache.close()
+
+
+_BREAKER_WORKER = textwrap.dedent(
+    """
+    import json, sys
+    import backend_kit
+    from backend_kit import CircuitOpenError
+    name, url, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+    breaker = backend_kit.circuit_breaker(
+        name, failures=3, failure_ratio=0.9, recovery_timeout=1.0, redis_url=url,
+        sync_interval=0.05,
+    )
+    outcomes = []
+    for _ in range(5):
+        try:
+            with breaker:
+                if mode == "fail":
+                    raise ConnectionError("dependency down")
+            outcomes.append("ok")
+        except ConnectionError:
+            outcomes.append("failed")
+        except CircuitOpenError:
+            outcomes.append("open")
+    print(json.dumps({"outcomes": outcomes, "state": breaker.state}))
+    """
+)
+
+
+def _breaker_in_another_process(name: str, url: str, mode: str) -> dict[str, object]:
+    finished = subprocess.run(
+        [sys.executable, "-c", _BREAKER_WORKER, name, url, mode],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    # The last line: the transitions are logged to stdout before it.
+    report: dict[str, object] = json.loads(finished.stdout.splitlines()[-1])
+    return report
+
+
+def test_a_circuit_breaker_shared_on_the_cluster(cluster: Cluster) -> None:
+    # The breaker swallows Redis errors (calls go through while its state is out of
+    # reach), so a script refused by the cluster (CROSSSLOT, a key on another node)
+    # would show here as a circuit that never opens.
+    name = f"bk-cluster-{uuid.uuid4().hex[:8]}"
+
+    def breaker() -> CircuitBreaker:
+        # Each instance has a client of its own.
+        return circuit_breaker(
+            name,
+            failures=3,
+            failure_ratio=0.9,  # the failure window is a second key of the scripts
+            recovery_timeout=1.0,
+            redis_url=cluster.url,
+            sync_interval=0.05,
+        )
+
+    here, also_here = breaker(), breaker()
+    client = RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port, socket_timeout=2)
+    state_key = f"backend_kit:circuit:{{{name}}}:state"
+    window_key = f"backend_kit:circuit:{{{name}}}:window"
+    try:
+        with here:
+            pass  # counted in the failure window
+        assert client.keyslot(state_key) == client.keyslot(window_key)
+        assert client.exists(window_key) == 1
+        # Another process's failures open the circuit ...
+        other = _breaker_in_another_process(name, cluster.url, "fail")
+        assert other == {"outcomes": ["failed"] * 3 + ["open"] * 2, "state": "open"}
+        assert client.hget(state_key, "state") == b"open"
+        # ... for both instances here: they fail fast without calling.
+        time.sleep(0.1)
+        called: list[str] = []
+        for instance in (here, also_here):
+            with pytest.raises(CircuitOpenError), instance:
+                called.append("called")
+        assert called == []
+        # Half-open: one probe at a time across the instances; a failed probe opens
+        # the circuit again for everyone.
+        time.sleep(1.1)
+        here.allow()
+        with pytest.raises(CircuitOpenError):
+            also_here.allow()
+        here.record(False)
+        time.sleep(0.1)
+        with pytest.raises(CircuitOpenError):
+            also_here.allow()
+        # The next probe succeeds: closed for this process and the other one.
+        time.sleep(1.1)
+        with also_here:
+            called.append("probe")
+        assert called == ["probe"]
+        time.sleep(0.1)
+        assert (here.state, also_here.state) == ("closed", "closed")
+        again = _breaker_in_another_process(name, cluster.url, "ok")
+        assert again == {"outcomes": ["ok"] * 5, "state": "closed"}
+        # The state lives on the node that owns its slot; the others redirect.
+        holders = []
+        for node in cluster.nodes:
+            with redis.Redis(port=node.port, socket_timeout=2) as node_client:
+                try:
+                    if node_client.exists(state_key):
+                        holders.append(node.port)
+                except redis.exceptions.MovedError:
+                    pass
+        owner = client.nodes_manager.get_node_from_slot(client.keyslot(state_key))
+        assert holders == [owner.port]
+    finally:
+        here.reset()
+    assert client.exists(state_key, window_key) == 0  # reset() deletes both
+    client.close()
+
+
+def test_every_script_touches_only_the_keys_it_declares() -> None:
+    # Redis Cluster routes a script by its declared keys: a key named any other way
+    # (built inside the script, or passed in ARGV) may live on another node.
+    from backend_kit import _breaker
+    from backend_kit._cache import _redis as cache_redis
+
+    scripts = {
+        "breaker allow": _breaker._ALLOW_SCRIPT,
+        "breaker record": _breaker._RECORD_SCRIPT,
+        "cache release": cache_redis._RELEASE,
+        "cache set if version": cache_redis._SET_IF_VERSION,
+    }
+    for label, script in scripts.items():
+        calls = re.findall(r"redis\.call\('(\w+)'(?:, ([^,)]+))?", script)
+        assert calls, label
+        for command, first_argument in calls:
+            if command == "TIME":
+                continue
+            assert re.fullmatch(r"KEYS\[\d\]", first_argument), (label, command, first_argument)
 
 
 def test_health_checks_ping_every_primary_of_the_cluster(cluster: Cluster) -> None:
