@@ -31,6 +31,7 @@ from backend_kit import (
     circuit_breaker,
     load_settings,
 )
+from backend_kit._cache._keys import function_name
 from backend_kit._redis_clients import parse_redis_url, redis_client
 from backend_kit.health import (
     CheckResult,
@@ -662,6 +663,106 @@ def test_every_script_touches_only_the_keys_it_declares() -> None:
             if command == "TIME":
                 continue
             assert re.fullmatch(r"KEYS\[\d\]", first_argument), (label, command, first_argument)
+
+
+def test_cluster_failover_keeps_cached_calls_answering() -> None:
+    with redis_cluster(replicas=True) as made:
+        cache = RedisCache(made.url, prefix="bk-cluster-failover:", timeout=0.3, probe_interval=0.2)
+        keys = range(24)
+        loads: list[tuple[float, int]] = []
+        loads_lock = threading.Lock()
+
+        @cached(ttl=300, cache=cache)
+        def price(item: int) -> int:
+            with loads_lock:
+                loads.append((time.monotonic(), item))
+            time.sleep(0.01)
+            return item * 10
+
+        assert [price(item) for item in keys] == [item * 10 for item in keys]
+        client = cache.client
+        assert isinstance(client, RedisCluster)
+        victim, heir = made.nodes[0], made.replicas[0]
+
+        def owner(key: str) -> int:
+            slot = client.keyslot(cache._key("default", key))
+            return int(client.nodes_manager.get_node_from_slot(slot).port)
+
+        on_victim = [
+            item for item in keys if owner(f"{function_name(price)}:[{item}]") == victim.port
+        ]
+        assert on_victim  # some of the keys live on the master that is killed
+        with redis.Redis(port=victim.port, socket_timeout=5) as master:
+            assert master.execute_command("WAIT", 1, 5000) == 1  # the replica has them
+
+        errors: list[BaseException] = []
+        answered = [0]
+        stop = threading.Event()
+
+        def call_in_a_loop() -> None:
+            deadline = time.monotonic() + 60
+            while not stop.is_set() and time.monotonic() < deadline:
+                for item in keys:
+                    try:
+                        assert price(item) == item * 10
+                        answered[0] += 1
+                    except BaseException as exc:  # counted, never swallowed
+                        errors.append(exc)
+                time.sleep(0.002)
+
+        threads = [threading.Thread(target=call_in_a_loop) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        try:
+            time.sleep(0.5)
+            killed_at = time.monotonic()
+            victim.kill()
+            promoted_at = None
+            deadline = killed_at + 30
+            while time.monotonic() < deadline and promoted_at is None:
+                if made.role_of(heir) == "master":
+                    promoted_at = time.monotonic()
+                time.sleep(0.02)
+            assert promoted_at is not None, "the cluster did not promote the replica in 30 s"
+            # Back on Redis: a key of the lost master, deleted and loaded again through
+            # the cache, is gone from then back on the promoted replica (which had
+            # every value before the kill).
+            back_at = None
+            probe_key = f"{function_name(price)}:[{on_victim[0]}]"
+            full_key = cache._key("default", probe_key)
+            with redis.Redis(port=heir.port, socket_timeout=2) as promoted:
+                while time.monotonic() < deadline and back_at is None:
+                    cache.delete(probe_key)
+                    if promoted.exists(full_key) == 0:
+                        assert price(on_victim[0]) == on_victim[0] * 10
+                        if promoted.exists(full_key) == 1:
+                            back_at = time.monotonic()
+                    time.sleep(0.05)
+            assert back_at is not None, "the cache did not reach the promoted replica in 30 s"
+            time.sleep(1.0)  # calls keep going against the new layout
+            settled_at = time.monotonic()
+            time.sleep(1.0)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=30)
+        during = [item for at, item in loads if killed_at <= at <= back_at]
+        settled = [item for at, item in loads if at > settled_at]
+        print(
+            f"\ncluster failover: replica promoted after {promoted_at - killed_at:.2f} s, "
+            f"cache on the promoted replica after {back_at - killed_at:.2f} s, "
+            f"{answered[0]} cached calls, {len(errors)} errors, {len(during)} loads during "
+            f"the switch ({len(set(during))} keys), {len(settled)} once settled, "
+            f"{cache.fallbacks} fallbacks"
+        )
+        assert errors == []
+        assert answered[0] > 0
+        assert cache.fallbacks > 0  # the memory tier answered during the switch
+        # Loads are bounded by the switches between Redis and the memory tier (each
+        # drops the tier), never one per call.
+        assert len(during) < answered[0] / 10
+        assert settled == []  # every key is back in Redis
+        cache.close()
 
 
 def test_health_checks_ping_every_primary_of_the_cluster(cluster: Cluster) -> None:

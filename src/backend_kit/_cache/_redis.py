@@ -460,18 +460,21 @@ class RedisCache(CacheBackend):
         return self._decode(full_key, raw)  # type: ignore[arg-type]
 
     async def _aread(self, key: str, namespace: str) -> Any:
-        if not self.breaker.allow():
+        # `_read`'s shortcuts: the breaker asked only when it is not closed.
+        breaker = self.breaker
+        if breaker._next_probe and not breaker.allow():
             return self._fallback_read(key, namespace)
-        full_key = self._key(namespace, key)
+        full_key = f"{self.prefix}{{{namespace}|{_crc32(key.encode()) & 15:x}}}:{key}"
         try:
             client = self._async_clients.get(asyncio.get_running_loop())
             if client is None:
                 client = await self._aclient()
             raw = await client.get(full_key)
         except self._errors as exc:
-            self.breaker.failure(exc)
+            breaker.failure(exc)
             return self._fallback_read(key, namespace)
-        self.breaker.success()
+        if breaker._failures:
+            breaker.success()
         if raw is None:
             return MISS
         if self._json_values and raw[:1] == JSON_TAG:
