@@ -322,20 +322,45 @@ def sentinel_group(
 @dataclass
 class Cluster:
     nodes: list[RedisProcess]
+    #: With replicas, the replica of each master (the same order), as the cluster
+    #: paired them when it was created.
+    replicas: list[RedisProcess] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
 
+    def role_of(self, node: RedisProcess) -> str | None:
+        """``"master"`` or ``"slave"`` as *node* reports itself now (None if it is down)."""
+        client = redis.Redis(port=node.port, socket_timeout=0.5, socket_connect_timeout=0.5)
+        try:
+            return str(client.info("replication")["role"])
+        except redis.RedisError:
+            return None
+        finally:
+            client.close()
+
+
+def _cluster_ok(nodes: Sequence[RedisProcess]) -> bool:
+    for node in nodes:
+        client = redis.Redis(port=node.port, socket_timeout=1)
+        try:
+            if client.cluster("info").get("cluster_state") != "ok":
+                return False
+        finally:
+            client.close()
+    return True
+
 
 @contextmanager
-def redis_cluster(masters: int = 3) -> Iterator[Cluster]:
-    """A Redis Cluster of *masters* primaries without replicas, made with
-    ``redis-cli --cluster create``; returns once every node reports the cluster ok."""
+def redis_cluster(masters: int = 3, *, replicas: bool = False) -> Iterator[Cluster]:
+    """A Redis Cluster of *masters* primaries, each with one replica if *replicas*,
+    made with ``redis-cli --cluster create``; returns once every node reports the
+    cluster ok (and, with replicas, every replica is in sync)."""
     with tempfile.TemporaryDirectory(prefix="bk-cluster-") as workdir, ExitStack() as stack:
         directory = Path(workdir)
         nodes = []
-        for _ in range(masters):
+        for _ in range(masters * (2 if replicas else 1)):
             port = free_port()
             node = _plain_server(
                 port,
@@ -348,26 +373,45 @@ def redis_cluster(masters: int = 3) -> Iterator[Cluster]:
             node.start()
             stack.callback(node.kill)
             nodes.append(node)
+        primaries, secondaries = nodes[:masters], nodes[masters:]
         subprocess.run(
             [
                 _binary("redis-cli"), "--cluster", "create",
-                *(f"127.0.0.1:{node.port}" for node in nodes),
+                *(f"127.0.0.1:{node.port}" for node in primaries),
                 "--cluster-replicas", "0", "--cluster-yes",
             ],
             check=True,
             capture_output=True,
             timeout=60,
         )  # fmt: skip
+        _wait("the cluster to be ok on every node", lambda: _cluster_ok(primaries), 30)
+        for primary, secondary in zip(primaries, secondaries, strict=False):
+            # Each replica is paired with its master explicitly, so a test knows which
+            # one takes over.
+            with redis.Redis(port=primary.port, socket_timeout=2) as client:
+                master_id = client.execute_command("CLUSTER", "MYID").decode()
+            subprocess.run(
+                [
+                    _binary("redis-cli"), "--cluster", "add-node",
+                    f"127.0.0.1:{secondary.port}", f"127.0.0.1:{primary.port}",
+                    "--cluster-slave", "--cluster-master-id", master_id,
+                ],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )  # fmt: skip
+        if secondaries:
 
-        def cluster_ok() -> bool:
-            for node in nodes:
-                client = redis.Redis(port=node.port, socket_timeout=1)
-                try:
-                    if client.cluster("info").get("cluster_state") != "ok":
+            def replicas_in_sync() -> bool:
+                for secondary in secondaries:
+                    client = redis.Redis(port=secondary.port, socket_timeout=1)
+                    try:
+                        info = client.info("replication")
+                    finally:
+                        client.close()
+                    if info["role"] != "slave" or info.get("master_link_status") != "up":
                         return False
-                finally:
-                    client.close()
-            return True
+                return _cluster_ok(nodes)
 
-        _wait("the cluster to be ok on every node", cluster_ok, 30)
-        yield Cluster(nodes)
+            _wait("every replica to be in sync", replicas_in_sync, 30)
+        yield Cluster(primaries, secondaries)

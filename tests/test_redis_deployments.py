@@ -5,7 +5,9 @@ Every deployment is made of real ``redis-server`` processes on free loopback por
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -20,7 +22,16 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from backend_kit import ConfigError, RedisCache, cached, load_settings
+from backend_kit import (
+    CircuitBreaker,
+    CircuitOpenError,
+    ConfigError,
+    RedisCache,
+    cached,
+    circuit_breaker,
+    load_settings,
+)
+from backend_kit._cache._keys import function_name
 from backend_kit._redis_clients import parse_redis_url, redis_client
 from backend_kit.health import (
     CheckResult,
@@ -519,6 +530,239 @@ def test_async_calls_and_a_forked_child_on_the_cluster(cluster: Cluster) -> None
     assert cache.fallbacks == 0
     cache.clear()
     cache.close()
+
+
+_BREAKER_WORKER = textwrap.dedent(
+    """
+    import json, sys
+    import backend_kit
+    from backend_kit import CircuitOpenError
+    name, url, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+    breaker = backend_kit.circuit_breaker(
+        name, failures=3, failure_ratio=0.9, recovery_timeout=1.0, redis_url=url,
+        sync_interval=0.05,
+    )
+    outcomes = []
+    for _ in range(5):
+        try:
+            with breaker:
+                if mode == "fail":
+                    raise ConnectionError("dependency down")
+            outcomes.append("ok")
+        except ConnectionError:
+            outcomes.append("failed")
+        except CircuitOpenError:
+            outcomes.append("open")
+    print(json.dumps({"outcomes": outcomes, "state": breaker.state}))
+    """
+)
+
+
+def _breaker_in_another_process(name: str, url: str, mode: str) -> dict[str, object]:
+    finished = subprocess.run(
+        [sys.executable, "-c", _BREAKER_WORKER, name, url, mode],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    # The last line: the transitions are logged to stdout before it.
+    report: dict[str, object] = json.loads(finished.stdout.splitlines()[-1])
+    return report
+
+
+def test_a_circuit_breaker_shared_on_the_cluster(cluster: Cluster) -> None:
+    # The breaker swallows Redis errors (calls go through while its state is out of
+    # reach), so a script refused by the cluster (CROSSSLOT, a key on another node)
+    # would show here as a circuit that never opens.
+    name = f"bk-cluster-{uuid.uuid4().hex[:8]}"
+
+    def breaker() -> CircuitBreaker:
+        # Each instance has a client of its own.
+        return circuit_breaker(
+            name,
+            failures=3,
+            failure_ratio=0.9,  # the failure window is a second key of the scripts
+            recovery_timeout=1.0,
+            redis_url=cluster.url,
+            sync_interval=0.05,
+        )
+
+    here, also_here = breaker(), breaker()
+    client = RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port, socket_timeout=2)
+    state_key = f"backend_kit:circuit:{{{name}}}:state"
+    window_key = f"backend_kit:circuit:{{{name}}}:window"
+    try:
+        with here:
+            pass  # counted in the failure window
+        assert client.keyslot(state_key) == client.keyslot(window_key)
+        assert client.exists(window_key) == 1
+        # Another process's failures open the circuit ...
+        other = _breaker_in_another_process(name, cluster.url, "fail")
+        assert other == {"outcomes": ["failed"] * 3 + ["open"] * 2, "state": "open"}
+        assert client.hget(state_key, "state") == b"open"
+        # ... for both instances here: they fail fast without calling.
+        time.sleep(0.1)
+        called: list[str] = []
+        for instance in (here, also_here):
+            with pytest.raises(CircuitOpenError), instance:
+                called.append("called")
+        assert called == []
+        # Half-open: one probe at a time across the instances; a failed probe opens
+        # the circuit again for everyone.
+        time.sleep(1.1)
+        here.allow()
+        with pytest.raises(CircuitOpenError):
+            also_here.allow()
+        here.record(False)
+        time.sleep(0.1)
+        with pytest.raises(CircuitOpenError):
+            also_here.allow()
+        # The next probe succeeds: closed for this process and the other one.
+        time.sleep(1.1)
+        with also_here:
+            called.append("probe")
+        assert called == ["probe"]
+        time.sleep(0.1)
+        assert (here.state, also_here.state) == ("closed", "closed")
+        again = _breaker_in_another_process(name, cluster.url, "ok")
+        assert again == {"outcomes": ["ok"] * 5, "state": "closed"}
+        # The state lives on the node that owns its slot; the others redirect.
+        holders = []
+        for node in cluster.nodes:
+            with redis.Redis(port=node.port, socket_timeout=2) as node_client:
+                try:
+                    if node_client.exists(state_key):
+                        holders.append(node.port)
+                except redis.exceptions.MovedError:
+                    pass
+        owner = client.nodes_manager.get_node_from_slot(client.keyslot(state_key))
+        assert holders == [owner.port]
+    finally:
+        here.reset()
+    assert client.exists(state_key, window_key) == 0  # reset() deletes both
+    client.close()
+
+
+def test_every_script_touches_only_the_keys_it_declares() -> None:
+    # Redis Cluster routes a script by its declared keys: a key named any other way
+    # (built inside the script, or passed in ARGV) may live on another node.
+    from backend_kit import _breaker
+    from backend_kit._cache import _redis as cache_redis
+
+    scripts = {
+        "breaker allow": _breaker._ALLOW_SCRIPT,
+        "breaker record": _breaker._RECORD_SCRIPT,
+        "cache release": cache_redis._RELEASE,
+        "cache set if version": cache_redis._SET_IF_VERSION,
+    }
+    for label, script in scripts.items():
+        calls = re.findall(r"redis\.call\('(\w+)'(?:, ([^,)]+))?", script)
+        assert calls, label
+        for command, first_argument in calls:
+            if command == "TIME":
+                continue
+            assert re.fullmatch(r"KEYS\[\d\]", first_argument), (label, command, first_argument)
+
+
+def test_cluster_failover_keeps_cached_calls_answering() -> None:
+    with redis_cluster(replicas=True) as made:
+        cache = RedisCache(made.url, prefix="bk-cluster-failover:", timeout=0.3, probe_interval=0.2)
+        keys = range(24)
+        loads: list[tuple[float, int]] = []
+        loads_lock = threading.Lock()
+
+        @cached(ttl=300, cache=cache)
+        def price(item: int) -> int:
+            with loads_lock:
+                loads.append((time.monotonic(), item))
+            time.sleep(0.01)
+            return item * 10
+
+        assert [price(item) for item in keys] == [item * 10 for item in keys]
+        client = cache.client
+        assert isinstance(client, RedisCluster)
+        victim, heir = made.nodes[0], made.replicas[0]
+
+        def owner(key: str) -> int:
+            slot = client.keyslot(cache._key("default", key))
+            return int(client.nodes_manager.get_node_from_slot(slot).port)
+
+        on_victim = [
+            item for item in keys if owner(f"{function_name(price)}:[{item}]") == victim.port
+        ]
+        assert on_victim  # some of the keys live on the master that is killed
+        with redis.Redis(port=victim.port, socket_timeout=5) as master:
+            assert master.execute_command("WAIT", 1, 5000) == 1  # the replica has them
+
+        errors: list[BaseException] = []
+        answered = [0]
+        stop = threading.Event()
+
+        def call_in_a_loop() -> None:
+            deadline = time.monotonic() + 60
+            while not stop.is_set() and time.monotonic() < deadline:
+                for item in keys:
+                    try:
+                        assert price(item) == item * 10
+                        answered[0] += 1
+                    except BaseException as exc:  # counted, never swallowed
+                        errors.append(exc)
+                time.sleep(0.002)
+
+        threads = [threading.Thread(target=call_in_a_loop) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        try:
+            time.sleep(0.5)
+            killed_at = time.monotonic()
+            victim.kill()
+            promoted_at = None
+            deadline = killed_at + 30
+            while time.monotonic() < deadline and promoted_at is None:
+                if made.role_of(heir) == "master":
+                    promoted_at = time.monotonic()
+                time.sleep(0.02)
+            assert promoted_at is not None, "the cluster did not promote the replica in 30 s"
+            # Back on Redis: a key of the lost master, deleted and loaded again through
+            # the cache, is gone from then back on the promoted replica (which had
+            # every value before the kill).
+            back_at = None
+            probe_key = f"{function_name(price)}:[{on_victim[0]}]"
+            full_key = cache._key("default", probe_key)
+            with redis.Redis(port=heir.port, socket_timeout=2) as promoted:
+                while time.monotonic() < deadline and back_at is None:
+                    cache.delete(probe_key)
+                    if promoted.exists(full_key) == 0:
+                        assert price(on_victim[0]) == on_victim[0] * 10
+                        if promoted.exists(full_key) == 1:
+                            back_at = time.monotonic()
+                    time.sleep(0.05)
+            assert back_at is not None, "the cache did not reach the promoted replica in 30 s"
+            time.sleep(1.0)  # calls keep going against the new layout
+            settled_at = time.monotonic()
+            time.sleep(1.0)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=30)
+        during = [item for at, item in loads if killed_at <= at <= back_at]
+        settled = [item for at, item in loads if at > settled_at]
+        print(
+            f"\ncluster failover: replica promoted after {promoted_at - killed_at:.2f} s, "
+            f"cache on the promoted replica after {back_at - killed_at:.2f} s, "
+            f"{answered[0]} cached calls, {len(errors)} errors, {len(during)} loads during "
+            f"the switch ({len(set(during))} keys), {len(settled)} once settled, "
+            f"{cache.fallbacks} fallbacks"
+        )
+        assert errors == []
+        assert answered[0] > 0
+        assert cache.fallbacks > 0  # the memory tier answered during the switch
+        # Loads are bounded by the switches between Redis and the memory tier (each
+        # drops the tier), never one per call.
+        assert len(during) < answered[0] / 10
+        assert settled == []  # every key is back in Redis
+        cache.close()
 
 
 def test_health_checks_ping_every_primary_of_the_cluster(cluster: Cluster) -> None:

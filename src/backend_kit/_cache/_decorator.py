@@ -394,7 +394,12 @@ def cached(
                 else:
                     cache_key = make_key(args, kwargs)
                 value = backend._read(cache_key, space)
-                if value is not MISS and stale_ttl is None and backend._breaker is None:
+                breaker = backend._breaker
+                if (
+                    value is not MISS
+                    and stale_ttl is None
+                    and (breaker is None or not breaker._failures)  # not from a fallback
+                ):
                     next(stats.hits)  # read_outcome's first answer, inlined for the hit
                     if _metric_hooks.recorder is not None:
                         observe("hit")

@@ -16,6 +16,7 @@ import zlib
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, TypeVar, cast
 
+import orjson
 import structlog
 
 from backend_kit._forksafe import reset_in_child
@@ -32,7 +33,7 @@ from ._backend import MISS, CacheBackend, check_namespace
 from ._breaker import CircuitBreaker
 from ._flight import BUSY
 from ._memory import MemoryCache
-from ._serialize import SignatureMismatch, ValueCodec
+from ._serialize import JSON_TAG, SignatureMismatch, ValueCodec
 
 if TYPE_CHECKING:
     import redis
@@ -81,6 +82,7 @@ _TAG_END = re.compile(r"\|[0-9a-f]\}[:#]")
 #: How many hash slots (at most) the keys of one namespace spread over.
 TAGS_PER_NAMESPACE: Final = 16
 _crc32 = zlib.crc32
+_json_loads = orjson.loads
 _FIRST_POLL = 0.005
 _MAX_POLL = 0.05
 
@@ -202,6 +204,9 @@ class RedisCache(CacheBackend):
         self._codec = ValueCodec(
             serializer, signing_key, signing_key_fallbacks, variable_prefix=variable_prefix
         )
+        # In JSON mode a hit decodes the value itself (what `ValueCodec.loads_checked`
+        # does for a JSON value, without its calls); anything else goes through `_decode`.
+        self._json_values = serializer == "json"
         self._mismatches = _MismatchLog(warn_interval, variable_prefix)
         self._target = parse_redis_url(url, tls_defaults=tls_options)
         self._display_url = self._target.display
@@ -450,22 +455,31 @@ class RedisCache(CacheBackend):
         if raw is None:
             return MISS
         # The clients are created without decode_responses, so replies are bytes.
+        if self._json_values and raw[:1] == JSON_TAG:
+            return _json_loads(raw[1:])
         return self._decode(full_key, raw)  # type: ignore[arg-type]
 
     async def _aread(self, key: str, namespace: str) -> Any:
-        if not self.breaker.allow():
+        # `_read`'s shortcuts: the breaker asked only when it is not closed.
+        breaker = self.breaker
+        if breaker._next_probe and not breaker.allow():
             return self._fallback_read(key, namespace)
-        full_key = self._key(namespace, key)
+        full_key = f"{self.prefix}{{{namespace}|{_crc32(key.encode()) & 15:x}}}:{key}"
         try:
             client = self._async_clients.get(asyncio.get_running_loop())
             if client is None:
                 client = await self._aclient()
             raw = await client.get(full_key)
         except self._errors as exc:
-            self.breaker.failure(exc)
+            breaker.failure(exc)
             return self._fallback_read(key, namespace)
-        self.breaker.success()
-        return self._decode(full_key, cast("bytes | None", raw))
+        if breaker._failures:
+            breaker.success()
+        if raw is None:
+            return MISS
+        if self._json_values and raw[:1] == JSON_TAG:
+            return _json_loads(raw[1:])
+        return self._decode(full_key, cast("bytes", raw))
 
     def _write(self, key: str, namespace: str, value: Any, ttl: float) -> None:
         self._run(self._write_flow(key, namespace, value, ttl))

@@ -10,9 +10,11 @@ from typing import Any, Literal
 
 import orjson
 
-__all__ = ["SignatureMismatch", "ValueCodec"]
+__all__ = ["JSON_TAG", "SignatureMismatch", "ValueCodec"]
 
-_JSON = b"j"
+#: The first byte of a JSON value; the rest is the JSON text.
+JSON_TAG = b"j"
+_JSON = JSON_TAG
 _PICKLE = b"p"
 _DIGEST = hashlib.sha256
 _DIGEST_SIZE = _DIGEST().digest_size
