@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from random import getrandbits as _random_bits
 from typing import NamedTuple
 
 __all__ = [
@@ -76,8 +77,10 @@ class TraceContext(NamedTuple):
 
 def new_span_id() -> str:
     """A fresh random span id: 16 lowercase hex digits, never all zeros."""
-    span_id = os.urandom(8).hex()
-    return span_id if span_id != _ZERO_SPAN else new_span_id()
+    # An id needs to be unique, not secret: the module's generator (reseeded in a forked
+    # child, as OpenTelemetry's id generator relies on too) costs no system call.
+    span_id = _random_bits(64)
+    return f"{span_id:016x}" if span_id else new_span_id()
 
 
 def _new_trace_id() -> str:
