@@ -360,13 +360,17 @@ class _Outbound:
             try:
                 response = send(request, **kwargs)
             except self.transient as error:
-                failure: _AttemptFailed | None = self.judge_error(state, retryable, 1, error)
+                failure = self.judge_error(state, retryable, 1, error)
             else:
-                failure = self.judge_response(state, retryable, 1, response)
-                if failure is None:
-                    self.finish(method, url, started, 1, response.status_code, None)
+                status = response.status_code
+                if status not in RETRY_STATUSES:  # the answer (judge_response, inlined)
+                    if breaker is not None:
+                        breaker.record(status < 500)
+                    self.finish(method, url, started, 1, status, None)
                     return response
-            assert failure is not None
+                judged = self.judge_response(state, retryable, 1, response)
+                assert judged is not None  # a status that is retried is never the answer
+                failure = judged
             retries = _Retries(self, state, retryable, started, failure)
             with _reraise_original():
                 response = retries.run(send, request, kwargs)
@@ -397,13 +401,17 @@ class _Outbound:
             try:
                 response = await send(request)
             except self.transient as error:
-                failure: _AttemptFailed | None = self.judge_error(state, retryable, 1, error)
+                failure = self.judge_error(state, retryable, 1, error)
             else:
-                failure = self.judge_response(state, retryable, 1, response)
-                if failure is None:
-                    self.finish(method, url, started, 1, response.status_code, None)
+                status = response.status_code
+                if status not in RETRY_STATUSES:  # the answer (judge_response, inlined)
+                    if breaker is not None:
+                        breaker.record(status < 500)
+                    self.finish(method, url, started, 1, status, None)
                     return response
-            assert failure is not None
+                judged = self.judge_response(state, retryable, 1, response)
+                assert judged is not None  # a status that is retried is never the answer
+                failure = judged
             retries = _Retries(self, state, retryable, started, failure)
             with _reraise_original():
                 response = await retries.run_async(send, request)
