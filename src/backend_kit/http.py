@@ -29,7 +29,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterator, MutableMapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from . import _metric_hooks
 from ._active import get_redactor
@@ -64,6 +64,10 @@ RETRY_STATUSES: frozenset[int] = frozenset({429, 502, 503, 504})
 _REQUEST_ID_HEADER = "X-Request-ID"
 _LOGGER_NAME = "backend_kit.http"
 _NO_HEADERS: frozenset[str] = frozenset()
+# The headers looked for on a request, lower-cased, as text (requests) and bytes (httpx).
+_HeaderNames: TypeAlias = "tuple[str, str, str, str] | tuple[bytes, bytes, bytes, bytes]"
+_TEXT_NAMES = (TRACEPARENT_HEADER, TRACESTATE_HEADER, "x-request-id", "idempotency-key")
+_BYTES_NAMES = (b"traceparent", b"tracestate", b"x-request-id", b"idempotency-key")
 # Retries a host may always get per window, so a quiet service can still retry at all.
 _BUDGET_FLOOR = 3
 
@@ -321,22 +325,24 @@ class _Outbound:
         method: str,
         state: _HostState,
         headers: MutableMapping[str, Any],
-        present: Collection[str],
+        present: Collection[Any],
+        names: _HeaderNames,
     ) -> bool:
-        """Add the propagation headers the caller did not set (*present*: the names
-        already there, lower-cased) and count the call in the host's budget; True when
-        the call may be retried."""
+        """Add the propagation headers the caller did not set and count the call in the
+        host's budget; True when the call may be retried. *present* holds the names
+        already on the request, lower-cased, in the type of *names* (the lower-cased
+        ``traceparent``, ``tracestate``, ``x-request-id``, ``idempotency-key``)."""
         trace = current_trace() or new_trace()
         # A header set by the caller (or an instrumentation's traceparent) wins.
-        if TRACEPARENT_HEADER not in present:
+        if names[0] not in present:
             headers[TRACEPARENT_HEADER] = child_traceparent(trace)
-        if trace.tracestate and TRACESTATE_HEADER not in present:
+        if trace.tracestate and names[1] not in present:
             headers[TRACESTATE_HEADER] = trace.tracestate
         request_id = current_request_id()
-        if request_id is not None and "x-request-id" not in present:
+        if request_id is not None and names[2] not in present:
             headers[_REQUEST_ID_HEADER] = request_id
         state.budget.record_request()
-        return method in self.retry_methods or "idempotency-key" in present
+        return method in self.retry_methods or names[3] in present
 
     # -- the attempts ---------------------------------------------------------------
 
@@ -655,8 +661,9 @@ def _httpx_transport_classes() -> tuple[type[Any], type[Any]]:
             key, _host_key(url.scheme, url.host, url.port)
         )
         headers = request.headers
-        # httpx keeps header names lower-cased: its keys() are what the caller set.
-        retryable = outbound.prepare(request.method, state, headers, headers.keys())
+        # The raw names: keys() would first work out the headers' text encoding.
+        present = {name.lower() for name, _ in headers.raw}
+        retryable = outbound.prepare(request.method, state, headers, present, _BYTES_NAMES)
         return str(url), state, retryable
 
     class KitTransport(httpx.BaseTransport):
@@ -861,7 +868,7 @@ def session(
             state = outbound.hosts.get(origin) or outbound.add_host(origin, _requests_host(url))
             headers = request.headers
             present = {name.lower() for name in headers} if headers else _NO_HEADERS
-            retryable = outbound.prepare(method, state, headers, present)
+            retryable = outbound.prepare(method, state, headers, present, _TEXT_NAMES)
             response: requests.Response = outbound.send(
                 super().send, request, kwargs, method, url, state, retryable, started
             )
