@@ -484,7 +484,7 @@ class _Outbound:
             if "?" in url or "@" in url:
                 url = _redactor().redact_text(url)
             duration_ms = round((time.perf_counter() - started) * 1000.0, 3)
-            log = _log if _log is not None else _logger()
+            log = _logger()
             if error is None:
                 emit = log.warning if status is not None and status >= 500 else log.info
                 emit(
@@ -598,16 +598,21 @@ class _Retries:
 
 
 _log: Any = None
+_kit_logging: Any = None  # backend_kit._logging, imported on first use
 
 
 def _logger() -> Any:
-    """The ``backend_kit.http`` logger: the kit's own (no lookup of the configuration
-    per call) once its logging is configured, structlog's until then."""
-    global _log
-    from ._logging import get_logger, is_logging_configured
+    """The ``backend_kit.http`` logger: the kit's own (which needs no lookup of the
+    configuration per call) while the kit's logging is configured, structlog's
+    otherwise, so an application's own structlog configuration is followed."""
+    global _log, _kit_logging
+    if _kit_logging is None:
+        from . import _logging
 
-    if is_logging_configured():
-        _log = get_logger(_LOGGER_NAME)
+        _kit_logging = _logging
+    if _kit_logging.is_logging_configured():
+        if _log is None:
+            _log = _kit_logging.get_logger(_LOGGER_NAME)
         return _log
     import structlog
 
