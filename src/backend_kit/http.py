@@ -260,9 +260,10 @@ _MAX_REMEMBERED_HOSTS = 1024
 class _Outbound:
     """What one client, async client or session applies to each of its calls.
 
-    The transports only translate: `prepare` adds the headers and finds the host's
-    state, `send` (or `send_async`) makes the attempts and writes the event. The first
-    attempt runs inline; the retry machinery is set up only after a failure."""
+    The transports only translate: they find the host's state in `hosts` (`add_host`
+    the first time), `prepare` adds the headers, `send` (or `send_async`) makes the
+    attempts and writes the event. The first attempt runs inline; the retry machinery
+    is set up only after a failure."""
 
     __slots__ = (
         "__weakref__",
