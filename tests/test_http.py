@@ -315,3 +315,34 @@ def test_health_check_uses_the_same_client() -> None:
         # One request per run: a health check reports the state it finds, no retries.
         assert len(server.received) == 2
         assert "traceparent" in server.received[0][1]
+
+
+def test_a_client_without_a_breaker_leaves_the_default_breaker_to_the_others() -> None:
+    stream = _logs()
+    settings = load_settings(http_breaker_failures=2, http_retry_attempts=1)
+    with upstream(default=502) as server:
+        # The first client to call the host has no breaker; the next ones still get
+        # the host's breaker (the choice is per client, the host's state is shared).
+        with http.client(settings=settings, breaker=False) as unguarded:
+            for _ in range(3):
+                assert unguarded.get(server.url + "/x").status_code == 502
+        with http.client(settings=settings) as guarded, http.client(settings=settings) as other:
+            for _ in range(2):
+                assert guarded.get(server.url + "/x").status_code == 502
+            with pytest.raises(CircuitOpenError):
+                other.get(server.url + "/x")
+        assert len(server.received) == 5
+    events = [line["event"] for line in _lines(stream)]
+    assert events.count("http_request") == 6
+    assert events.count("circuit_state_changed") == 1
+
+
+def test_session_adapter_takes_positional_arguments_too() -> None:
+    _logs()
+    with upstream() as server:
+        session = http.session(breaker=False)
+        prepared = session.prepare_request(requests.Request("GET", server.url + "/p"))
+        response = session.get_adapter(prepared.url).send(prepared, False, (2.0, 2.0))
+        assert response.status_code == 200
+        assert len(server.received) == 1
+        assert "traceparent" in server.received[0][1]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from random import getrandbits as _random_bits
 from typing import NamedTuple
 
 __all__ = [
@@ -76,8 +77,10 @@ class TraceContext(NamedTuple):
 
 def new_span_id() -> str:
     """A fresh random span id: 16 lowercase hex digits, never all zeros."""
-    span_id = os.urandom(8).hex()
-    return span_id if span_id != _ZERO_SPAN else new_span_id()
+    # An id needs to be unique, not secret: the module's generator (reseeded in a forked
+    # child, as OpenTelemetry's id generator relies on too) costs no system call.
+    span_id = _random_bits(64)
+    return f"{span_id:016x}" if span_id else new_span_id()
 
 
 def _new_trace_id() -> str:
@@ -172,9 +175,13 @@ def child_traceparent(trace: TraceContext) -> str:
     """A ``traceparent`` for an outbound call made inside *trace*: the same trace id and
     flags, and a new span id for the call. When an OpenTelemetry span is active, its
     trace is the one continued."""
-    ids = otel_span_ids()
+    # One dict lookup when the application never imported OpenTelemetry.
+    ids = otel_span_ids() if "opentelemetry.trace" in sys.modules else None
     trace_id, flags = (ids[0], ids[2]) if ids is not None else (trace.trace_id, trace.flags)
-    return f"00-{trace_id}-{new_span_id()}-{flags}"
+    span_id = _random_bits(64)
+    if not span_id:  # all zeros is not a valid span id
+        return child_traceparent(trace)
+    return f"00-{trace_id}-{span_id:016x}-{flags}"
 
 
 def otel_span_ids() -> tuple[str, str, str] | None:

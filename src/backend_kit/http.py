@@ -26,9 +26,10 @@ import email.utils
 import math
 import threading
 import time
-from collections.abc import Collection, Iterator, MutableMapping
+import weakref
+from collections.abc import Awaitable, Callable, Collection, Iterator, MutableMapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from . import _metric_hooks
 from ._active import get_redactor
@@ -36,7 +37,7 @@ from ._breaker import CircuitBreaker, CircuitOpenError, circuit_breaker, forget_
 from ._context import current_request_id, current_trace
 from ._forksafe import after_fork_in_child
 from ._redact import Redactor
-from ._retry import RetryingBlock, RetryPolicy
+from ._retry import RetryPolicy, _Run
 from ._trace import TRACEPARENT_HEADER, TRACESTATE_HEADER, child_traceparent, new_trace
 
 if TYPE_CHECKING:
@@ -63,6 +64,10 @@ RETRY_STATUSES: frozenset[int] = frozenset({429, 502, 503, 504})
 _REQUEST_ID_HEADER = "X-Request-ID"
 _LOGGER_NAME = "backend_kit.http"
 _NO_HEADERS: frozenset[str] = frozenset()
+# The headers looked for on a request, lower-cased, as text (requests) and bytes (httpx).
+_HeaderNames: TypeAlias = "tuple[str, str, str, str] | tuple[bytes, bytes, bytes, bytes]"
+_TEXT_NAMES = (TRACEPARENT_HEADER, TRACESTATE_HEADER, "x-request-id", "idempotency-key")
+_BYTES_NAMES = (b"traceparent", b"tracestate", b"x-request-id", b"idempotency-key")
 # Retries a host may always get per window, so a quiet service can still retry at all.
 _BUDGET_FLOOR = 3
 
@@ -137,6 +142,9 @@ class RetryBudget:
 
 
 class _HostState:
+    """What one client applies to one host: the host's retry budget (shared by every
+    client of the process) and the breaker chosen for it."""
+
     __slots__ = ("breaker", "budget")
 
     def __init__(self, breaker: CircuitBreaker | None, budget: RetryBudget) -> None:
@@ -144,38 +152,42 @@ class _HostState:
         self.budget = budget
 
 
-_hosts: dict[tuple[str, int | None], _HostState] = {}
+# One retry budget per host, and one default breaker per host, for the whole process.
+_budgets: dict[str, RetryBudget] = {}
+_default_breakers: dict[str, CircuitBreaker] = {}
 _hosts_lock = threading.Lock()
+# Every client's own table of hosts, emptied with the process-wide ones.
+_outbounds: weakref.WeakSet[_Outbound] = weakref.WeakSet()
 
 
 def _host_state(host: str, breaker: CircuitBreaker | bool | None, settings: Settings) -> _HostState:
-    key = (host, id(breaker) if isinstance(breaker, CircuitBreaker) else None)
-    state = _hosts.get(key)
-    if state is not None:
-        return state
     with _hosts_lock:
-        state = _hosts.get(key)
-        if state is None:
-            if breaker is False:
-                chosen: CircuitBreaker | None = None
-            elif isinstance(breaker, CircuitBreaker):
-                chosen = breaker
-            else:
-                chosen = circuit_breaker(
+        budget = _budgets.get(host)
+        if budget is None:
+            budget = _budgets[host] = RetryBudget(
+                host, settings.http_retry_budget, settings.http_retry_budget_window
+            )
+        if breaker is False:
+            chosen: CircuitBreaker | None = None
+        elif isinstance(breaker, CircuitBreaker):
+            chosen = breaker
+        else:
+            chosen = _default_breakers.get(host)
+            if chosen is None:
+                chosen = _default_breakers[host] = circuit_breaker(
                     f"http:{host}",
                     failures=settings.http_breaker_failures,
                     recovery_timeout=settings.http_breaker_recovery_timeout,
                 )
-            budget = RetryBudget(
-                host, settings.http_retry_budget, settings.http_retry_budget_window
-            )
-            state = _hosts[key] = _HostState(chosen, budget)
-    return state
+    return _HostState(chosen, budget)
 
 
 def _forget_hosts() -> None:
     with _hosts_lock:
-        _hosts.clear()
+        _budgets.clear()
+        _default_breakers.clear()
+        for outbound in list(_outbounds):
+            outbound.forget_hosts()
 
 
 forget_hooks.append(_forget_hosts)
@@ -185,8 +197,8 @@ forget_hooks.append(_forget_hosts)
 def _reset_after_fork() -> None:
     global _hosts_lock
     _hosts_lock = threading.Lock()
-    for state in _hosts.values():
-        state.budget._reset_after_fork()
+    for budget in _budgets.values():
+        budget._reset_after_fork()
 
 
 # -- one call: headers, attempts, decisions, the event ---------------------------------
@@ -240,8 +252,29 @@ def _retry_after(value: str | None, now: float | None = None) -> float | None:
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+# Hosts one client remembers before it starts its table again (a client calling
+# an unbounded set of hosts must not grow without limit).
+_MAX_REMEMBERED_HOSTS = 1024
+
+
 class _Outbound:
-    """What one client, async client or session applies to each of its calls."""
+    """What one client, async client or session applies to each of its calls.
+
+    The transports only translate: they find the host's state in `hosts` (`add_host`
+    the first time), `prepare` adds the headers, `send` (or `send_async`) makes the
+    attempts and writes the event. The first attempt runs inline; the retry machinery
+    is set up only after a failure."""
+
+    __slots__ = (
+        "__weakref__",
+        "breaker",
+        "hosts",
+        "never_sent",
+        "policy",
+        "retry_methods",
+        "settings",
+        "transient",
+    )
 
     def __init__(
         self,
@@ -249,6 +282,8 @@ class _Outbound:
         retry_methods: Collection[str] | None,
         breaker: CircuitBreaker | bool | None,
         attempts: int | None,
+        transient: tuple[type[BaseException], ...],
+        never_sent: Callable[[BaseException], bool],
     ) -> None:
         self.settings = settings
         self.retry_methods = (
@@ -265,28 +300,144 @@ class _Outbound:
             wait_max=5.0,
             wait_jitter=0.2,
         )
+        # The errors worth a retry, and which of them say the request never left.
+        self.transient = transient
+        self.never_sent = never_sent
+        # Keyed by what the transport reads cheaply off the URL (see the transports).
+        self.hosts: dict[Any, _HostState] = {}
+        with _hosts_lock:
+            _outbounds.add(self)
 
-    def begin(
-        self, method: str, host: str, headers: MutableMapping[str, Any]
-    ) -> tuple[_HostState, bool]:
-        # One pass over the names: a header lookup in httpx or requests is not cheap.
-        present = {name.lower() for name in headers} if headers else _NO_HEADERS
-        for name, value in _outbound_headers().items():
-            if name.lower() not in present:  # a header set by the caller (or an
-                headers[name] = value  # instrumentation's traceparent) wins
+    def forget_hosts(self) -> None:
+        self.hosts = {}
+
+    def add_host(self, key: Any, host: str) -> _HostState:
+        """Remember the state of *host* (``host`` or ``host:port``) under the key a
+        transport reads off its URLs (``hosts.get(key)`` finds it from then on)."""
         state = _host_state(host, self.breaker, self.settings)
-        state.budget.record_request()
-        retryable = method.upper() in self.retry_methods or "idempotency-key" in present
-        return state, retryable
+        hosts = self.hosts
+        if len(hosts) >= _MAX_REMEMBERED_HOSTS:
+            hosts = self.hosts = {}
+        hosts[key] = state
+        return state
 
-    def judge_response(
+    def prepare(
         self,
+        method: str,
+        state: _HostState,
+        headers: MutableMapping[str, Any],
+        present: Collection[Any],
+        names: _HeaderNames,
+    ) -> bool:
+        """Add the propagation headers the caller did not set and count the call in the
+        host's budget; True when the call may be retried. *present* holds the names
+        already on the request, lower-cased, in the type of *names* (the lower-cased
+        ``traceparent``, ``tracestate``, ``x-request-id``, ``idempotency-key``)."""
+        trace = current_trace() or new_trace()
+        # A header set by the caller (or an instrumentation's traceparent) wins.
+        if names[0] not in present:
+            headers[TRACEPARENT_HEADER] = child_traceparent(trace)
+        if trace.tracestate and names[1] not in present:
+            headers[TRACESTATE_HEADER] = trace.tracestate
+        request_id = current_request_id()
+        if request_id is not None and names[2] not in present:
+            headers[_REQUEST_ID_HEADER] = request_id
+        state.budget.record_request()
+        return method in self.retry_methods or names[3] in present
+
+    # -- the attempts ---------------------------------------------------------------
+
+    def send(
+        self,
+        send: Callable[..., Any],
+        request: Any,
+        kwargs: dict[str, Any],
+        method: str,
+        url: str,
         state: _HostState,
         retryable: bool,
-        attempt: int,
-        response: Any,
+        started: float,
+    ) -> Any:
+        """``send(request, **kwargs)`` with the breaker, the retries and the event."""
+        retries: _Retries | None = None
+        try:
+            breaker = state.breaker
+            if breaker is not None:
+                breaker.allow()
+            try:
+                response = send(request, **kwargs)
+            except self.transient as error:
+                failure = self.judge_error(state, retryable, 1, error)
+            else:
+                status = response.status_code
+                if status not in RETRY_STATUSES:  # the answer (judge_response, inlined)
+                    if breaker is not None:
+                        breaker.record(status < 500)
+                    self.finish(method, url, started, 1, status, None)
+                    return response
+                judged = self.judge_response(state, retryable, 1, response)
+                assert judged is not None  # a status that is retried is never the answer
+                failure = judged
+            retries = _Retries(self, state, retryable, started, failure)
+            with _reraise_original():
+                response = retries.run(send, request, kwargs)
+        except BaseException as error:
+            self.finish(
+                method, url, started, 1 if retries is None else retries.attempts, None, error
+            )
+            raise
+        self.finish(method, url, started, retries.attempts, response.status_code, None)
+        return response
+
+    async def send_async(
+        self,
+        send: Callable[[Any], Awaitable[Any]],
+        request: Any,
+        method: str,
+        url: str,
+        state: _HostState,
+        retryable: bool,
+        started: float,
+    ) -> Any:
+        """The ``async`` counterpart of `send`."""
+        retries: _Retries | None = None
+        try:
+            breaker = state.breaker
+            if breaker is not None:
+                breaker.allow()
+            try:
+                response = await send(request)
+            except self.transient as error:
+                failure = self.judge_error(state, retryable, 1, error)
+            else:
+                status = response.status_code
+                if status not in RETRY_STATUSES:  # the answer (judge_response, inlined)
+                    if breaker is not None:
+                        breaker.record(status < 500)
+                    self.finish(method, url, started, 1, status, None)
+                    return response
+                judged = self.judge_response(state, retryable, 1, response)
+                assert judged is not None  # a status that is retried is never the answer
+                failure = judged
+            retries = _Retries(self, state, retryable, started, failure)
+            with _reraise_original():
+                response = await retries.run_async(send, request)
+        except BaseException as error:
+            self.finish(
+                method, url, started, 1 if retries is None else retries.attempts, None, error
+            )
+            raise
+        self.finish(method, url, started, retries.attempts, response.status_code, None)
+        return response
+
+    # -- decisions ------------------------------------------------------------------
+
+    def judge_response(
+        self, state: _HostState, retryable: bool, attempt: int, response: Any
     ) -> _AttemptFailed | None:
-        status = response_status(response)
+        """None when *response* is the answer; else the failed attempt and whether
+        (or after how long) to retry it."""
+        status = response.status_code
         if state.breaker is not None:
             state.breaker.record(status < 500)
         if status not in RETRY_STATUSES:
@@ -299,24 +450,25 @@ class _Outbound:
         return _AttemptFailed(decision, None, response)
 
     def judge_error(
-        self,
-        state: _HostState,
-        retryable: bool,
-        attempt: int,
-        error: BaseException,
-        transient: bool,
+        self, state: _HostState, retryable: bool, attempt: int, error: BaseException
     ) -> _AttemptFailed:
+        """The failed attempt for a transient *error*: retried when the method allows
+        it or when the request never left."""
         if state.breaker is not None:
-            state.breaker.record(not transient)
-        decision = self._decide(state, retryable, attempt) if transient else False
-        return _AttemptFailed(decision, error, None)
+            state.breaker.record(False)
+        retryable = retryable or self.never_sent(error)
+        failed = _AttemptFailed(self._decide(state, retryable, attempt), error, None)
+        failed.__cause__ = error
+        return failed
 
     def _decide(self, state: _HostState, retryable: bool, attempt: int) -> bool:
         if not retryable or attempt >= self.policy._max_attempts():
             return False
         return state.budget.try_spend()
 
-    def log(
+    # -- the event ------------------------------------------------------------------
+
+    def finish(
         self,
         method: str,
         url: str,
@@ -325,41 +477,154 @@ class _Outbound:
         status: int | None,
         error: BaseException | None,
     ) -> None:
+        """Log the one ``http_request`` event. Only the URL's credentials and query
+        can hold a secret of the URL's own kind, so only such a URL goes through the
+        redaction policy here (memoised per string by the Redactor); the logging
+        pipeline still runs the whole policy over every field of the event."""
         try:
-            try:
-                redactor = get_redactor()
-            except Exception:
-                redactor = Redactor()
-            fields: dict[str, Any] = {
-                "method": method,
-                "url": redactor.redact_text(url),
-                "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000.0, 3),
-                "attempts": attempts,
-            }
+            if "?" in url or "@" in url:
+                url = _redactor().redact_text(url)
+            duration_ms = round((time.perf_counter() - started) * 1000.0, 3)
             log = _logger()
-            if error is not None:
-                fields["error_type"] = type(error).__name__
-                fields["error"] = redactor.redact_text(str(error))
-                log.warning("http_request", **fields)
-            elif status is not None and status >= 500:
-                log.warning("http_request", **fields)
-            else:
-                log.info("http_request", **fields)
+            if error is None:
+                emit = log.warning if status is not None and status >= 500 else log.info
+                emit(
+                    "http_request",
+                    method=method,
+                    url=url,
+                    status=status,
+                    duration_ms=duration_ms,
+                    attempts=attempts,
+                )
+                return
+            log.warning(
+                "http_request",
+                method=method,
+                url=url,
+                status=status,
+                duration_ms=duration_ms,
+                attempts=attempts,
+                error_type=type(error).__name__,
+                error=_redactor().redact_text(str(error)),
+            )
         except Exception:  # noqa: S110 - a log call never hurts the call it describes
             pass
 
 
+class _Retries:
+    """The attempts after a first one that failed: tenacity, set up by the call's
+    `RetryPolicy`, with the first failure replayed into it (see `backend_kit.retry`)."""
+
+    __slots__ = ("attempts", "first", "outbound", "retryable", "started", "state")
+
+    def __init__(
+        self,
+        outbound: _Outbound,
+        state: _HostState,
+        retryable: bool,
+        started: float,
+        first: _AttemptFailed,
+    ) -> None:
+        self.outbound = outbound
+        self.state = state
+        self.retryable = retryable
+        # The retry deadline counts from the first attempt, on the policy's clock.
+        self.started = time.monotonic() - (time.perf_counter() - started)
+        self.first = first
+        self.attempts = 1
+
+    def _run(self) -> _Run | None:
+        """tenacity's run, or None when the first failure is not retried."""
+        policy = self.outbound.policy
+        decision = policy._decide(self.first)
+        if decision is False or policy._max_attempts() == 1:
+            return None
+        return _Run(policy, _LOGGER_NAME, self.started, self.first, decision)
+
+    def run(self, send: Callable[..., Any], request: Any, kwargs: dict[str, Any]) -> Any:
+        outbound, state, retryable = self.outbound, self.state, self.retryable
+        response = self.first.response
+        try:
+            run = self._run()
+            if run is None:
+                raise self.first
+            for manager in run.managers():
+                with manager:
+                    number = self.attempts = self.attempts + 1
+                    if response is not None:  # the answer being retried
+                        response.close()
+                        response = None
+                    if state.breaker is not None:
+                        state.breaker.allow()
+                    try:
+                        response = send(request, **kwargs)
+                    except outbound.transient as error:
+                        raise outbound.judge_error(state, retryable, number, error) from error
+                    failed = outbound.judge_response(state, retryable, number, response)
+                    if failed is not None:
+                        raise failed
+        except _AttemptFailed as failed:
+            if failed.response is None:
+                raise
+            response = failed.response
+        return response
+
+    async def run_async(self, send: Callable[[Any], Awaitable[Any]], request: Any) -> Any:
+        outbound, state, retryable = self.outbound, self.state, self.retryable
+        response = self.first.response
+        try:
+            run = self._run()
+            if run is None:
+                raise self.first
+            async for manager in run.async_managers():
+                with manager:
+                    number = self.attempts = self.attempts + 1
+                    if response is not None:  # the answer being retried
+                        await response.aclose()
+                        response = None
+                    if state.breaker is not None:
+                        state.breaker.allow()
+                    try:
+                        response = await send(request)
+                    except outbound.transient as error:
+                        raise outbound.judge_error(state, retryable, number, error) from error
+                    failed = outbound.judge_response(state, retryable, number, response)
+                    if failed is not None:
+                        raise failed
+        except _AttemptFailed as failed:
+            if failed.response is None:
+                raise
+            response = failed.response
+        return response
+
+
 _log: Any = None
+_kit_logging: Any = None  # backend_kit._logging, imported on first use
 
 
 def _logger() -> Any:
-    global _log
-    if _log is None:
-        import structlog
+    """The ``backend_kit.http`` logger: the kit's own (which needs no lookup of the
+    configuration per call) while the kit's logging is configured, structlog's
+    otherwise, so an application's own structlog configuration is followed."""
+    global _log, _kit_logging
+    if _kit_logging is None:
+        from . import _logging
 
-        _log = structlog.get_logger(_LOGGER_NAME)
-    return _log
+        _kit_logging = _logging
+    if _kit_logging.is_logging_configured():
+        if _log is None:
+            _log = _kit_logging.get_logger(_LOGGER_NAME)
+        return _log
+    import structlog
+
+    return structlog.get_logger(_LOGGER_NAME)
+
+
+def _redactor() -> Redactor:
+    try:
+        return get_redactor()
+    except Exception:  # invalid settings must not cost the call its event
+        return Redactor()
 
 
 def _settings(settings: Settings | None) -> Settings:
@@ -394,61 +659,32 @@ def _httpx_transport_classes() -> tuple[type[Any], type[Any]]:
     except ImportError:
         raise _install_hint("httpx") from None
 
-    transient = (httpx.TransportError,)
-    not_sent = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+    def prepare(outbound: _Outbound, request: httpx.Request) -> tuple[str, _HostState, bool]:
+        url = request.url
+        # httpx drops a scheme's default port, so (host, port) names the host.
+        key = (url.host, url.port)
+        state = outbound.hosts.get(key) or outbound.add_host(
+            key, _host_key(url.scheme, url.host, url.port)
+        )
+        headers = request.headers
+        # The raw names: keys() would first work out the headers' text encoding.
+        present = {name.lower() for name, _ in headers.raw}
+        retryable = outbound.prepare(request.method, state, headers, present, _BYTES_NAMES)
+        return str(url), state, retryable
 
     class KitTransport(httpx.BaseTransport):
         def __init__(self, inner: httpx.BaseTransport, outbound: _Outbound) -> None:
             self._inner = inner
+            self._send = inner.handle_request
             self._outbound = outbound
 
         def handle_request(self, request: httpx.Request) -> httpx.Response:
-            outbound = self._outbound
             started = time.perf_counter()
-            url = request.url
-            state, retryable = outbound.begin(
-                request.method, _host_key(url.scheme, url.host, url.port), request.headers
+            outbound = self._outbound
+            url, state, retryable = prepare(outbound, request)
+            response: httpx.Response = outbound.send(
+                self._send, request, _NO_KWARGS, request.method, url, state, retryable, started
             )
-            attempts = 0
-            response: httpx.Response | None = None
-            try:
-                with _reraise_original():
-                    try:
-                        for attempt in RetryingBlock(outbound.policy, _LOGGER_NAME):
-                            with attempt:
-                                attempts += 1
-                                if response is not None:  # the answer being retried
-                                    response.close()
-                                    response = None
-                                if state.breaker is not None:
-                                    state.breaker.allow()
-                                try:
-                                    response = self._inner.handle_request(request)
-                                except transient as error:
-                                    raise outbound.judge_error(
-                                        state,
-                                        retryable or isinstance(error, not_sent),
-                                        attempts,
-                                        error,
-                                        True,
-                                    ) from error
-                                failed = outbound.judge_response(
-                                    state,
-                                    retryable,
-                                    attempts,
-                                    response,
-                                )
-                                if failed is not None:
-                                    raise failed
-                    except _AttemptFailed as failed:
-                        if failed.response is None:
-                            raise
-                        response = failed.response
-            except BaseException as error:
-                outbound.log(request.method, str(url), started, attempts, None, error)
-                raise
-            assert response is not None
-            outbound.log(request.method, str(url), started, attempts, response.status_code, None)
             return response
 
         def close(self) -> None:
@@ -457,55 +693,16 @@ def _httpx_transport_classes() -> tuple[type[Any], type[Any]]:
     class AsyncKitTransport(httpx.AsyncBaseTransport):
         def __init__(self, inner: httpx.AsyncBaseTransport, outbound: _Outbound) -> None:
             self._inner = inner
+            self._send = inner.handle_async_request
             self._outbound = outbound
 
         async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-            outbound = self._outbound
             started = time.perf_counter()
-            url = request.url
-            state, retryable = outbound.begin(
-                request.method, _host_key(url.scheme, url.host, url.port), request.headers
+            outbound = self._outbound
+            url, state, retryable = prepare(outbound, request)
+            response: httpx.Response = await outbound.send_async(
+                self._send, request, request.method, url, state, retryable, started
             )
-            attempts = 0
-            response: httpx.Response | None = None
-            try:
-                with _reraise_original():
-                    try:
-                        async for attempt in RetryingBlock(outbound.policy, _LOGGER_NAME):
-                            with attempt:
-                                attempts += 1
-                                if response is not None:  # the answer being retried
-                                    await response.aclose()
-                                    response = None
-                                if state.breaker is not None:
-                                    state.breaker.allow()
-                                try:
-                                    response = await self._inner.handle_async_request(request)
-                                except transient as error:
-                                    raise outbound.judge_error(
-                                        state,
-                                        retryable or isinstance(error, not_sent),
-                                        attempts,
-                                        error,
-                                        True,
-                                    ) from error
-                                failed = outbound.judge_response(
-                                    state,
-                                    retryable,
-                                    attempts,
-                                    response,
-                                )
-                                if failed is not None:
-                                    raise failed
-                    except _AttemptFailed as failed:
-                        if failed.response is None:
-                            raise
-                        response = failed.response
-            except BaseException as error:
-                outbound.log(request.method, str(url), started, attempts, None, error)
-                raise
-            assert response is not None
-            outbound.log(request.method, str(url), started, attempts, response.status_code, None)
             return response
 
         async def aclose(self) -> None:
@@ -514,6 +711,7 @@ def _httpx_transport_classes() -> tuple[type[Any], type[Any]]:
     return KitTransport, AsyncKitTransport
 
 
+_NO_KWARGS: dict[str, Any] = {}
 _transport_classes: tuple[type[Any], type[Any]] | None = None
 
 
@@ -522,6 +720,25 @@ def _transports() -> tuple[type[Any], type[Any]]:
     if _transport_classes is None:
         _transport_classes = _httpx_transport_classes()
     return _transport_classes
+
+
+def _httpx_outbound(
+    settings: Settings,
+    retry_methods: Collection[str] | None,
+    breaker: CircuitBreaker | bool | None,
+    attempts: int | None,
+) -> _Outbound:
+    import httpx
+
+    not_sent = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+    return _Outbound(
+        settings,
+        retry_methods,
+        breaker,
+        attempts,
+        (httpx.TransportError,),
+        lambda error: isinstance(error, not_sent),
+    )
 
 
 def _quiet_httpx_request_lines() -> None:
@@ -580,7 +797,7 @@ def client(
     inner = kwargs.pop("transport", None) or httpx.HTTPTransport()
     if kwargs.get("timeout") is None:
         kwargs["timeout"] = _httpx_timeout(active)
-    outbound = _Outbound(active, retry_methods, breaker, attempts)
+    outbound = _httpx_outbound(active, retry_methods, breaker, attempts)
     return httpx.Client(transport=kit_transport(inner, outbound), **kwargs)
 
 
@@ -601,7 +818,7 @@ def async_client(
     inner = kwargs.pop("transport", None) or httpx.AsyncHTTPTransport()
     if kwargs.get("timeout") is None:
         kwargs["timeout"] = _httpx_timeout(active)
-    outbound = _Outbound(active, retry_methods, breaker, attempts)
+    outbound = _httpx_outbound(active, retry_methods, breaker, attempts)
     return httpx.AsyncClient(transport=async_transport(inner, outbound), **kwargs)
 
 
@@ -628,68 +845,39 @@ def session(
         raise _install_hint("requests") from None
 
     active = _settings(settings)
-    outbound = _Outbound(active, retry_methods, breaker, attempts)
-    default_timeout = (active.http_connect_timeout, active.http_read_timeout)
     transient = (requests.ConnectionError, requests.Timeout)
-    not_sent = (requests.exceptions.ConnectTimeout,)
+
+    def never_sent(error: BaseException) -> bool:
+        return isinstance(error, requests.exceptions.ConnectTimeout) or (
+            isinstance(error, requests.ConnectionError)
+            and not isinstance(error, requests.ReadTimeout)
+            and _never_connected(error)
+        )
+
+    outbound = _Outbound(active, retry_methods, breaker, attempts, transient, never_sent)
+    default_timeout = (active.http_connect_timeout, active.http_read_timeout)
 
     class KitAdapter(requests.adapters.HTTPAdapter):
         def send(
             self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
         ) -> requests.Response:
+            started = time.perf_counter()
+            if args:  # requests passes them by name; a direct caller may not
+                kwargs.update(zip(_ADAPTER_SEND_ARGUMENTS, args, strict=False))
             if kwargs.get("timeout") is None:
                 kwargs["timeout"] = default_timeout
-            started = time.perf_counter()
             method = request.method or "GET"
             url = request.url or ""
-            from urllib.parse import urlsplit
-
-            parts = urlsplit(url)
-            state, retryable = outbound.begin(
-                method, _host_key(parts.scheme, parts.hostname or "", parts.port), request.headers
+            # A prepared URL is "scheme://netloc/path...": its origin names the host.
+            end = url.find("/", 8)
+            origin = url if end < 0 else url[:end]
+            state = outbound.hosts.get(origin) or outbound.add_host(origin, _requests_host(url))
+            headers = request.headers
+            present = {name.lower() for name in headers} if headers else _NO_HEADERS
+            retryable = outbound.prepare(method, state, headers, present, _TEXT_NAMES)
+            response: requests.Response = outbound.send(
+                super().send, request, kwargs, method, url, state, retryable, started
             )
-            attempts = 0
-            response: requests.Response | None = None
-            send = super().send
-            try:
-                with _reraise_original():
-                    try:
-                        for attempt in RetryingBlock(outbound.policy, _LOGGER_NAME):
-                            with attempt:
-                                attempts += 1
-                                if response is not None:  # the answer being retried
-                                    response.close()
-                                    response = None
-                                if state.breaker is not None:
-                                    state.breaker.allow()
-                                try:
-                                    response = send(request, *args, **kwargs)
-                                except transient as error:
-                                    connect_failed = isinstance(error, not_sent) or (
-                                        isinstance(error, requests.ConnectionError)
-                                        and not isinstance(error, requests.ReadTimeout)
-                                        and _never_connected(error)
-                                    )
-                                    raise outbound.judge_error(
-                                        state, retryable or connect_failed, attempts, error, True
-                                    ) from error
-                                failed = outbound.judge_response(
-                                    state,
-                                    retryable,
-                                    attempts,
-                                    response,
-                                )
-                                if failed is not None:
-                                    raise failed
-                    except _AttemptFailed as failed:
-                        if failed.response is None:
-                            raise
-                        response = failed.response
-            except BaseException as error:
-                outbound.log(method, url, started, attempts, None, error)
-                raise
-            assert response is not None
-            outbound.log(method, url, started, attempts, response.status_code, None)
             return response
 
     kit_session = requests.Session()
@@ -697,6 +885,16 @@ def session(
     kit_session.mount("http://", adapter)
     kit_session.mount("https://", adapter)
     return kit_session
+
+
+_ADAPTER_SEND_ARGUMENTS = ("stream", "timeout", "verify", "cert", "proxies")
+
+
+def _requests_host(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return _host_key(parts.scheme, parts.hostname or "", parts.port)
 
 
 def _never_connected(error: BaseException) -> bool:
