@@ -150,6 +150,8 @@ class Run(NamedTuple):
 
 
 def _wrk(port: int, duration: float, connections: int, path: str) -> tuple[int, float]:
+    if duration != int(duration) or duration < 1:
+        raise ValueError(f"wrk runs for whole seconds, not {duration:g}")
     result = subprocess.run(
         [
             "wrk",
