@@ -1,8 +1,8 @@
 """The cost of backend_kit's metrics: the same app with metrics on and off, side by side.
 
-    python benchmarks/bench_metrics.py [--requests 1500] [--repeat 11] [--rounds 14]
-                                       [--duration 1] [--scrapes 30] [--only PART]
-                                       [--json PATH]
+    python benchmarks/bench_metrics.py [--requests 1500] [--repeat 11] [--rounds 5]
+                                       [--servers 2] [--duration 1] [--scrapes 30]
+                                       [--only PART] [--json PATH]
 
 0. **Recorder.** The time one ``MetricsRecorder.request_finished`` takes (a counter and
    a histogram), in process memory and in prometheus_client's multiprocess mode (memory-
@@ -16,13 +16,15 @@
    core is left out). Target: on keeps >= 95% of off.
 2. **gunicorn.** The same Flask and Django apps under ``gunicorn -c
    python:backend_kit.gunicorn`` (one gthread worker, 2 threads, keep-alive), metrics
-   off and on (on means prometheus_client's multiprocess mode, as in production). Both
-   servers start once; after a warm-up run each, ``wrk`` (one thread, 4 connections)
-   loads them in turn for ``--duration`` seconds, ``--rounds`` rounds, every other round
-   in reverse order. The verdict compares the median round of each side, which a few
-   busy moments of a shared machine cannot move. Target: on keeps >= 95% of off. For
-   information, the workers' CPU time per request (read from ``/proc``), which other
-   processes delay but do not add to. Needs ``wrk``.
+   off and on (on means prometheus_client's multiprocess mode, as in production),
+   ``--servers`` servers a side, all with one hash seed, each started once (two
+   processes of one program differ by a few percent in speed, by their memory layout;
+   two a side halve that). After a warm-up run each, ``wrk`` (one thread, 4
+   connections) loads them in turn for ``--duration`` seconds, ``--rounds`` rounds,
+   every other round in reverse order. The verdict compares the median run of each
+   side, which a few busy moments of a shared machine cannot move. Target: on keeps
+   >= 95% of off. For information, the workers' CPU time per request (read from
+   ``/proc``), which other processes delay but do not add to. Needs ``wrk``.
 3. **Scrape.** Four workers, every route requested, so the workers' files hold at
    least 200 series; the median time of ``--scrapes`` scrapes of ``/metrics`` (a new
    connection each, as Prometheus does). Target: under 50 ms.
@@ -62,6 +64,7 @@ MIN_SERIES = 200
 TOKEN = "bench-scrape-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PARTS = ("recorder", "client", "gunicorn", "scrape")
+SIDES = ("off", "on")
 #: The app each framework serves under gunicorn; METRICS_ENABLED in the environment
 #: turns the metrics on or off.
 GUNICORN_APPS = {
@@ -207,37 +210,41 @@ def server_env(metrics: bool) -> dict[str, str]:
 
 
 def bench_gunicorn(framework: str, args: argparse.Namespace, logs: str, results: Results) -> float:
-    ports = {"off": free_port(), "on": free_port()}
+    # Names "off 1", "on 1", "off 2", ...: --servers servers a side, each started once.
+    names = [f"{variant} {number}" for number in range(1, args.servers + 1) for variant in SIDES]
     servers: dict[str, tuple[int, int]] = {}
     with ExitStack() as stack:
-        for variant, port in ports.items():
-            errors = os.path.join(logs, f"gunicorn-{framework}-{variant}.stderr")
-            env = server_env(variant == "on")
+        for name in names:
+            port = free_port()
+            errors = os.path.join(logs, f"gunicorn-{framework}-{name.replace(' ', '-')}.stderr")
+            env = server_env(name.startswith("on"))
             app = GUNICORN_APPS[framework]
             master = stack.enter_context(
                 gunicorn(app, port, errors, config="python:backend_kit.gunicorn", env=env)
             )
-            servers[variant] = (port, master)
-        if (
-            get(ports["on"], "/metrics", AUTH).status != 200
-            or get(ports["off"], "/metrics").status != 404
-        ):
-            raise RuntimeError("metrics must be served by the 'on' server only")
+            servers[name] = (port, master)
+            expected = 200 if name.startswith("on") else 404
+            if get(port, "/metrics", AUTH).status != expected:
+                raise RuntimeError("metrics must be served by the 'on' servers only")
         runs = interleaved_runs(
             servers, rounds=args.rounds, duration=args.duration, connections=4, alternate=True
         )
     print(
-        f"\ngunicorn, {framework} (1 worker, 2 threads), wrk, "
+        f"\ngunicorn, {framework} (1 worker, 2 threads), wrk, {args.servers} servers a side, "
         f"{args.rounds} interleaved rounds x {args.duration:g} s:"
     )
+    side_runs = {
+        variant: [run for name in names if name.startswith(variant) for run in runs[name]]
+        for variant in SIDES
+    }
     medians = {
-        variant: statistics.median(run.rate for run in rounds) for variant, rounds in runs.items()
+        variant: statistics.median(run.rate for run in side) for variant, side in side_runs.items()
     }
     cpu: dict[str, float | None] = {}
-    for variant, rounds in runs.items():
-        cpu_us = [run.cpu_us for run in rounds if run.cpu_us is not None]
+    for variant, side in side_runs.items():
+        cpu_us = [run.cpu_us for run in side if run.cpu_us is not None]
         cpu[variant] = statistics.median(cpu_us) if cpu_us else None
-        best = max(run.rate for run in rounds)
+        best = max(run.rate for run in side)
         worker_cpu = f", worker CPU {cpu[variant]:.0f} µs/request" if cpu[variant] else ""
         rate = f"median {medians[variant]:8.0f} req/s (best {best:.0f})"
         print(f"  {rate}{worker_cpu}  metrics {variant}")
@@ -246,7 +253,9 @@ def bench_gunicorn(framework: str, args: argparse.Namespace, logs: str, results:
         )
     ratio = medians["on"] / medians["off"]
     print(f"  ratio on / off, medians: {ratio:.3f}  (>= {THROUGHPUT_TARGET:.2f})  {verdict(ratio)}")
-    paired = sorted(on.rate / off.rate for on, off in zip(runs["on"], runs["off"], strict=True))
+    paired = sorted(
+        on.rate / off.rate for on, off in zip(side_runs["on"], side_runs["off"], strict=True)
+    )
     print(
         f"  (info) round by round: median {statistics.median(paired):.3f}, "
         f"{paired[0]:.3f} to {paired[-1]:.3f}"
@@ -306,7 +315,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1_500)
     parser.add_argument("--repeat", type=int, default=11)
-    parser.add_argument("--rounds", type=int, default=14, help="wrk rounds per server")
+    parser.add_argument("--rounds", type=int, default=5, help="wrk rounds per server")
+    parser.add_argument(
+        "--servers", type=int, default=2, help="gunicorn servers a side (metrics off, on)"
+    )
     parser.add_argument("--duration", type=int, default=1, help="seconds per wrk round")
     parser.add_argument("--scrapes", type=int, default=30)
     parser.add_argument(
