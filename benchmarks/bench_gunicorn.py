@@ -18,24 +18,17 @@ Exits with status 1 when a ratio misses it (2 when wrk is missing).
 from __future__ import annotations
 
 import argparse
-import http.client
 import os
-import re
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 
 from _line_floor import orjson_line_microseconds, report_added
 from _report import Results, add_json_option
+from _servers import free_port, get, gunicorn, interleaved_rates
 
-BENCHMARKS = os.path.dirname(os.path.abspath(__file__))
 TARGET = 0.95
-HOST = "127.0.0.1"  # loopback only
 
 APPS = {
     "Flask": {
@@ -49,101 +42,6 @@ APPS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def get_hello(port: int) -> http.client.HTTPResponse:
-    connection = http.client.HTTPConnection(HOST, port, timeout=2)
-    try:
-        connection.request("GET", "/hello")
-        response = connection.getresponse()
-        response.read()
-        return response
-    finally:
-        connection.close()
-
-
-@contextmanager
-def gunicorn(app: str, port: int, errors: str, threads: int) -> Iterator[None]:
-    """Serve *app* on *port* until the block exits; gunicorn's stderr goes to *errors*."""
-    with open(os.devnull, "w") as stdout, open(errors, "w") as stderr:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--bind",
-                f"{HOST}:{port}",
-                "--workers",
-                "1",
-                "--worker-class",
-                "gthread",
-                "--threads",
-                str(threads),
-                "--keep-alive",
-                "30",
-                "--log-level",
-                "warning",
-                "--pythonpath",
-                BENCHMARKS,
-                app,
-            ],
-            stdout=stdout,
-            stderr=stderr,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                get_hello(port)
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    with open(errors) as log:
-                        raise RuntimeError(f"gunicorn {app} did not start:\n{log.read()}") from None
-                time.sleep(0.1)
-        yield
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def wrk(port: int, duration: float, connections: int) -> float:
-    """Requests per second of one ``wrk`` run against ``/hello``."""
-    result = subprocess.run(
-        [
-            "wrk",
-            "--threads",
-            "1",
-            "--connections",
-            str(connections),
-            "--duration",
-            f"{duration:g}s",
-            "--timeout",
-            "5s",
-            f"http://{HOST}:{port}/hello",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=duration + 30,
-        check=True,
-    )
-    if "Non-2xx" in result.stdout or "Socket errors" in result.stdout:
-        raise RuntimeError(f"wrk saw errors:\n{result.stdout}")
-    match = re.search(r"Requests/sec:\s+([\d.]+)", result.stdout)
-    if match is None:
-        raise RuntimeError(f"unexpected wrk output:\n{result.stdout}")
-    return float(match.group(1))
-
-
 def bench_framework(
     framework: str, args: argparse.Namespace, logs: str, results: Results, floor: float
 ) -> tuple[float, bool]:
@@ -151,17 +49,15 @@ def bench_framework(
     with ExitStack() as servers:
         for variant, app in APPS[framework].items():
             errors = os.path.join(logs, f"{framework}-{variant}.stderr")
-            servers.enter_context(gunicorn(app, ports[variant], errors, args.threads))
-        kit_id = get_hello(ports["backend_kit"]).getheader("X-Request-ID")
-        bare_id = get_hello(ports["bare"]).getheader("X-Request-ID")
+            servers.enter_context(gunicorn(app, ports[variant], errors, threads=args.threads))
+        kit_id = get(ports["backend_kit"], "/hello", timeout=2).headers.get("X-Request-ID")
+        bare_id = get(ports["bare"], "/hello", timeout=2).headers.get("X-Request-ID")
         if not kit_id or bare_id is not None:
             raise RuntimeError(f"backend_kit not (only) on the kit server: {kit_id=} {bare_id=}")
-        for port in ports.values():
-            wrk(port, 1, args.connections)  # warm up
-        best = dict.fromkeys(ports, 0.0)
-        for _ in range(args.repeat):
-            for variant, port in ports.items():
-                best[variant] = max(best[variant], wrk(port, args.duration, args.connections))
+        rates = interleaved_rates(
+            ports, rounds=args.repeat, duration=args.duration, connections=args.connections
+        )
+    best = {variant: max(values) for variant, values in rates.items()}
     print(f"\n{framework}, best of {args.repeat} rounds x {args.duration:g} s:")
     for variant, rate in best.items():
         print(f"  {rate:10.0f} req/s  {framework} {variant}")

@@ -122,6 +122,39 @@ def test_unknown_methods_share_one_label_value() -> None:
     assert methods == {"_OTHER"}
 
 
+def test_invented_methods_keep_the_recorder_bounded_and_every_request_counted() -> None:
+    from backend_kit import _metric_hooks
+    from backend_kit.metrics import _MAX_REQUEST_KEYS
+
+    service = _service()
+    configure_metrics(load_settings(metrics_enabled=True, service_name=service))
+    recorder = _metric_hooks.recorder
+    assert recorder is not None
+    requests = _MAX_REQUEST_KEYS + 2_000
+    for number in range(requests):
+        recorder.request_finished(f"M{number}", None, 405, 0.001)
+    recorder.request_finished("GET", "/items/<int:item>", 200, 0.001)
+    # The per-key shortcut stops growing at its cap; past it, requests still count.
+    assert len(recorder._request_updates) == _MAX_REQUEST_KEYS
+    labels = {"service": service, "method": "_OTHER", "route": "unmatched", "status": "405"}
+    assert _value("http_server_requests_total", **labels) == requests
+    assert _value("http_server_request_duration_seconds_count", **labels) == requests
+    get = {"service": service, "method": "GET", "route": "/items/<int:item>", "status": "200"}
+    assert _value("http_server_requests_total", **get) == 1
+    assert _route_values(service) == {"unmatched", "/items/<int:item>"}
+
+
+def test_a_new_service_name_moves_later_requests_to_its_label() -> None:
+    first, second = _service(), _service()
+    client = _flask_app(first).test_client()
+    client.get("/items/1")
+    configure_metrics(load_settings(metrics_enabled=True, service_name=second))
+    client.get("/items/2")
+    labels = {"method": "GET", "route": "/items/<int:item>", "status": "200"}
+    assert _value("http_server_requests_total", service=first, **labels) == 1
+    assert _value("http_server_requests_total", service=second, **labels) == 1
+
+
 # --- exposure -----------------------------------------------------------------------
 
 
@@ -388,8 +421,11 @@ def test_django_serves_metrics_with_route_templates_and_bounded_labels() -> None
     assert client.get("/livez").status_code == 200
     for number in range(10_000):
         client.get(f"/scan/{number}")
-    assert client.get("/metrics").status_code == 401
-    assert client.get("/metrics", headers={"Authorization": "Bearer nope"}).status_code == 401
+    for headers in ({}, {"Authorization": "Bearer nope"}):
+        refused = client.get("/metrics", headers=headers)
+        assert refused.status_code == 401
+        assert b"http_server" not in refused.content
+        assert b"# TYPE" not in refused.content
     response = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status_code == 200
     assert _route_values(service) == {"hello/<str:name>", "/livez", "unmatched"}

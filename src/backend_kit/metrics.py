@@ -27,6 +27,7 @@ from __future__ import annotations
 import hmac
 import os
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 try:
@@ -101,7 +102,12 @@ class MetricsRecorder:
         self.service = service
         # Children are cached here: labels() takes a lock and validates on each call.
         self._children: dict[tuple[Any, ...], Any] = {}
-        self._request_children: dict[tuple[str, str | None, int], tuple[Any, Any]] = {}
+        # Per (method, route, status) as the adapter passes them: the bound ``inc`` of the
+        # request counter's child and ``observe`` of the histogram's, so a request costs
+        # one dict lookup besides prometheus_client's own two updates.
+        self._request_updates: dict[
+            tuple[str, str | None, int], tuple[Callable[[], None], Callable[[float], None]]
+        ] = {}
         self._lock = threading.Lock()
         registry = prometheus_client.REGISTRY
         self.requests = Counter(
@@ -211,26 +217,34 @@ class MetricsRecorder:
         """One request: *route* is the framework's route template, ``None`` when no
         route matched (every such request shares `UNMATCHED_ROUTE`)."""
         try:
-            pair = self._request_children.get((method, route, status))
-            if pair is None:
-                pair = self._request_pair(method, route, status)
-            pair[0].inc()
-            pair[1].observe(seconds)
+            updates = self._request_updates.get((method, route, status))
+            if updates is None:
+                updates = self._new_request_updates(method, route, status)
+            count, observe = updates
+            count()
+            observe(seconds)
         except Exception:  # noqa: S110 - never fail the request over its metrics
             pass
 
-    def _request_pair(self, method: str, route: str | None, status: int) -> tuple[Any, Any]:
-        # Keyed by what the adapter passed, so a hit costs one lookup; the key space is
-        # bounded like the labels (unknown methods are few distinct keys per route).
+    def _new_request_updates(
+        self, method: str, route: str | None, status: int
+    ) -> tuple[Callable[[], None], Callable[[float], None]]:
+        # Keyed by what the adapter passed, so the labels are worked out (method folded,
+        # route defaulted, status as text) once per key, not per request. The key space
+        # is bounded like the labels: routes are templates, unmatched paths are None,
+        # and a client inventing methods only reaches the slower path past the cap.
         labels = (
             method if method in _KNOWN_METHODS else OTHER_METHOD,
             route or UNMATCHED_ROUTE,
             str(status),
         )
-        pair = (self._child(self.requests, *labels), self._child(self.request_duration, *labels))
-        if len(self._request_children) < _MAX_REQUEST_KEYS:
-            self._request_children[(method, route, status)] = pair
-        return pair
+        updates = (
+            self._child(self.requests, *labels).inc,
+            self._child(self.request_duration, *labels).observe,
+        )
+        if len(self._request_updates) < _MAX_REQUEST_KEYS:
+            self._request_updates[(method, route, status)] = updates
+        return updates
 
     # -- cache ----------------------------------------------------------------------
 
@@ -316,7 +330,7 @@ def configure_metrics(settings: Settings) -> bool:
         elif _recorder.service != settings.service_name:
             _recorder.service = settings.service_name
             _recorder._children.clear()
-            _recorder._request_children.clear()
+            _recorder._request_updates.clear()
         _metric_hooks.recorder = _recorder
     return True
 
