@@ -8,7 +8,13 @@ from typing import Any
 
 import orjson
 
-__all__ = ["UnencodableArgumentError", "encode_arguments", "function_name"]
+__all__ = [
+    "VALUE_KEY_TYPES",
+    "UnencodableArgumentError",
+    "encode_arguments",
+    "function_name",
+    "value_key",
+]
 
 _OPTIONS = orjson.OPT_SORT_KEYS
 # Short encodings are kept readable in the key; longer ones are hashed to bound key size.
@@ -44,6 +50,42 @@ def encode_arguments(qualname: str, args: tuple[Any, ...], kwargs: Mapping[str, 
     if len(encoded) <= _MAX_PLAIN:
         return encoded.decode()
     return hash_encoded(encoded)
+
+
+#: The argument types a memory backend keys on as they are. Between values of these exact
+#: types (not subclasses such as enums or bool), Python equality and equality of the
+#: JSON encoding agree, so a call is a hit in memory exactly when it would be on Redis.
+#: Floats (``1.0 == 1``), bools (``True == 1``), tuples (``(1,)`` encodes like ``[1]``)
+#: and everything else take the JSON key.
+VALUE_KEY_TYPES: frozenset[type] = frozenset({str, int, type(None)})
+
+
+def value_key(
+    namespace: str, key_prefix: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> tuple[Any, ...] | None:
+    """The key of a call in a `MemoryCache`, made of the arguments themselves (nothing
+    is encoded): ``(namespace, key_prefix, args)``, with the sorted keyword items as a
+    fourth item when there are any. It is the cache's slot as it is (a string key's
+    slot is ``(namespace, key)``), so a hit builds one tuple. None when an argument is
+    not of `VALUE_KEY_TYPES`: the call takes the JSON key.
+
+    Examples:
+        >>> value_key("ns", "m.f:", (1, "a"), {}), value_key("ns", "m.f:", (1,), {"b": None})
+        (('ns', 'm.f:', (1, 'a')), ('ns', 'm.f:', (1,), (('b', None),)))
+        >>> value_key("ns", "m.f:", (1.0,), {}) is None
+        True
+    """
+    types = VALUE_KEY_TYPES
+    for arg in args:
+        if type(arg) not in types:
+            return None
+    if not kwargs:
+        return (namespace, key_prefix, args)
+    for arg in kwargs.values():
+        if type(arg) not in types:
+            return None
+    # Four items, not three: f(1) and f(x=1) stay different keys, as they are in JSON.
+    return (namespace, key_prefix, args, tuple(sorted(kwargs.items())))
 
 
 def hash_encoded(encoded: bytes) -> str:
