@@ -452,26 +452,30 @@ def cached(
                 ):
                     backend = binding.get()
                 cache_key: Any
-                if key is None and not kwargs and type(backend) is MemoryCache:
-                    for arg in args:
-                        if type(arg) not in value_types:
-                            break
-                    else:
-                        # value_key and MemoryCache._read, inlined: a memory hit encodes
-                        # nothing and looks the argument tuple up, as cachetools.cached does.
-                        cache_key = (space, key_prefix, args)
-                        try:
-                            with backend._lock:
-                                value = backend._entries[cache_key][0]
-                        except KeyError:
-                            value = MISS
-                        if value is not MISS and stale_ttl is None:
-                            next(stats.hits)  # read_outcome's first answer, inlined
-                            if _metric_hooks.recorder is not None:
-                                observe("hit")
-                            return value
-                        return sync_miss(backend, cache_key, value, args, kwargs)
-                if key is None and type(backend) is not MemoryCache:
+                if key is not None:
+                    cache_key = make_key(backend, args, kwargs)
+                elif type(backend) is MemoryCache:
+                    if not kwargs:
+                        for arg in args:
+                            if type(arg) not in value_types:
+                                break
+                        else:
+                            # value_key and MemoryCache._read, inlined: a memory hit
+                            # encodes nothing, as with cachetools.cached.
+                            cache_key = (space, key_prefix, args)
+                            try:
+                                with backend._lock:
+                                    value = backend._entries[cache_key][0]
+                            except KeyError:
+                                value = MISS
+                            if value is not MISS and stale_ttl is None:
+                                next(stats.hits)  # read_outcome's first answer, inlined
+                                if _metric_hooks.recorder is not None:
+                                    observe("hit")
+                                return value
+                            return sync_miss(backend, cache_key, value, args, kwargs)
+                    cache_key = make_key(backend, args, kwargs)
+                else:
                     # encode_arguments, inlined: a shared backend needs a stable string.
                     try:
                         encoded = dumps(
@@ -484,8 +488,6 @@ def cached(
                         cache_key = key_prefix + encoded.decode()
                     else:
                         cache_key = key_prefix + hash_encoded(encoded)
-                else:
-                    cache_key = make_key(backend, args, kwargs)
                 value = backend._read(cache_key, space)
                 if value is not MISS and stale_ttl is None:
                     breaker = backend._breaker

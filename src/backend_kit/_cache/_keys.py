@@ -1,4 +1,5 @@
-"""Cache keys: a stable encoding of a call's arguments."""
+"""Cache keys: a stable encoding of a call's arguments, and the memory backend's keys made
+of the arguments themselves."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ _OPTIONS = orjson.OPT_SORT_KEYS
 # Short encodings are kept readable in the key; longer ones are hashed to bound key size.
 _MAX_PLAIN = 64
 _dumps = orjson.dumps
+_loads = orjson.loads
 
 
 class UnencodableArgumentError(TypeError):
@@ -53,39 +55,68 @@ def encode_arguments(qualname: str, args: tuple[Any, ...], kwargs: Mapping[str, 
 
 
 #: The argument types a memory backend keys on as they are. Between values of these exact
-#: types (not subclasses such as enums or bool), Python equality and equality of the
-#: JSON encoding agree, so a call is a hit in memory exactly when it would be on Redis.
-#: Floats (``1.0 == 1``), bools (``True == 1``), tuples (``(1,)`` encodes like ``[1]``)
-#: and everything else take the JSON key.
+#: types, Python equality agrees with equality of the JSON encoding (``1.0 == 1`` and
+#: ``True == 1``, but floats and bools are not among them).
 VALUE_KEY_TYPES: frozenset[type] = frozenset({str, int, type(None)})
 
 
 def value_key(
     namespace: str, key_prefix: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
 ) -> tuple[Any, ...] | None:
-    """The key of a call in a `MemoryCache`, made of the arguments themselves (nothing
-    is encoded): ``(namespace, key_prefix, args)``, with the sorted keyword items as a
-    fourth item when there are any. It is the cache's slot as it is (a string key's
-    slot is ``(namespace, key)``), so a hit builds one tuple. None when an argument is
-    not of `VALUE_KEY_TYPES`: the call takes the JSON key.
+    """The key of a call in a `MemoryCache`, made of the arguments themselves:
+    ``(namespace, key_prefix, args)``, with the sorted keyword items as a fourth item
+    when there are any. It is the cache's slot as it is (a string key's slot is
+    ``(namespace, key)``), so a hit builds one tuple and encodes nothing.
+
+    An argument that is not a plain str, int or None stands in the key as its JSON reads
+    back (an enum member as its value, a UUID or a datetime as its string), and when it
+    does not read back as a str, an int or None (a float, a bool, a list...), the result
+    is None: the call takes the JSON key. So two calls get equal keys exactly when
+    their JSON keys are equal, except that ints beyond 64 bits and strings with lone
+    surrogates, which JSON refuses, are keys here.
 
     Examples:
         >>> value_key("ns", "m.f:", (1, "a"), {}), value_key("ns", "m.f:", (1,), {"b": None})
         (('ns', 'm.f:', (1, 'a')), ('ns', 'm.f:', (1,), (('b', None),)))
-        >>> value_key("ns", "m.f:", (1.0,), {}) is None
-        True
+        >>> value_key("ns", "m.f:", (1.0,), {}) is None, value_key("ns", "m.f:", (True,), {})
+        (True, None)
     """
     types = VALUE_KEY_TYPES
     for arg in args:
         if type(arg) not in types:
-            return None
+            plain = _plain_values(args)
+            if plain is None:
+                return None
+            args = plain
+            break
     if not kwargs:
         return (namespace, key_prefix, args)
-    for arg in kwargs.values():
+    items = sorted(kwargs.items())
+    for _, arg in items:
         if type(arg) not in types:
-            return None
+            plain = _plain_values(tuple(arg for _, arg in items))
+            if plain is None:
+                return None
+            items = list(zip((name for name, _ in items), plain, strict=True))
+            break
     # Four items, not three: f(1) and f(x=1) stay different keys, as they are in JSON.
-    return (namespace, key_prefix, args, tuple(sorted(kwargs.items())))
+    return (namespace, key_prefix, args, tuple(items))
+
+
+def _plain_values(values: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """*values*, each as its JSON reads back; None when one does not read back as a
+    str, an int or None, or cannot be encoded."""
+    plain: list[Any] = []
+    for value in values:
+        if type(value) not in VALUE_KEY_TYPES:
+            try:
+                value = _loads(_dumps(value, option=_OPTIONS))
+            except TypeError:
+                return None
+            if type(value) not in VALUE_KEY_TYPES:
+                return None
+        plain.append(value)
+    return tuple(plain)
 
 
 def hash_encoded(encoded: bytes) -> str:
