@@ -451,7 +451,7 @@ def cached(
                     )
                 ):
                     backend = binding.get()
-                cache_key: Any
+                cache_key: Any = None
                 if key is not None:
                     cache_key = make_key(backend, args, kwargs)
                 elif type(backend) is MemoryCache:
@@ -474,9 +474,10 @@ def cached(
                                     observe("hit")
                                 return value
                             return sync_miss(backend, cache_key, value, args, kwargs)
-                    cache_key = make_key(backend, args, kwargs)
-                else:
-                    # encode_arguments, inlined: a shared backend needs a stable string.
+                    cache_key = value_key(space, key_prefix, args, kwargs)
+                if cache_key is None:
+                    # encode_arguments, inlined: the JSON key, which a shared backend
+                    # needs, and a memory one for arguments not keyed by value.
                     try:
                         encoded = dumps(
                             {"a": args, "k": kwargs} if kwargs else args, option=SORT_KEYS

@@ -4,6 +4,7 @@ of the arguments themselves."""
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -58,6 +59,9 @@ def encode_arguments(qualname: str, args: tuple[Any, ...], kwargs: Mapping[str, 
 #: types, Python equality agrees with equality of the JSON encoding (``1.0 == 1`` and
 #: ``True == 1``, but floats and bools are not among them).
 VALUE_KEY_TYPES: frozenset[type] = frozenset({str, int, type(None)})
+# Types whose JSON never reads back as one of those (a float does only when it is not
+# finite: JSON has no infinity, so it is null).
+_NEVER_PLAIN: frozenset[type] = frozenset({bool, list, tuple, dict})
 
 
 def value_key(
@@ -83,7 +87,10 @@ def value_key(
     """
     types = VALUE_KEY_TYPES
     for arg in args:
-        if type(arg) not in types:
+        kind = type(arg)
+        if kind not in types:
+            if kind in _NEVER_PLAIN or (kind is float and math.isfinite(arg)):
+                return None  # the common refusals, without a call
             plain = _plain_values(args)
             if plain is None:
                 return None
@@ -108,7 +115,10 @@ def _plain_values(values: tuple[Any, ...]) -> tuple[Any, ...] | None:
     str, an int or None, or cannot be encoded."""
     plain: list[Any] = []
     for value in values:
-        if type(value) not in VALUE_KEY_TYPES:
+        kind = type(value)
+        if kind not in VALUE_KEY_TYPES:
+            if kind in _NEVER_PLAIN or (kind is float and math.isfinite(value)):
+                return None  # known without encoding it
             try:
                 value = _loads(_dumps(value, option=_OPTIONS))
             except TypeError:
