@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backend_kit import CacheBackend, MemoryCache, RedisCache, cached
@@ -130,6 +130,7 @@ def _memory_key(call: tuple[tuple[Any, ...], dict[str, Any]]) -> Any:
     return by_value if by_value is not None else "m.f:" + encode_arguments("m.f", args, kwargs)
 
 
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_CALLS, _CALLS)
 def test_memory_keys_are_equal_exactly_when_json_keys_are(
     first: tuple[tuple[Any, ...], dict[str, Any]], second: tuple[tuple[Any, ...], dict[str, Any]]
@@ -137,6 +138,33 @@ def test_memory_keys_are_equal_exactly_when_json_keys_are(
     same_json = encode_arguments("m.f", *first) == encode_arguments("m.f", *second)
     assert (_memory_key(first) == _memory_key(second)) is same_json
     assert (_memory_key(first) == _memory_key(first)) is True
+
+
+def _json_twin(value: Any) -> Any:
+    """Another value with the same JSON: lists and tuples swapped, enums, UUIDs and
+    datetimes as their JSON value."""
+    if isinstance(value, (list, tuple)):
+        items = [_json_twin(item) for item in value]
+        return tuple(items) if isinstance(value, list) else items
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (uuid.UUID, datetime.datetime)):
+        return str(value) if isinstance(value, uuid.UUID) else value.isoformat()
+    return value
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_CALLS)
+def test_calls_with_equal_json_keys_share_a_memory_key(
+    call: tuple[tuple[Any, ...], dict[str, Any]],
+) -> None:
+    args, kwargs = call
+    twin = (
+        tuple(_json_twin(arg) for arg in args),
+        {name: _json_twin(arg) for name, arg in kwargs.items()},
+    )
+    assert encode_arguments("m.f", *twin) == encode_arguments("m.f", *call)
+    assert _memory_key(twin) == _memory_key(call)
 
 
 def test_unhashable_and_unusual_arguments_are_cached_and_invalidated() -> None:
