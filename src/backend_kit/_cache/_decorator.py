@@ -389,7 +389,10 @@ def cached(
                 ):
                     backend = binding.get()
                 cache_key = make_key(backend, args, kwargs)
-                value = await backend._aread(cache_key, space)
+                if type(backend) is MemoryCache:
+                    value = backend._read(cache_key, space)  # never waits: no coroutine
+                else:
+                    value = await backend._aread(cache_key, space)
                 if value is not MISS and stale_ttl is None:
                     breaker = backend._breaker
                     if breaker is None or not breaker.failing:
