@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 import backend_kit
-from backend_kit import configure_logging, get_logger, load_settings
+from backend_kit import MemoryCache, configure_logging, get_logger, load_settings
 from backend_kit._cache._flight import SingleFlight
 from backend_kit._sentry import reset_sentry
 from backend_kit.health import HealthCheck, HealthRegistry, HealthRunner
@@ -181,6 +181,21 @@ def test_a_cache_load_in_flight_at_fork_time_does_not_block_the_child() -> None:
     finally:
         gate.set()
         loader_thread.join(timeout=10)
+
+
+def test_a_memory_cache_locked_at_fork_time_answers_hits_in_the_child() -> None:
+    cache = MemoryCache()
+
+    @backend_kit.cached(ttl=60, cache=cache)
+    def double(n: int) -> int:
+        return 2 * n
+
+    assert double(21) == 42
+    # As if another thread were mid-read when the process forked.
+    with cache._lock:
+        output, took = _in_child(lambda: str((double(21), double(5))).encode())
+    assert output == b"(42, 10)\n"
+    assert took < CHILD_BOUND
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from backend_kit._forksafe import reset_in_child
 from ._backend import DEFAULT_NAMESPACE, MISS, CacheBackend, check_namespace, check_ttl
 from ._default import current_settings, default_cache, switch
 from ._flight import BUSY
-from ._keys import encode_arguments, function_name, hash_encoded
+from ._keys import VALUE_KEY_TYPES, encode_arguments, function_name, hash_encoded, value_key
 from ._memory import MemoryCache
 
 __all__ = ["CacheInfo", "CachedFunction", "cached"]
@@ -265,17 +265,24 @@ def cached(
         key_prefix = qualname + ":"
         dumps = orjson.dumps
         stats = _Stats()
+        value_types = VALUE_KEY_TYPES
 
-        def make_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        def make_key(backend: CacheBackend, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            """The key of a call in *backend*: a string, or in a `MemoryCache` the
+            arguments themselves when they allow it (see `value_key`)."""
             if key is None:
-                return qualname + ":" + encode_arguments(qualname, args, kwargs)
+                if type(backend) is MemoryCache:
+                    by_value = value_key(space, key_prefix, args, kwargs)
+                    if by_value is not None:
+                        return by_value
+                return key_prefix + encode_arguments(qualname, args, kwargs)
             custom = key(*args, **kwargs)
             if not isinstance(custom, str):
                 raise TypeError(
                     f"the key= function given to cached() for {qualname} returned "
                     f"{type(custom).__name__}; it must return a str"
                 )
-            return qualname + ":" + custom
+            return key_prefix + custom
 
         def count_load(failed: bool) -> None:
             with stats.lock:
@@ -327,16 +334,22 @@ def cached(
         def unstamped(loaded: Any) -> Any:
             return loaded if stale_ttl is None else loaded[2]
 
+        # The wrappers below hold the hit path only; a miss goes on in `sync_miss` or
+        # `async_miss`, so that a hit does not pay for the cells of their closures.
         if inspect.iscoroutinefunction(function):
             coroutine_function = cast("Callable[P, Awaitable[Any]]", function)
 
-            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                backend = binding.get()
-                cache_key = make_key(args, kwargs)
-                flight_key = (space, cache_key)
-                outcome, value = read_outcome(backend, await backend._aread(cache_key, space))
+            async def async_miss(
+                backend: CacheBackend,
+                cache_key: Any,
+                value: Any,
+                args: tuple[Any, ...],
+                kwargs: dict[str, Any],
+            ) -> Any:
+                outcome, value = read_outcome(backend, value)
                 if outcome == _RETURN:
                     return value
+                flight_key = (space, cache_key)
 
                 async def load() -> Any:
                     try:
@@ -365,10 +378,7 @@ def cached(
                 )
                 return unstamped(loaded)
 
-            wrapper: Callable[..., Any] = async_wrapper
-        else:
-
-            def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
                 backend = binding.backend
                 if backend is None or (
                     explicit is None
@@ -378,32 +388,30 @@ def cached(
                     )
                 ):
                     backend = binding.get()
-                if key is None:
-                    # encode_arguments, inlined: this is the whole cost of a memory hit.
-                    try:
-                        encoded = dumps(
-                            {"a": args, "k": kwargs} if kwargs else args, option=SORT_KEYS
-                        )
-                    except TypeError:
-                        encode_arguments(qualname, args, kwargs)  # raises the clear error
-                        raise
-                    if len(encoded) <= 64:
-                        cache_key = key_prefix + encoded.decode()
-                    else:
-                        cache_key = key_prefix + hash_encoded(encoded)
+                cache_key = make_key(backend, args, kwargs)
+                if type(backend) is MemoryCache:
+                    value = backend._read(cache_key, space)  # never waits: no coroutine
                 else:
-                    cache_key = make_key(args, kwargs)
-                value = backend._read(cache_key, space)
-                breaker = backend._breaker
-                if (
-                    value is not MISS
-                    and stale_ttl is None
-                    and (breaker is None or not breaker._failures)  # not from a fallback
-                ):
-                    next(stats.hits)  # read_outcome's first answer, inlined for the hit
-                    if _metric_hooks.recorder is not None:
-                        observe("hit")
-                    return value
+                    value = await backend._aread(cache_key, space)
+                if value is not MISS and stale_ttl is None:
+                    breaker = backend._breaker
+                    if breaker is None or not breaker.failing:
+                        next(stats.hits)  # read_outcome's first answer, inlined for the hit
+                        if _metric_hooks.recorder is not None:
+                            observe("hit")
+                        return value
+                return await async_miss(backend, cache_key, value, args, kwargs)
+
+            wrapper: Callable[..., Any] = async_wrapper
+        else:
+
+            def sync_miss(
+                backend: CacheBackend,
+                cache_key: Any,
+                value: Any,
+                args: tuple[Any, ...],
+                kwargs: dict[str, Any],
+            ) -> Any:
                 outcome, value = read_outcome(backend, value)
                 if outcome == _RETURN:
                     return value
@@ -436,10 +444,69 @@ def cached(
                 )
                 return unstamped(loaded)
 
+            def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                backend = binding.backend
+                if backend is None or (
+                    explicit is None
+                    and (
+                        binding.settings is not active_settings_or_none()
+                        or binding.generation != switch.generation
+                    )
+                ):
+                    backend = binding.get()
+                cache_key: Any = None
+                if key is not None:
+                    cache_key = make_key(backend, args, kwargs)
+                elif type(backend) is MemoryCache:
+                    if not kwargs:
+                        for arg in args:
+                            if type(arg) not in value_types:
+                                break
+                        else:
+                            # value_key and MemoryCache._read, inlined: a memory hit
+                            # encodes nothing, as with cachetools.cached.
+                            cache_key = (space, key_prefix, args)
+                            try:
+                                with backend._lock:
+                                    value = backend._entries[cache_key][0]
+                            except KeyError:
+                                value = MISS
+                            if value is not MISS and stale_ttl is None:
+                                next(stats.hits)  # read_outcome's first answer, inlined
+                                if _metric_hooks.recorder is not None:
+                                    observe("hit")
+                                return value
+                            return sync_miss(backend, cache_key, value, args, kwargs)
+                    cache_key = value_key(space, key_prefix, args, kwargs)
+                if cache_key is None:
+                    # encode_arguments, inlined: the JSON key, which a shared backend
+                    # needs, and a memory one for arguments not keyed by value.
+                    try:
+                        encoded = dumps(
+                            {"a": args, "k": kwargs} if kwargs else args, option=SORT_KEYS
+                        )
+                    except TypeError:
+                        encode_arguments(qualname, args, kwargs)  # raises the clear error
+                        raise
+                    if len(encoded) <= 64:
+                        cache_key = key_prefix + encoded.decode()
+                    else:
+                        cache_key = key_prefix + hash_encoded(encoded)
+                value = backend._read(cache_key, space)
+                if value is not MISS and stale_ttl is None:
+                    breaker = backend._breaker
+                    if breaker is None or not breaker.failing:
+                        next(stats.hits)  # read_outcome's first answer, inlined for the hit
+                        if _metric_hooks.recorder is not None:
+                            observe("hit")
+                        return value
+                return sync_miss(backend, cache_key, value, args, kwargs)
+
             wrapper = sync_wrapper
 
         def invalidate(*args: Any, **kwargs: Any) -> None:
-            binding.get()._remove(make_key(args, kwargs), space)
+            backend = binding.get()
+            backend._remove(make_key(backend, args, kwargs), space)
 
         def cache_clear() -> None:
             binding.get()._remove_prefix(qualname + ":", space)

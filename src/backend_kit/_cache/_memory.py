@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Hashable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeAlias, TypeVar
 
 from cachetools import TLRUCache
 
@@ -17,6 +17,8 @@ from ._backend import MISS, CacheBackend, check_namespace
 __all__ = ["MemoryCache"]
 
 T = TypeVar("T")
+#: A key: a string, or a `value_key` tuple from `cached`.
+Key: TypeAlias = "str | tuple[Any, ...]"
 
 # Invalidating a namespace reaches every memory cache of the process (each cached
 # function has its own). The version fences loads that were running meanwhile.
@@ -25,7 +27,7 @@ _instances: weakref.WeakSet[MemoryCache] = weakref.WeakSet()
 _namespace_versions: dict[str, int] = {}
 
 
-def _expires(_key: Hashable, entry: tuple[Any, float], now: float) -> float:
+def _expires(_slot: tuple[Any, ...], entry: tuple[Any, float], now: float) -> float:
     return now + entry[1]
 
 
@@ -48,7 +50,10 @@ class MemoryCache(CacheBackend):
         super().__init__()
         self.maxsize = maxsize
         self._lock = threading.Lock()
-        self._entries: TLRUCache[tuple[str, str], tuple[Any, float]] = TLRUCache(
+        # A string key's slot is (namespace, key); a `value_key` tuple, which `cached`
+        # uses for arguments such as ints and strings, is its own slot:
+        # (namespace, key prefix, arguments[, keyword items]).
+        self._entries: TLRUCache[tuple[Any, ...], tuple[Any, float]] = TLRUCache(
             maxsize, ttu=_expires, timer=time.monotonic
         )
         with _registry_lock:
@@ -65,38 +70,44 @@ class MemoryCache(CacheBackend):
             self._entries.expire()
             return len(self._entries)
 
-    def _read(self, key: str, namespace: str) -> Any:
+    # `cached` inlines this read for a hit keyed by value: keep the two alike.
+    def _read(self, key: Key, namespace: str) -> Any:
+        slot = key if key.__class__ is tuple else (namespace, key)
         try:
             with self._lock:
                 # Indexing, not .get(): get() checks expiry twice (contains, then getitem).
-                return self._entries[namespace, key][0]
+                return self._entries[slot][0]
         except KeyError:
             return MISS
 
-    def _write(self, key: str, namespace: str, value: Any, ttl: float) -> None:
+    def _write(self, key: Key, namespace: str, value: Any, ttl: float) -> None:
+        slot = key if key.__class__ is tuple else (namespace, key)
         with self._lock:
-            self._entries[namespace, key] = (value, ttl)
+            self._entries[slot] = (value, ttl)
 
-    def _remove(self, key: str, namespace: str) -> None:
+    def _remove(self, key: Key, namespace: str) -> None:
+        slot = key if key.__class__ is tuple else (namespace, key)
         with self._lock:
-            self._entries.pop((namespace, key), None)
+            self._entries.pop(slot, None)
 
-    def _remove_where(self, matches: Callable[[tuple[str, str]], bool]) -> None:
+    def _remove_where(self, matches: Callable[[tuple[Any, ...]], bool]) -> None:
         with self._lock:
             for slot in [slot for slot in self._entries if matches(slot)]:
                 self._entries.pop(slot, None)
 
     def _remove_prefix(self, key_prefix: str, namespace: str) -> None:
+        # Both kinds of slot have the namespace first and a string starting with the
+        # function's key prefix second.
         self._remove_where(lambda slot: slot[0] == namespace and slot[1].startswith(key_prefix))
 
     def _store_unless_invalidated(
-        self, key: str, namespace: str, value: Any, ttl: float, version: int
+        self, key: Key, namespace: str, value: Any, ttl: float, version: int
     ) -> None:
         with _registry_lock:
             if _namespace_versions.get(namespace, 0) == version:
                 self._write(key, namespace, value, ttl)
 
-    def _load_shared(self, key: str, namespace: str, loader: Callable[[], T], ttl: float) -> T:
+    def _load_shared(self, key: Key, namespace: str, loader: Callable[[], T], ttl: float) -> T:
         # The caller saw a miss, but another flight may have stored the value since then
         # and finished: loading again would run the function twice.
         stored = self._read(key, namespace)
@@ -104,14 +115,14 @@ class MemoryCache(CacheBackend):
             return stored  # type: ignore[no-any-return]
         return self._try_load_shared(key, namespace, loader, ttl)
 
-    def _try_load_shared(self, key: str, namespace: str, loader: Callable[[], T], ttl: float) -> T:
+    def _try_load_shared(self, key: Key, namespace: str, loader: Callable[[], T], ttl: float) -> T:
         version = _namespace_versions.get(namespace, 0)
         value = loader()
         self._store_unless_invalidated(key, namespace, value, ttl, version)
         return value
 
     async def _aload_shared(
-        self, key: str, namespace: str, loader: Callable[[], Awaitable[T]], ttl: float
+        self, key: Key, namespace: str, loader: Callable[[], Awaitable[T]], ttl: float
     ) -> T:
         stored = self._read(key, namespace)
         if stored is not MISS:
@@ -119,7 +130,7 @@ class MemoryCache(CacheBackend):
         return await self._atry_load_shared(key, namespace, loader, ttl)
 
     async def _atry_load_shared(
-        self, key: str, namespace: str, loader: Callable[[], Awaitable[T]], ttl: float
+        self, key: Key, namespace: str, loader: Callable[[], Awaitable[T]], ttl: float
     ) -> T:
         version = _namespace_versions.get(namespace, 0)
         value = await loader()
