@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, suppress
 from contextvars import ContextVar, Token
@@ -42,6 +43,9 @@ _trace: ContextVar[TraceContext | None] = ContextVar("backend_kit_trace_context"
 
 # Inbound ids end up in log lines, headers and Sentry tags: only short, inert ones are kept.
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+# All-zero ids are invalid in W3C trace context.
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
 
 #: Called with the request id when a `request_context()` block is entered; Sentry uses it
 #: to tag the running transaction. Kept as a list so the hot path is one truth test.
@@ -85,27 +89,36 @@ class _RequestContext:
     def __enter__(self) -> str:
         parent = _context.get()
         request_id = self._request_id
+        traceparent = self._traceparent
+        tracestate = self._tracestate
+        trace = _trace.get()
+        fresh_trace = trace is None or traceparent is not None or tracestate is not None
         if request_id is None:
             inherited = parent.get(REQUEST_ID_KEY)
-            request_id = inherited if isinstance(inherited, str) else new_request_id()
-        elif not is_safe_request_id(request_id):
-            request_id = new_request_id()
+            if isinstance(inherited, str):
+                request_id = inherited
+        elif not isinstance(request_id, str) or _SAFE_REQUEST_ID.fullmatch(request_id) is None:
+            request_id = None
+        if request_id is None and fresh_trace and traceparent is None and not _otel_loaded():
+            # The common case (no inbound id, no inbound trace): every random id of the
+            # request from one system call.
+            request_id, trace = _fresh_request_and_trace()
+        else:
+            if request_id is None:
+                request_id = new_request_id()
+            if fresh_trace:
+                trace = _start_trace(traceparent, tracestate)
+        assert trace is not None
         self._request_id = request_id
-        trace = _trace.get()
-        if trace is None or self._traceparent is not None or self._tracestate is not None:
-            trace = _start_trace(self._traceparent, self._tracestate)
         trace_token = _trace.set(trace)
-        token = _context.set(
-            MappingProxyType(
-                {
-                    **parent,
-                    **self._values,
-                    REQUEST_ID_KEY: request_id,
-                    TRACE_ID_KEY: trace.trace_id,
-                    SPAN_ID_KEY: trace.span_id,
-                }
-            )
-        )
+        if parent or self._values:
+            values = {**parent, **self._values}
+            values[REQUEST_ID_KEY] = request_id
+            values[TRACE_ID_KEY] = trace.trace_id
+            values[SPAN_ID_KEY] = trace.span_id
+        else:
+            values = {REQUEST_ID_KEY: request_id, TRACE_ID_KEY: trace[0], SPAN_ID_KEY: trace[1]}
+        token = _context.set(MappingProxyType(values))
         self._token = token
         self._trace_token = trace_token
         if enter_hooks:
@@ -134,6 +147,20 @@ class _RequestContext:
         if self._trace_token is not None:
             _trace.reset(self._trace_token)
             self._trace_token = None
+
+
+def _otel_loaded() -> bool:
+    return "opentelemetry.trace" in sys.modules
+
+
+def _fresh_request_and_trace() -> tuple[str, TraceContext]:
+    """A new request id and a new trace (no parent) from one call to ``os.urandom``."""
+    digits = os.urandom(40).hex()
+    trace_id = digits[32:64]
+    span_id = digits[64:]
+    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+        return digits[:32], new_trace()
+    return digits[:32], tuple.__new__(TraceContext, (trace_id, span_id, None, "00", ""))
 
 
 def _start_trace(traceparent: str | None, tracestate: str | None) -> TraceContext:

@@ -18,13 +18,14 @@ nothing here knows a framework. The core owns:
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import _metric_hooks
 from ._context import request_context
-from ._logging import get_logger
+from ._logging import EventWriter
 from ._settings import Settings
 from .health import HealthHTTPResponse, HealthRegistry, HealthRunner, checks_from_settings
 from .health import health_paths as _health_paths
@@ -116,7 +117,7 @@ class RequestCore:
     from the settings and the health runner."""
 
     __slots__ = (
-        "_log",
+        "_line",
         "_metrics_path",
         "_probes",
         "_trusted_proxies",
@@ -141,7 +142,7 @@ class RequestCore:
             self._metrics_path = paths.metrics
             self._probes[paths.metrics] = "metrics"
         self._trusted_proxies = settings.trusted_proxies
-        self._log = get_logger("backend_kit.request")
+        self._line = EventWriter("backend_kit.request")
 
     def start(
         self,
@@ -228,21 +229,30 @@ class RequestCore:
                         method, path if probe and route is None else route, status, seconds
                     )
             if probe:
-                emit = self._log.debug
+                method_name, level = "debug", logging.DEBUG
             elif status >= 500:
-                emit = self._log.error
+                method_name, level = "error", logging.ERROR
             elif status >= 400:
-                emit = self._log.warning
+                method_name, level = "warning", logging.WARNING
             else:
-                emit = self._log.info
-            emit(
-                "request_finished",
-                method=method,
-                route=route,
-                path=path,
-                status=status,
-                duration_ms=round(seconds * 1000.0, 3),
-                client=client_address(remote_address, forwarded_for, self._trusted_proxies),
-            )
+                method_name, level = "info", logging.INFO
+            line = self._line
+            if line.enabled(level):
+                trusted = self._trusted_proxies
+                line.write(
+                    method_name,
+                    level,
+                    "request_finished",
+                    {
+                        "method": method,
+                        "route": route,
+                        "path": path,
+                        "status": status,
+                        "duration_ms": round(seconds * 1000.0, 3),
+                        "client": remote_address
+                        if trusted <= 0 or not forwarded_for
+                        else client_address(remote_address, forwarded_for, trusted),
+                    },
+                )
         finally:
             request._context.__exit__(*sys.exc_info())

@@ -10,6 +10,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal, TextIO, cast
 
 import structlog
+from structlog.exceptions import DropEvent
 from structlog.typing import FilteringBoundLogger, Processor
 
 from .._active import get_settings, state_lock
@@ -34,6 +35,10 @@ if TYPE_CHECKING:
 Format = Literal["json", "console", "auto"]
 
 
+# The lowest level any logger writes at; `_set_min_level` keeps it.
+_min_level = logging.NOTSET
+
+
 class _LevelledLogger(structlog.BoundLoggerBase):
     """A filtering bound logger whose level can be changed in place.
 
@@ -44,6 +49,8 @@ class _LevelledLogger(structlog.BoundLoggerBase):
 
 
 def _set_min_level(level: int) -> None:
+    global _min_level
+    _min_level = level
     source = structlog.make_filtering_bound_logger(level)
     for name, member in vars(source).items():
         if not name.startswith("__"):
@@ -107,6 +114,45 @@ def get_logger(name: str | None = None, **initial_values: Any) -> FilteringBound
         FilteringBoundLogger,
         _LevelledLogger(_NamedLogger(name), _processors, initial_values),
     )
+
+
+class EventWriter:
+    """Writes the events of one logger straight into the configured pipeline.
+
+    What a bound logger's method does (level check, the pipeline, one write), without
+    structlog's generic dispatch around it: the request core writes one line per
+    request through it. The event runs the very steps every other line runs, so the
+    line is the same, redacted the same, reported to Sentry the same and captured the
+    same. Before `configure_logging()`, or when the processor list structlog holds was
+    changed, the event goes to an ordinary logger instead.
+    """
+
+    __slots__ = ("_fallback", "_logger")
+
+    def __init__(self, name: str) -> None:
+        self._logger = _NamedLogger(name)
+        self._fallback = get_logger(name)
+
+    def enabled(self, level: int) -> bool:
+        """False when an event at *level* (a stdlib level number) would be dropped by
+        the process-wide minimum level; a cheap test before building the fields."""
+        return level >= _min_level or not _configured
+
+    def write(self, method_name: str, level: int, event: str, fields: dict[str, Any]) -> None:
+        """Emit *event* with *fields* (a fresh dict, consumed) as ``log.<method_name>``
+        would, *level* being that method's level number. Never raises."""
+        if not _configured or len(_processors) != 1 or _processors[0] is not _pipeline:
+            getattr(self._fallback, method_name)(event, **fields)
+            return
+        if level < _min_level:
+            return
+        fields["event"] = event
+        try:
+            line = _pipeline(self._logger, method_name, fields)
+        except DropEvent:
+            return
+        if isinstance(line, str):  # what both renderers give
+            sink.write(line)
 
 
 _pipeline = Pipeline()
