@@ -11,16 +11,19 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections import deque
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, suppress
 from contextvars import ContextVar, Token
 from types import MappingProxyType, TracebackType
 from typing import Any
 
+from ._forksafe import after_fork_in_child
 from ._trace import SPAN_ID_KEY, TRACE_ID_KEY, TraceContext, new_trace, otel_span_ids
 
 __all__ = [
     "REQUEST_ID_KEY",
+    "RequestContext",
     "bind_context",
     "current_context",
     "current_request_id",
@@ -66,7 +69,7 @@ def is_safe_request_id(value: object) -> bool:
     return isinstance(value, str) and _SAFE_REQUEST_ID.fullmatch(value) is not None
 
 
-class _RequestContext:
+class RequestContext:
     """What `request_context` returns. A class rather than a generator: it is entered
     and left on every request's path, where a generator's machinery is measurable."""
 
@@ -153,14 +156,37 @@ def _otel_loaded() -> bool:
     return "opentelemetry.trace" in sys.modules
 
 
+# Ids for new requests, made ahead in batches: one ``os.urandom`` call serves
+# `_FRESH_BATCH` requests (a system call per request is measurable). ``popleft`` is
+# atomic, so threads never share an entry; a forked child empties the pool, so it never
+# repeats its parent's ids.
+_FRESH_BATCH = 64
+_fresh_ids: deque[tuple[str, str, str]] = deque()
+
+
+def _fill_fresh_ids() -> None:
+    digits = os.urandom(40 * _FRESH_BATCH).hex()
+    _fresh_ids.extend(
+        (digits[at : at + 32], digits[at + 32 : at + 64], digits[at + 64 : at + 80])
+        for at in range(0, len(digits), 80)
+    )
+
+
+@after_fork_in_child
+def _forget_fresh_ids() -> None:
+    _fresh_ids.clear()
+
+
 def _fresh_request_and_trace() -> tuple[str, TraceContext]:
-    """A new request id and a new trace (no parent) from one call to ``os.urandom``."""
-    digits = os.urandom(40).hex()
-    trace_id = digits[32:64]
-    span_id = digits[64:]
+    """A new request id and a new trace (no parent)."""
+    try:
+        request_id, trace_id, span_id = _fresh_ids.popleft()
+    except IndexError:
+        _fill_fresh_ids()
+        return _fresh_request_and_trace()
     if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
-        return digits[:32], new_trace()
-    return digits[:32], tuple.__new__(TraceContext, (trace_id, span_id, None, "00", ""))
+        return request_id, new_trace()
+    return request_id, tuple.__new__(TraceContext, (trace_id, span_id, None, "00", ""))
 
 
 def _start_trace(traceparent: str | None, tracestate: str | None) -> TraceContext:
@@ -207,7 +233,7 @@ def request_context(
         ...     request_id, current_context()["user_id"]
         ('abc-123', 42)
     """
-    return _RequestContext(request_id, traceparent, tracestate, values)
+    return RequestContext(request_id, traceparent, tracestate, values)
 
 
 def bind_context(**values: Any) -> None:

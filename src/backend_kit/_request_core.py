@@ -24,7 +24,7 @@ import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import _metric_hooks
-from ._context import request_context
+from ._context import RequestContext
 from ._logging import EventWriter
 from ._settings import Settings
 from .health import HealthHTTPResponse, HealthRegistry, HealthRunner, checks_from_settings
@@ -51,6 +51,8 @@ Probe = Literal["live", "ready", "report", "startup", "metrics"]
 Framework = Literal["flask", "django", "asgi"]
 
 _PROBE_METHODS = frozenset(("GET", "HEAD"))
+# The request context binds no values of its own (it is read, never written).
+_NO_VALUES: dict[str, Any] = {}
 _METRICS_METHODS = frozenset(("GET",))
 
 
@@ -155,7 +157,7 @@ class RequestCore:
         else a fresh id, and the inbound W3C trace context when it is valid, else a new
         trace. Every `start` must be paired with one `finish`."""
         return ActiveRequest(
-            request_context(inbound_request_id, traceparent=traceparent, tracestate=tracestate)
+            RequestContext(inbound_request_id, traceparent, tracestate, _NO_VALUES)
         )
 
     def probe_for(self, path: str) -> Probe | None:

@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Mapping
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Literal, TextIO, cast
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TextIO, cast
 
 import structlog
 from structlog.exceptions import DropEvent
@@ -15,6 +15,7 @@ from structlog.typing import FilteringBoundLogger, Processor
 
 from .._active import get_settings, state_lock
 from .._redact import Redactor
+from ._clock import clock
 from ._processors import (
     LEVELS,
     ExceptionFormatter,
@@ -147,12 +148,51 @@ class EventWriter:
         if level < _min_level:
             return
         fields["event"] = event
+        direct = _direct
+        if (
+            direct is None
+            or _pipeline.steps is not direct.steps
+            or "exc_info" in fields
+            or "stack_info" in fields
+            or "_record" in fields
+            or "_from_structlog" in fields
+        ):
+            try:
+                line = _pipeline(self._logger, method_name, fields)
+            except DropEvent:
+                return
+            if isinstance(line, str):  # what both renderers give
+                sink.write(line)
+            return
+        # The default JSON pipeline, its steps called directly: the same steps in the
+        # same order, minus those with nothing to do for an event without exc_info.
+        logger = self._logger
+        step: str = "merge_request_context"
         try:
-            line = _pipeline(self._logger, method_name, fields)
+            merge_request_context(logger, method_name, fields)
+            step = "report_to_sentry"
+            report_to_sentry(logger, method_name, fields)
+            step = "Finisher"
+            line = direct.finisher.layout(logger.name, clock.stamp(), method_name, fields)
+            step = "JSONRenderer"
+            text = direct.renderer.render(line)
         except DropEvent:
             return
-        if isinstance(line, str):  # what both renderers give
-            sink.write(line)
+        except Exception as exc:  # as the pipeline does: dropped, counted, never raised
+            sink.drop(f"the log pipeline step {step} raised {type(exc).__name__}")
+            return
+        sink.write(text)
+
+
+class _DirectSteps(NamedTuple):
+    """The default JSON pipeline's steps, and the two of them `EventWriter` calls by name."""
+
+    steps: tuple[Processor, ...]
+    finisher: Finisher
+    renderer: JSONRenderer
+
+
+_direct: _DirectSteps | None = None
 
 
 _pipeline = Pipeline()
@@ -201,7 +241,7 @@ def configure_logging(
         >>> configure_logging(level="INFO", format="json", stream=io.StringIO())
         >>> get_logger("billing").debug("not written")  # costs almost nothing
     """
-    global _handler, _configured, _stdlib_state, _previous_structlog
+    global _handler, _configured, _stdlib_state, _previous_structlog, _direct
     settings = settings if settings is not None else get_settings()
     root_level = _level_number(level if level is not None else settings.log_level, "level")
     chosen_format = format if format is not None else settings.log_format
@@ -236,9 +276,16 @@ def configure_logging(
     if per_logger:
         native.append(LevelByLogger(per_logger, root_level))
 
+    steps = (*native, *tail)
+    direct = (
+        _DirectSteps(steps, finisher, renderer)
+        if isinstance(renderer, JSONRenderer) and native == [merge_request_context]
+        else None
+    )
     with state_lock():
         sink.stream = stream
-        _pipeline.steps = (*native, *tail)
+        _pipeline.steps = steps
+        _direct = direct
         _set_min_level(min_level)
         if not _configured:
             _previous_structlog = (
@@ -300,7 +347,7 @@ def reset_logging() -> None:
     defaults, or the user's own), the root logger's previous handlers and level, and
     per-logger levels and adopted loggers restored.
     """
-    global _configured, _stdlib_state, _previous_structlog
+    global _configured, _stdlib_state, _previous_structlog, _direct
     with state_lock():
         if _stdlib_state is not None:
             root = logging.getLogger()
@@ -321,6 +368,7 @@ def reset_logging() -> None:
         # Loggers made or cached while configured keep our objects: make them run
         # whatever structlog is configured with from now on.
         _pipeline.steps = None
+        _direct = None
         _set_min_level(logging.NOTSET)
         sink.stream = None
         sink.failures.reset()

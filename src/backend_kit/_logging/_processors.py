@@ -179,6 +179,13 @@ class Finisher:
             if type(name) is not str:
                 name = str(name)
             timestamp = clock.stamp()
+        return self.layout(name, timestamp, method_name, event_dict)
+
+    def layout(
+        self, name: str, timestamp: str, method_name: str, event_dict: EventDict
+    ) -> dict[str, Any]:
+        """The finished line of *event_dict* (consumed) from logger *name*: what
+        ``__call__`` gives once the name and the timestamp are known."""
         level = METHOD_LEVEL.get(method_name, method_name)
         try:
             active = active_settings_or_none()
