@@ -504,3 +504,9 @@ def test_letters_and_digits_that_are_a_card_or_hold_a_secret_are_still_masked() 
     assert redactor.redact_text("c3fc1b7901b6747ff697c052d164f855") == (
         "c3fc1b7901b6747ff697c052d164f855"
     )
+
+
+@given(text=_alnum_text, secret=st.sampled_from(["", "abcd", "5555"]))
+def test_letters_and_digits_in_an_event_end_as_the_full_scan_ends(text: str, secret: str) -> None:
+    redactor = Redactor(secret_values=[secret] if secret else [])
+    assert redactor.redact_for_output({"id": text}) == {"id": redactor._redact_text(text)}

@@ -414,6 +414,10 @@ class Redactor:
         key_cache = self._key_cache
         text_cache = self._text_cache
         redact_text = self.redact_text
+        # Letters and digits alone (request and trace ids) pass as they are, as in
+        # `redact_text`, when no secret value or pattern of the user's could match them.
+        alnum_is_plain = self._alnum_is_plain and not self._secret_values
+        max_length = self._max_length
         # The hot path of every log call: plain lookups, no helper calls for common types
         # (the memo of redacted text is read here, before calling `redact_text`).
         for key, item in value.items():
@@ -429,7 +433,17 @@ class Redactor:
                     continue
             if type(item) is str:
                 known = text_cache.get(item)
-                redacted[key] = known if known is not None else redact_text(item)
+                if known is not None:
+                    redacted[key] = known
+                elif (
+                    alnum_is_plain
+                    and item.isalnum()
+                    and len(item) <= max_length
+                    and not (13 <= len(item) <= 19 and item.isdecimal())
+                ):
+                    redacted[key] = item
+                else:
+                    redacted[key] = redact_text(item)
             elif type(item) is int or type(item) is float or isinstance(item, _PLAIN_TYPES):
                 redacted[key] = item
             else:

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from . import _metric_hooks
 from ._context import RequestContext
@@ -30,9 +30,6 @@ from ._settings import Settings
 from .health import HealthHTTPResponse, HealthRegistry, HealthRunner, checks_from_settings
 from .health import health_paths as _health_paths
 from .health._lifecycle import is_draining
-
-if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
 
 __all__ = [
     "REQUEST_ID_HEADER",
@@ -103,15 +100,14 @@ def sentry_integrations(settings: Settings, framework: Framework) -> list[Any]:
     return []
 
 
-class ActiveRequest:
-    """One request between `RequestCore.start` and `RequestCore.finish`."""
+class ActiveRequest(RequestContext):
+    """One request between `RequestCore.start` and `RequestCore.finish`: its request
+    context (entered by `start`, left by `finish`), its id and when it started."""
 
-    __slots__ = ("_context", "request_id", "started")
+    __slots__ = ("request_id", "started")
 
-    def __init__(self, context: AbstractContextManager[str]) -> None:
-        self.started = time.perf_counter()
-        self._context = context
-        self.request_id: str = context.__enter__()
+    request_id: str
+    started: float
 
 
 class RequestCore:
@@ -156,9 +152,10 @@ class RequestCore:
         """Enter the request's context: the inbound ``X-Request-ID`` when it is safe,
         else a fresh id, and the inbound W3C trace context when it is valid, else a new
         trace. Every `start` must be paired with one `finish`."""
-        return ActiveRequest(
-            RequestContext(inbound_request_id, traceparent, tracestate, _NO_VALUES)
-        )
+        active = ActiveRequest(inbound_request_id, traceparent, tracestate, _NO_VALUES)
+        active.started = time.perf_counter()
+        active.request_id = active.__enter__()
+        return active
 
     def probe_for(self, path: str) -> Probe | None:
         """The probe served at *path* (``"metrics"`` for ``METRICS_PATH`` with
@@ -257,4 +254,4 @@ class RequestCore:
                     },
                 )
         finally:
-            request._context.__exit__(*sys.exc_info())
+            request.__exit__(*sys.exc_info())
