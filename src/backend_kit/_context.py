@@ -102,10 +102,12 @@ class RequestContext:
                 request_id = inherited
         elif not isinstance(request_id, str) or _SAFE_REQUEST_ID.fullmatch(request_id) is None:
             request_id = None
-        if request_id is None and fresh_trace and traceparent is None and not _otel_loaded():
-            # The common case (no inbound id, no inbound trace): every random id of the
-            # request from one system call.
-            request_id, trace = _fresh_request_and_trace()
+        if fresh_trace and traceparent is None and not _otel_loaded():
+            # The common case (no inbound trace): the new trace, and the request id
+            # unless one came in, from the pool made ahead.
+            fresh_id, trace = _fresh_request_and_trace()
+            if request_id is None:
+                request_id = fresh_id
         else:
             if request_id is None:
                 request_id = new_request_id()
