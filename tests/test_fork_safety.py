@@ -230,3 +230,29 @@ def test_a_forked_child_reports_to_sentry_through_a_transport_of_its_own(
     time.sleep(0.5)  # a duplicate, if any, would arrive now
     messages = [event.get("logentry", {}).get("message") for event in receiver.events]
     assert sorted(messages) == ["from_child", "from_parent"]
+
+
+def test_a_forked_child_never_repeats_the_ids_its_parent_hands_out() -> None:
+    # New requests draw their ids from a pool made ahead: the child must not share it.
+    with backend_kit.request_context() as first:
+        assert backend_kit.current_trace() is not None
+
+    def child() -> bytes:
+        ids = []
+        for _ in range(3):
+            with backend_kit.request_context() as request_id:
+                trace = backend_kit.current_trace()
+                assert trace is not None
+                ids += [request_id, trace.trace_id, trace.span_id]
+        return " ".join(ids).encode()
+
+    output, _ = _in_child(child)
+    in_child = set(output.decode().split())
+    in_parent = {first}
+    for _ in range(3):
+        with backend_kit.request_context() as request_id:
+            trace = backend_kit.current_trace()
+            assert trace is not None
+            in_parent |= {request_id, trace.trace_id, trace.span_id}
+    assert len(in_child) == 9
+    assert in_child.isdisjoint(in_parent)

@@ -523,3 +523,70 @@ def test_fifty_asyncio_tasks_each_log_only_their_own_request_id(
     assert len(lines) == 50 * 10
     for line in lines:
         assert line["request_id"] == f"task-{line['worker']}"
+
+
+# --- the direct writer the request core uses ----------------------------------------
+
+
+def _written_both_ways(stream: io.StringIO, fields: dict[str, Any]) -> list[str]:
+    from backend_kit._logging import EventWriter
+
+    EventWriter("backend_kit.request").write("warning", logging.WARNING, "done", dict(fields))
+    get_logger("backend_kit.request").warning("done", **fields)
+    return stream.getvalue().splitlines()
+
+
+@pytest.mark.parametrize(
+    "per_logger",
+    [None, "backend_kit=INFO"],
+    ids=["default pipeline", "per-logger levels"],
+)
+def test_the_direct_writer_writes_what_a_logger_writes(
+    monkeypatch: pytest.MonkeyPatch, stream: io.StringIO, per_logger: str | None
+) -> None:
+    if per_logger:
+        monkeypatch.setenv("LOG_LEVELS", per_logger)
+    _configure_json(stream, service_name="billing", environment="staging")
+    from backend_kit._logging import _config
+
+    # Without per-logger levels the writer calls the steps itself: both paths are covered.
+    assert (_config._direct is not None) == (per_logger is None)
+    fields = {
+        "method": "GET",
+        "route": None,
+        "path": "/reset?token=abc123",
+        "status": 404,
+        "duration_ms": 1.5,
+        "client": "4111 1111 1111 1111",
+        "level": "forged",
+    }
+    with request_context("password:hunter2", tenant="acme", traceparent=None):
+        direct, logged = _written_both_ways(stream, fields)
+    first, second = json.loads(direct), json.loads(logged)
+    assert list(first) == list(second)
+    first.pop("timestamp"), second.pop("timestamp")
+    assert first == second
+    assert first["level"] == "warning"
+    assert first["path"] == "/reset?token=***"
+    assert first["client"] == "**** **** **** 1111"
+    assert first["request_id"] == "password:***"
+    assert first["tenant"] == "acme"
+
+
+def test_the_direct_writer_follows_levels_captures_and_an_unconfigured_structlog(
+    stream: io.StringIO,
+) -> None:
+    from backend_kit._logging import EventWriter
+
+    writer = EventWriter("backend_kit.request")
+    with structlog.testing.capture_logs() as before_configure:
+        writer.write("info", logging.INFO, "unconfigured", {"status": 200})
+    assert [(e["event"], e["status"]) for e in before_configure] == [("unconfigured", 200)]
+
+    configure_logging(load_settings(), level="WARNING", format="json", stream=stream)
+    writer.write("info", logging.INFO, "below the level", {})
+    assert not writer.enabled(logging.INFO)
+    with capture_logs() as captured:
+        writer.write("error", logging.ERROR, "captured", {"status": 500})
+    assert [(e["event"], e["level"], e["status"]) for e in captured] == [("captured", "error", 500)]
+    assert stream.getvalue() == ""

@@ -480,3 +480,33 @@ def test_canary_corpus_never_reaches_sentry() -> None:
     assert all(event["tags"]["request_id"] == "canary-request" for event in events)
     assert sum("exception" in event for event in events) == 1
     corpus.assert_absent(bodies)
+
+
+_alnum_text = st.text(
+    alphabet=st.sampled_from("0123456789abcdefXYZ٣éß"), min_size=0, max_size=40
+) | st.from_regex(r"[1-9][0-9]{12,18}", fullmatch=True)
+
+
+@given(text=_alnum_text, secret=st.sampled_from(["", "abcd", "5555", "ef01"]))
+def test_letters_and_digits_skip_the_scan_with_the_same_result(text: str, secret: str) -> None:
+    # Text of letters and digits alone (ids, hashes) takes a shortcut past the patterns:
+    # it must end exactly where the full scan ends.
+    redactor = Redactor(secret_values=[secret] if secret else [])
+    assert redactor.redact_text(text) == redactor._redact_text(text)
+
+
+def test_letters_and_digits_that_are_a_card_or_hold_a_secret_are_still_masked() -> None:
+    redactor = Redactor(secret_values=["HUNTER2ZZ"])
+    assert redactor.redact_text("4111111111111111") == "************1111"
+    assert redactor.redact_text("xHUNTER2ZZy") == "x***y"
+    # The secret's mask leaves a card number standing alone: masked too.
+    assert redactor.redact_text("4111111111111111HUNTER2ZZ") == "************1111***"
+    assert redactor.redact_text("c3fc1b7901b6747ff697c052d164f855") == (
+        "c3fc1b7901b6747ff697c052d164f855"
+    )
+
+
+@given(text=_alnum_text, secret=st.sampled_from(["", "abcd", "5555"]))
+def test_letters_and_digits_in_an_event_end_as_the_full_scan_ends(text: str, secret: str) -> None:
+    redactor = Redactor(secret_values=[secret] if secret else [])
+    assert redactor.redact_for_output({"id": text}) == {"id": redactor._redact_text(text)}

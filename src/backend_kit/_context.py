@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+from collections import deque
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, suppress
 from contextvars import ContextVar, Token
 from types import MappingProxyType, TracebackType
 from typing import Any
 
+from ._forksafe import after_fork_in_child
 from ._trace import SPAN_ID_KEY, TRACE_ID_KEY, TraceContext, new_trace, otel_span_ids
 
 __all__ = [
     "REQUEST_ID_KEY",
+    "RequestContext",
     "bind_context",
     "current_context",
     "current_request_id",
@@ -42,6 +46,9 @@ _trace: ContextVar[TraceContext | None] = ContextVar("backend_kit_trace_context"
 
 # Inbound ids end up in log lines, headers and Sentry tags: only short, inert ones are kept.
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+# All-zero ids are invalid in W3C trace context.
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
 
 #: Called with the request id when a `request_context()` block is entered; Sentry uses it
 #: to tag the running transaction. Kept as a list so the hot path is one truth test.
@@ -62,7 +69,7 @@ def is_safe_request_id(value: object) -> bool:
     return isinstance(value, str) and _SAFE_REQUEST_ID.fullmatch(value) is not None
 
 
-class _RequestContext:
+class RequestContext:
     """What `request_context` returns. A class rather than a generator: it is entered
     and left on every request's path, where a generator's machinery is measurable."""
 
@@ -85,27 +92,38 @@ class _RequestContext:
     def __enter__(self) -> str:
         parent = _context.get()
         request_id = self._request_id
+        traceparent = self._traceparent
+        tracestate = self._tracestate
+        trace = _trace.get()
+        fresh_trace = trace is None or traceparent is not None or tracestate is not None
         if request_id is None:
             inherited = parent.get(REQUEST_ID_KEY)
-            request_id = inherited if isinstance(inherited, str) else new_request_id()
-        elif not is_safe_request_id(request_id):
-            request_id = new_request_id()
+            if isinstance(inherited, str):
+                request_id = inherited
+        elif not isinstance(request_id, str) or _SAFE_REQUEST_ID.fullmatch(request_id) is None:
+            request_id = None
+        if fresh_trace and traceparent is None and not _otel_loaded():
+            # The common case (no inbound trace): the new trace, and the request id
+            # unless one came in, from the pool made ahead.
+            fresh_id, trace = _fresh_request_and_trace()
+            if request_id is None:
+                request_id = fresh_id
+        else:
+            if request_id is None:
+                request_id = new_request_id()
+            if fresh_trace:
+                trace = _start_trace(traceparent, tracestate)
+        assert trace is not None
         self._request_id = request_id
-        trace = _trace.get()
-        if trace is None or self._traceparent is not None or self._tracestate is not None:
-            trace = _start_trace(self._traceparent, self._tracestate)
         trace_token = _trace.set(trace)
-        token = _context.set(
-            MappingProxyType(
-                {
-                    **parent,
-                    **self._values,
-                    REQUEST_ID_KEY: request_id,
-                    TRACE_ID_KEY: trace.trace_id,
-                    SPAN_ID_KEY: trace.span_id,
-                }
-            )
-        )
+        if parent or self._values:
+            values = {**parent, **self._values}
+            values[REQUEST_ID_KEY] = request_id
+            values[TRACE_ID_KEY] = trace.trace_id
+            values[SPAN_ID_KEY] = trace.span_id
+        else:
+            values = {REQUEST_ID_KEY: request_id, TRACE_ID_KEY: trace[0], SPAN_ID_KEY: trace[1]}
+        token = _context.set(MappingProxyType(values))
         self._token = token
         self._trace_token = trace_token
         if enter_hooks:
@@ -134,6 +152,43 @@ class _RequestContext:
         if self._trace_token is not None:
             _trace.reset(self._trace_token)
             self._trace_token = None
+
+
+def _otel_loaded() -> bool:
+    return "opentelemetry.trace" in sys.modules
+
+
+# Ids for new requests, made ahead in batches: one ``os.urandom`` call serves
+# `_FRESH_BATCH` requests (a system call per request is measurable). ``popleft`` is
+# atomic, so threads never share an entry; a forked child empties the pool, so it never
+# repeats its parent's ids.
+_FRESH_BATCH = 64
+_fresh_ids: deque[tuple[str, str, str]] = deque()
+
+
+def _fill_fresh_ids() -> None:
+    digits = os.urandom(40 * _FRESH_BATCH).hex()
+    _fresh_ids.extend(
+        (digits[at : at + 32], digits[at + 32 : at + 64], digits[at + 64 : at + 80])
+        for at in range(0, len(digits), 80)
+    )
+
+
+@after_fork_in_child
+def _forget_fresh_ids() -> None:
+    _fresh_ids.clear()
+
+
+def _fresh_request_and_trace() -> tuple[str, TraceContext]:
+    """A new request id and a new trace (no parent)."""
+    try:
+        request_id, trace_id, span_id = _fresh_ids.popleft()
+    except IndexError:
+        _fill_fresh_ids()
+        return _fresh_request_and_trace()
+    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+        return request_id, new_trace()
+    return request_id, tuple.__new__(TraceContext, (trace_id, span_id, None, "00", ""))
 
 
 def _start_trace(traceparent: str | None, tracestate: str | None) -> TraceContext:
@@ -180,7 +235,7 @@ def request_context(
         ...     request_id, current_context()["user_id"]
         ('abc-123', 42)
     """
-    return _RequestContext(request_id, traceparent, tracestate, values)
+    return RequestContext(request_id, traceparent, tracestate, values)
 
 
 def bind_context(**values: Any) -> None:

@@ -214,6 +214,7 @@ class Redactor:
     """
 
     __slots__ = (
+        "_alnum_is_plain",
         "_assignment",
         "_extra_patterns",
         "_key_cache",
@@ -248,6 +249,9 @@ class Redactor:
             )
         )
         self._extra_patterns = tuple(compile_linear_pattern(p) for p in patterns)
+        # Without patterns of the user's, the built-in rules need punctuation or spaces
+        # to match inside text made of letters and digits alone (see `redact_text`).
+        self._alnum_is_plain = not self._extra_patterns
         words = "|".join(re.escape(k).replace("_", "[_\\-]?") for k in self._keys)
         # ``password=hunter2``, ``"token": "abc"``, ``token: abc``, ``?api_key=...``.
         # A match starts at a key word (literals let the engine skip ahead fast) and
@@ -313,6 +317,16 @@ class Redactor:
         cached = cache.get(text)
         if cached is not None:
             return cached
+        if text.isalnum() and self._alnum_is_plain and len(text) <= self._max_length:
+            # Letters and digits only (ids, hashes, words): no rule but the secret values
+            # and a card number that is the whole text can match. Not memoised: such text is
+            # mostly unique (request and trace ids) and would only evict the rest.
+            if (13 <= len(text) <= 19 and text.isdecimal()) or (
+                self._secret_values and self.mask_secret_values(text) is not text
+            ):
+                # A card number, or a secret whose mask may leave one standing alone.
+                return self._redact_text(text)
+            return text
         if len(text) > self._max_length:
             cut = len(text) - self._max_length
             return self._redact_text(text[: self._max_length]) + f"…[{cut} characters cut]"
@@ -339,7 +353,7 @@ class Redactor:
                 text = self._mask_assignments(self._assignment, text, lowered)
         if "PRIVATE KEY-----" in text:
             text = _PEM_PRIVATE_KEY.sub(MASK, text)
-        if self._mask_cards and _CARD_NUMBER.search(text) is not None:
+        if self._mask_cards and len(text) >= 13 and _CARD_NUMBER.search(text) is not None:
             text = _CARD_NUMBER.sub(_mask_card, text)
         for pattern in self._extra_patterns:
             # RE2's sub() walks matches in Python; a C-level search rules most text out.
@@ -398,13 +412,19 @@ class Redactor:
         """
         redacted: dict[Any, Any] = {} if into is None else into
         key_cache = self._key_cache
+        text_cache = self._text_cache
         redact_text = self.redact_text
-        # The hot path of every log call: plain lookups, no helper calls for common types.
+        # Letters and digits alone (request and trace ids) pass as they are, as in
+        # `redact_text`, when no secret value or pattern of the user's could match them.
+        alnum_is_plain = self._alnum_is_plain and not self._secret_values
+        max_length = self._max_length
+        # The hot path of every log call: plain lookups, no helper calls for common types
+        # (the memo of redacted text is read here, before calling `redact_text`).
         for key, item in value.items():
             if item is None:
                 redacted[key] = None
                 continue
-            if isinstance(key, str):
+            if type(key) is str or isinstance(key, str):
                 sensitive = key_cache.get(key)
                 if sensitive is None:
                     sensitive = self.is_sensitive_key(key)
@@ -412,8 +432,19 @@ class Redactor:
                     redacted[key] = MASK
                     continue
             if type(item) is str:
-                redacted[key] = redact_text(item)
-            elif isinstance(item, _PLAIN_TYPES):
+                known = text_cache.get(item)
+                if known is not None:
+                    redacted[key] = known
+                elif (
+                    alnum_is_plain
+                    and item.isalnum()
+                    and len(item) <= max_length
+                    and not (13 <= len(item) <= 19 and item.isdecimal())
+                ):
+                    redacted[key] = item
+                else:
+                    redacted[key] = redact_text(item)
+            elif type(item) is int or type(item) is float or isinstance(item, _PLAIN_TYPES):
                 redacted[key] = item
             else:
                 redacted[key] = self._output_value(item)

@@ -18,20 +18,18 @@ nothing here knows a framework. The core owns:
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from . import _metric_hooks
-from ._context import request_context
-from ._logging import get_logger
+from ._context import RequestContext
+from ._logging import EventWriter
 from ._settings import Settings
 from .health import HealthHTTPResponse, HealthRegistry, HealthRunner, checks_from_settings
 from .health import health_paths as _health_paths
 from .health._lifecycle import is_draining
-
-if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
 
 __all__ = [
     "REQUEST_ID_HEADER",
@@ -50,6 +48,8 @@ Probe = Literal["live", "ready", "report", "startup", "metrics"]
 Framework = Literal["flask", "django", "asgi"]
 
 _PROBE_METHODS = frozenset(("GET", "HEAD"))
+# The request context binds no values of its own (it is read, never written).
+_NO_VALUES: dict[str, Any] = {}
 _METRICS_METHODS = frozenset(("GET",))
 
 
@@ -100,15 +100,14 @@ def sentry_integrations(settings: Settings, framework: Framework) -> list[Any]:
     return []
 
 
-class ActiveRequest:
-    """One request between `RequestCore.start` and `RequestCore.finish`."""
+class ActiveRequest(RequestContext):
+    """One request between `RequestCore.start` and `RequestCore.finish`: its request
+    context (entered by `start`, left by `finish`), its id and when it started."""
 
-    __slots__ = ("_context", "request_id", "started")
+    __slots__ = ("request_id", "started")
 
-    def __init__(self, context: AbstractContextManager[str]) -> None:
-        self.started = time.perf_counter()
-        self._context = context
-        self.request_id: str = context.__enter__()
+    request_id: str
+    started: float
 
 
 class RequestCore:
@@ -116,7 +115,7 @@ class RequestCore:
     from the settings and the health runner."""
 
     __slots__ = (
-        "_log",
+        "_line",
         "_metrics_path",
         "_probes",
         "_trusted_proxies",
@@ -141,7 +140,7 @@ class RequestCore:
             self._metrics_path = paths.metrics
             self._probes[paths.metrics] = "metrics"
         self._trusted_proxies = settings.trusted_proxies
-        self._log = get_logger("backend_kit.request")
+        self._line = EventWriter("backend_kit.request")
 
     def start(
         self,
@@ -153,9 +152,10 @@ class RequestCore:
         """Enter the request's context: the inbound ``X-Request-ID`` when it is safe,
         else a fresh id, and the inbound W3C trace context when it is valid, else a new
         trace. Every `start` must be paired with one `finish`."""
-        return ActiveRequest(
-            request_context(inbound_request_id, traceparent=traceparent, tracestate=tracestate)
-        )
+        active = ActiveRequest(inbound_request_id, traceparent, tracestate, _NO_VALUES)
+        active.started = time.perf_counter()
+        active.request_id = active.__enter__()
+        return active
 
     def probe_for(self, path: str) -> Probe | None:
         """The probe served at *path* (``"metrics"`` for ``METRICS_PATH`` with
@@ -228,21 +228,30 @@ class RequestCore:
                         method, path if probe and route is None else route, status, seconds
                     )
             if probe:
-                emit = self._log.debug
+                method_name, level = "debug", logging.DEBUG
             elif status >= 500:
-                emit = self._log.error
+                method_name, level = "error", logging.ERROR
             elif status >= 400:
-                emit = self._log.warning
+                method_name, level = "warning", logging.WARNING
             else:
-                emit = self._log.info
-            emit(
-                "request_finished",
-                method=method,
-                route=route,
-                path=path,
-                status=status,
-                duration_ms=round(seconds * 1000.0, 3),
-                client=client_address(remote_address, forwarded_for, self._trusted_proxies),
-            )
+                method_name, level = "info", logging.INFO
+            line = self._line
+            if line.enabled(level):
+                trusted = self._trusted_proxies
+                line.write(
+                    method_name,
+                    level,
+                    "request_finished",
+                    {
+                        "method": method,
+                        "route": route,
+                        "path": path,
+                        "status": status,
+                        "duration_ms": round(seconds * 1000.0, 3),
+                        "client": remote_address
+                        if trusted <= 0 or not forwarded_for
+                        else client_address(remote_address, forwarded_for, trusted),
+                    },
+                )
         finally:
-            request._context.__exit__(*sys.exc_info())
+            request.__exit__(*sys.exc_info())

@@ -217,4 +217,6 @@ def _request_class_recording_route(base: type[Request]) -> type[Request]:
 def _path(environ: WSGIEnvironment) -> str:
     # WSGI carries the path as latin-1 code points of its UTF-8 bytes.
     raw: str = environ.get("PATH_INFO", "")
+    if raw.isascii():  # the same either way, and most paths are
+        return raw
     return raw.encode("latin-1", "replace").decode("utf-8", "replace")

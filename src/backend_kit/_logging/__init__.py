@@ -22,12 +22,19 @@ pipeline) and `_capture` (collecting events in tests).
 from __future__ import annotations
 
 from ._capture import capture_events
-from ._config import configure_logging, get_logger, is_logging_configured, reset_logging
+from ._config import (
+    EventWriter,
+    configure_logging,
+    get_logger,
+    is_logging_configured,
+    reset_logging,
+)
 from ._processors import EventReporter, exc_info_of, set_event_reporter
 from ._sink import ProcessLock, forwarding_failures, sink, use_process_lock
 
 __all__ = [
     "EventReporter",
+    "EventWriter",
     "ProcessLock",
     "capture_events",
     "configure_logging",

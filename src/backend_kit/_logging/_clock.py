@@ -15,13 +15,18 @@ class UTCClock:
         self._current: tuple[int, str] = (-1, "")
 
     def stamp(self, created: float | None = None) -> str:
-        moment = time.time() if created is None else created
-        second = int(moment)
+        if created is None:
+            # Integer nanoseconds: no float rounding, and no format spec to parse below.
+            second, micro = divmod(time.time_ns() // 1000, 1_000_000)
+        else:
+            second = int(created)
+            micro = int((created - second) * 1_000_000)
         cached_second, prefix = self._current  # one read: threads never see a torn pair
         if second != cached_second:
-            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
             self._current = (second, prefix)
-        return f"{prefix}.{int((moment - second) * 1_000_000):06d}Z"
+        # The microseconds zero-padded to six digits, without a format spec.
+        return f"{prefix}{str(1_000_000 + micro)[1:]}Z"
 
 
 clock = UTCClock()

@@ -7,13 +7,15 @@ import logging
 import sys
 from collections.abc import Mapping
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Literal, TextIO, cast
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TextIO, cast
 
 import structlog
+from structlog.exceptions import DropEvent
 from structlog.typing import FilteringBoundLogger, Processor
 
 from .._active import get_settings, state_lock
 from .._redact import Redactor
+from ._clock import clock
 from ._processors import (
     LEVELS,
     ExceptionFormatter,
@@ -34,6 +36,10 @@ if TYPE_CHECKING:
 Format = Literal["json", "console", "auto"]
 
 
+# The lowest level any logger writes at; `_set_min_level` keeps it.
+_min_level = logging.NOTSET
+
+
 class _LevelledLogger(structlog.BoundLoggerBase):
     """A filtering bound logger whose level can be changed in place.
 
@@ -44,6 +50,8 @@ class _LevelledLogger(structlog.BoundLoggerBase):
 
 
 def _set_min_level(level: int) -> None:
+    global _min_level
+    _min_level = level
     source = structlog.make_filtering_bound_logger(level)
     for name, member in vars(source).items():
         if not name.startswith("__"):
@@ -109,6 +117,84 @@ def get_logger(name: str | None = None, **initial_values: Any) -> FilteringBound
     )
 
 
+class EventWriter:
+    """Writes the events of one logger straight into the configured pipeline.
+
+    What a bound logger's method does (level check, the pipeline, one write), without
+    structlog's generic dispatch around it: the request core writes one line per
+    request through it. The event runs the very steps every other line runs, so the
+    line is the same, redacted the same, reported to Sentry the same and captured the
+    same. Before `configure_logging()`, or when the processor list structlog holds was
+    changed, the event goes to an ordinary logger instead.
+    """
+
+    __slots__ = ("_fallback", "_logger")
+
+    def __init__(self, name: str) -> None:
+        self._logger = _NamedLogger(name)
+        self._fallback = get_logger(name)
+
+    def enabled(self, level: int) -> bool:
+        """False when an event at *level* (a stdlib level number) would be dropped by
+        the process-wide minimum level; a cheap test before building the fields."""
+        return level >= _min_level or not _configured
+
+    def write(self, method_name: str, level: int, event: str, fields: dict[str, Any]) -> None:
+        """Emit *event* with *fields* (a fresh dict, consumed) as ``log.<method_name>``
+        would, *level* being that method's level number. Never raises."""
+        if not _configured or len(_processors) != 1 or _processors[0] is not _pipeline:
+            getattr(self._fallback, method_name)(event, **fields)
+            return
+        if level < _min_level:
+            return
+        fields["event"] = event
+        direct = _direct
+        if (
+            direct is None
+            or _pipeline.steps is not direct.steps
+            or "exc_info" in fields
+            or "stack_info" in fields
+            or "_record" in fields
+            or "_from_structlog" in fields
+        ):
+            try:
+                line = _pipeline(self._logger, method_name, fields)
+            except DropEvent:
+                return
+            if isinstance(line, str):  # what both renderers give
+                sink.write(line)
+            return
+        # The default JSON pipeline, its steps called directly: the same steps in the
+        # same order, minus those with nothing to do for an event without exc_info.
+        logger = self._logger
+        step: str = "merge_request_context"
+        try:
+            merge_request_context(logger, method_name, fields)
+            step = "report_to_sentry"
+            report_to_sentry(logger, method_name, fields)
+            step = "Finisher"
+            line = direct.finisher.layout(logger.name, clock.stamp(), method_name, fields)
+            step = "JSONRenderer"
+            text = direct.renderer.render(line)
+        except DropEvent:
+            return
+        except Exception as exc:  # as the pipeline does: dropped, counted, never raised
+            sink.drop(f"the log pipeline step {step} raised {type(exc).__name__}")
+            return
+        sink.write(text)
+
+
+class _DirectSteps(NamedTuple):
+    """The default JSON pipeline's steps, and the two of them `EventWriter` calls by name."""
+
+    steps: tuple[Processor, ...]
+    finisher: Finisher
+    renderer: JSONRenderer
+
+
+_direct: _DirectSteps | None = None
+
+
 _pipeline = Pipeline()
 # One list object for the whole process, holding the pipeline: structlog loggers cached
 # on first use keep a reference to it; what changes is the pipeline's steps.
@@ -155,7 +241,7 @@ def configure_logging(
         >>> configure_logging(level="INFO", format="json", stream=io.StringIO())
         >>> get_logger("billing").debug("not written")  # costs almost nothing
     """
-    global _handler, _configured, _stdlib_state, _previous_structlog
+    global _handler, _configured, _stdlib_state, _previous_structlog, _direct
     settings = settings if settings is not None else get_settings()
     root_level = _level_number(level if level is not None else settings.log_level, "level")
     chosen_format = format if format is not None else settings.log_format
@@ -190,9 +276,16 @@ def configure_logging(
     if per_logger:
         native.append(LevelByLogger(per_logger, root_level))
 
+    steps = (*native, *tail)
+    direct = (
+        _DirectSteps(steps, finisher, renderer)
+        if isinstance(renderer, JSONRenderer) and native == [merge_request_context]
+        else None
+    )
     with state_lock():
         sink.stream = stream
-        _pipeline.steps = (*native, *tail)
+        _pipeline.steps = steps
+        _direct = direct
         _set_min_level(min_level)
         if not _configured:
             _previous_structlog = (
@@ -254,7 +347,7 @@ def reset_logging() -> None:
     defaults, or the user's own), the root logger's previous handlers and level, and
     per-logger levels and adopted loggers restored.
     """
-    global _configured, _stdlib_state, _previous_structlog
+    global _configured, _stdlib_state, _previous_structlog, _direct
     with state_lock():
         if _stdlib_state is not None:
             root = logging.getLogger()
@@ -275,6 +368,7 @@ def reset_logging() -> None:
         # Loggers made or cached while configured keep our objects: make them run
         # whatever structlog is configured with from now on.
         _pipeline.steps = None
+        _direct = None
         _set_min_level(logging.NOTSET)
         sink.stream = None
         sink.failures.reset()

@@ -171,18 +171,31 @@ class Finisher:
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
         record = event_dict.pop("_record", None)
         event_dict.pop("_from_structlog", None)
-        if record is not None:
+        if record is not None:  # a standard-library record, through the bridge
             name = str(record.name)
-            created = float(record.created)
+            timestamp = clock.stamp(float(record.created))
         else:
-            name = str(getattr(logger, "name", "root"))
-            created = None
+            name = getattr(logger, "name", "root")
+            if type(name) is not str:
+                name = str(name)
+            timestamp = clock.stamp()
+        return self.layout(name, timestamp, method_name, event_dict)
+
+    def layout(
+        self, name: str, timestamp: str, method_name: str, event_dict: EventDict
+    ) -> dict[str, Any]:
+        """The finished line of *event_dict* (consumed) from logger *name*: what
+        ``__call__`` gives once the name and the timestamp are known."""
+        level = METHOD_LEVEL.get(method_name, method_name)
         try:
-            redactor = self.redactor()
+            active = active_settings_or_none()
+            redactor = (
+                self._redactor if active is None or active is self._settings else get_redactor()
+            )
             event = event_dict.pop("event", None)
             line: dict[str, Any] = {
-                "timestamp": clock.stamp(created),
-                "level": METHOD_LEVEL.get(method_name, method_name),
+                "timestamp": timestamp,
+                "level": level,
                 "event": redactor.redact_text(event)
                 if type(event) is str
                 else redactor.redact_for_output({"event": event})["event"],
@@ -190,13 +203,13 @@ class Finisher:
                 "service": self._service,
                 "environment": self._environment,
             }
-            timestamp, level = line["timestamp"], line["level"]
             redactor.redact_for_output(event_dict, into=line)
-            # A field named like ours must not make the line lie about when or how bad.
-            line["timestamp"], line["level"] = timestamp, level
         except Exception as exc:  # the policy failed: the event must not leave unredacted
             warn_dropped(name, exc)
             raise DropEvent from None
+        if "timestamp" in event_dict or "level" in event_dict:
+            # A field named like ours must not make the line lie about when or how bad.
+            line["timestamp"], line["level"] = timestamp, level
         if captures:
             for captured in captures:
                 captured.append(dict(line))
