@@ -418,9 +418,14 @@ def test_the_line_follows_an_applications_own_structlog_configuration() -> None:
     assert captured[0]["url"] == server.url + "/rates"
 
 
-def test_the_line_below_the_level_is_not_written() -> None:
+@pytest.mark.parametrize(
+    "levels",
+    [{"level": "WARNING"}, {"levels": {"backend_kit.http": "WARNING"}}],
+    ids=["root level", "the logger's own level"],
+)
+def test_the_line_below_the_level_is_not_written(levels: dict[str, Any]) -> None:
     stream = io.StringIO()
-    configure_logging(load_settings(), level="WARNING", format="json", stream=stream)
+    configure_logging(load_settings(), format="json", stream=stream, **levels)
     with upstream((200, {}), (500, {})) as server, http.client(breaker=False) as api:
         api.get(server.url + "/quiet")
         api.get(server.url + "/loud")
