@@ -346,3 +346,89 @@ def test_session_adapter_takes_positional_arguments_too() -> None:
         assert response.status_code == 200
         assert len(server.received) == 1
         assert "traceparent" in server.received[0][1]
+
+
+# --- the http_request line: the direct writer and the ordinary logger ---------------
+
+
+def _call_and_read(stream: io.StringIO, scenario: str) -> dict[str, Any]:
+    """One call of *scenario* inside a request; the one line it wrote."""
+    before = len(stream.getvalue().splitlines())
+    with request_context("req-42", traceparent=INBOUND, tenant="acme"), override_retries(1):
+        if scenario == "ok":
+            with upstream() as server, http.client(breaker=False) as api:
+                assert api.get(server.url + "/rates?access_token=tok-canary&page=2").is_success
+        elif scenario == "5xx":
+            with upstream(default=503) as server:
+                assert http.session(breaker=False).get(server.url + "/r").status_code == 503
+        else:
+            with http.client(breaker=False) as api, pytest.raises(httpx.ConnectError):
+                api.get(f"http://user:pw-canary@127.0.0.1:{free_port()}/?token=tok-canary")
+    written = _lines(stream)[before:]
+    assert [line["event"] for line in written] == ["http_request"]
+    return written[0]
+
+
+@pytest.mark.parametrize("scenario", ["ok", "5xx", "error"])
+def test_the_line_is_the_same_through_the_direct_writer_and_the_logger(
+    monkeypatch: pytest.MonkeyPatch, scenario: str
+) -> None:
+    stream = _logs(service_name="billing", environment="staging")
+    assert http._direct_line() is not None  # the kit's logging is configured: direct
+    direct = _call_and_read(stream, scenario)
+    monkeypatch.setattr(http, "_direct_line", lambda: None)
+    logged = _call_and_read(stream, scenario)
+    assert list(direct) == list(logged)
+    for line in (direct, logged):
+        line.pop("timestamp"), line.pop("duration_ms"), line.pop("span_id")
+        if scenario == "ok":  # each call has its own port
+            line["url"] = line["url"].split("/rates")[1]
+        elif scenario == "5xx":
+            line.pop("url")
+        else:
+            line.pop("url"), line.pop("error")
+    assert direct == logged
+    expected_level = "info" if scenario == "ok" else "warning"
+    assert direct["level"] == expected_level
+    assert direct["logger"] == "backend_kit.http"
+    assert direct["request_id"] == "req-42"
+    assert direct["tenant"] == "acme"
+    assert direct["trace_id"] == TRACE_ID
+    assert direct["attempts"] == 1
+    if scenario == "ok":
+        assert direct["url"] == "?access_token=***&page=2"
+    assert "tok-canary" not in stream.getvalue()
+    assert "pw-canary" not in stream.getvalue()
+
+
+def test_the_line_follows_an_applications_own_structlog_configuration() -> None:
+    import structlog
+
+    # The kit's logging is not configured: structlog's configuration is in charge.
+    assert http._direct_line() is None
+    with (
+        structlog.testing.capture_logs() as captured,
+        upstream() as server,
+        http.client(breaker=False) as api,
+    ):
+        api.get(server.url + "/rates")
+    assert [event["event"] for event in captured] == ["http_request"]
+    assert captured[0]["log_level"] == "info"
+    assert captured[0]["status"] == 200
+    assert captured[0]["url"] == server.url + "/rates"
+
+
+@pytest.mark.parametrize(
+    "levels",
+    [{"level": "WARNING"}, {"levels": {"backend_kit.http": "WARNING"}}],
+    ids=["root level", "the logger's own level"],
+)
+def test_the_line_below_the_level_is_not_written(levels: dict[str, Any]) -> None:
+    stream = io.StringIO()
+    configure_logging(load_settings(), format="json", stream=stream, **levels)
+    with upstream((200, {}), (500, {})) as server, http.client(breaker=False) as api:
+        api.get(server.url + "/quiet")
+        api.get(server.url + "/loud")
+    lines = _lines(stream)
+    assert [(line["event"], line["status"]) for line in lines] == [("http_request", 500)]
+    assert lines[0]["level"] == "warning"

@@ -23,6 +23,7 @@ httpx and requests are imported only by the function that needs them:
 from __future__ import annotations
 
 import email.utils
+import logging
 import math
 import threading
 import time
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     import httpx
     import requests
 
+    from ._logging import EventWriter
     from ._settings import Settings
 
 __all__ = [
@@ -477,36 +479,35 @@ class _Outbound:
         status: int | None,
         error: BaseException | None,
     ) -> None:
-        """Log the one ``http_request`` event. Only the URL's credentials and query
-        can hold a secret of the URL's own kind, so only such a URL goes through the
-        redaction policy here (memoised per string by the Redactor); the logging
-        pipeline still runs the whole policy over every field of the event."""
+        """Log the one ``http_request`` event: warning for an error or a 5xx answer,
+        info otherwise. Only the URL's credentials and query can hold a secret of the
+        URL's own kind, so only such a URL goes through the redaction policy here
+        (memoised per string by the Redactor); the logging pipeline still runs the
+        whole policy over every field of the event."""
         try:
+            if error is None and (status is None or status < 500):
+                method_name, level = "info", logging.INFO
+            else:
+                method_name, level = "warning", logging.WARNING
+            line = _direct_line()
+            if line is not None and not line.enabled(level):
+                return  # below every logger's level: no fields to build
             if "?" in url or "@" in url:
                 url = _redactor().redact_text(url)
-            duration_ms = round((time.perf_counter() - started) * 1000.0, 3)
-            log = _logger()
-            if error is None:
-                emit = log.warning if status is not None and status >= 500 else log.info
-                emit(
-                    "http_request",
-                    method=method,
-                    url=url,
-                    status=status,
-                    duration_ms=duration_ms,
-                    attempts=attempts,
-                )
-                return
-            log.warning(
-                "http_request",
-                method=method,
-                url=url,
-                status=status,
-                duration_ms=duration_ms,
-                attempts=attempts,
-                error_type=type(error).__name__,
-                error=_redactor().redact_text(str(error)),
-            )
+            fields: dict[str, Any] = {
+                "method": method,
+                "url": url,
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000.0, 3),
+                "attempts": attempts,
+            }
+            if error is not None:
+                fields["error_type"] = type(error).__name__
+                fields["error"] = _redactor().redact_text(str(error))
+            if line is not None:
+                line.write(method_name, level, "http_request", fields)
+            else:
+                getattr(_logger(), method_name)("http_request", **fields)
         except Exception:  # noqa: S110 - a log call never hurts the call it describes
             pass
 
@@ -599,25 +600,47 @@ class _Retries:
 
 
 _log: Any = None
+_writer: EventWriter | None = None
 _kit_logging: Any = None  # backend_kit._logging, imported on first use
+
+
+def _kit_logging_module() -> Any:
+    global _kit_logging
+    if _kit_logging is None:
+        from . import _logging
+
+        _kit_logging = _logging
+    return _kit_logging
 
 
 def _logger() -> Any:
     """The ``backend_kit.http`` logger: the kit's own (which needs no lookup of the
     configuration per call) while the kit's logging is configured, structlog's
     otherwise, so an application's own structlog configuration is followed."""
-    global _log, _kit_logging
-    if _kit_logging is None:
-        from . import _logging
-
-        _kit_logging = _logging
-    if _kit_logging.is_logging_configured():
+    global _log
+    kit_logging = _kit_logging_module()
+    if kit_logging.is_logging_configured():
         if _log is None:
-            _log = _kit_logging.get_logger(_LOGGER_NAME)
+            _log = kit_logging.get_logger(_LOGGER_NAME)
         return _log
     import structlog
 
     return structlog.get_logger(_LOGGER_NAME)
+
+
+def _direct_line() -> EventWriter | None:
+    """The writer of the ``http_request`` event while the kit's logging is configured:
+    the pipeline's steps without structlog's dispatch, the same line as `_logger`'s
+    (it takes the ordinary path itself for any pipeline but the default one). None
+    otherwise: `_logger` then gives structlog's logger, so an application's own
+    structlog configuration is followed."""
+    global _writer
+    kit_logging = _kit_logging or _kit_logging_module()
+    if not kit_logging.is_logging_configured():
+        return None
+    if _writer is None:
+        _writer = kit_logging.EventWriter(_LOGGER_NAME)
+    return _writer
 
 
 def _redactor() -> Redactor:
