@@ -57,16 +57,18 @@ def orjson_line_microseconds(*, lines: int = 20_000, repeat: int = 5) -> float:
 MEASURABLE_US = 1.0
 
 
-def report_added(added_us: float, tight_us: float, in_request_us: float) -> bool:
+def report_added(
+    added_us: float, tight_us: float, in_request_us: float, *, indent: str = ""
+) -> bool:
     """Print backend_kit's added time next to both orjson floors, and the verdict on
     the in-request floor (the tight-loop one when that is not measurable); True
     within `LIMIT`."""
     print(
-        f"(info) the same line with orjson alone, tight loop: {tight_us:.1f} µs; "
+        f"{indent}(info) the same line with orjson alone, tight loop: {tight_us:.1f} µs; "
         f"backend_kit's added time / that: {added_us / tight_us:.2f}"
     )
     print(
-        f"(info) the same line with orjson alone, added inside a request by a minimal "
+        f"{indent}(info) the same line with orjson alone, added inside a request by a minimal "
         f"adapter: {in_request_us:.1f} µs"
     )
     if in_request_us >= MEASURABLE_US:
@@ -79,7 +81,7 @@ def report_added(added_us: float, tight_us: float, in_request_us: float) -> bool
     ratio = added_us / floor_us
     verdict = "ok" if ratio <= LIMIT else "MISSED"
     print(
-        f"time backend_kit adds per request: {added_us:.1f} µs; {which}: {floor_us:.1f} µs; "
-        f"ratio {ratio:.2f}  (<= {LIMIT:.1f})  {verdict}"
+        f"{indent}time backend_kit adds per request: {added_us:.1f} µs; "
+        f"{which}: {floor_us:.1f} µs; ratio {ratio:.2f}  (<= {LIMIT:.1f})  {verdict}"
     )
     return ratio <= LIMIT

@@ -83,7 +83,7 @@ def bench_framework(
         "µs",
         better="lower",
     )
-    within = report_added(added, floor, in_request)
+    within = report_added(added, floor, in_request, indent="  ")
     ratio = results.ratio(f"{framework}: backend_kit / bare", ratio, target=TARGET, better="higher")
     return ratio, within
 

@@ -671,3 +671,22 @@ def test_threads_writing_through_the_direct_writer_never_interleave_lines(tmp_pa
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(lines) == 8 * 200
     assert sorted(line["worker"] for line in lines) == sorted(list(range(8)) * 200)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"event": "plain", "n": 1, "who": "zoë"},
+        {"event": "integer keys", 1: "one"},
+        {"event": "beyond 64 bits", "n": 2**70},
+        {"event": "an object", "thing": Redactor},
+        {"event": "long", "note": "ü" * 2000},
+    ],
+    ids=["plain", "int keys", "big int", "object", "shortened"],
+)
+def test_the_renderers_bytes_are_its_text_encoded(event: dict[Any, Any]) -> None:
+    from backend_kit._logging._render import JSONRenderer
+
+    redactor = Redactor()
+    renderer = JSONRenderer(lambda: redactor, max_bytes=1024)
+    assert renderer.render_line(dict(event)) == (renderer.render(dict(event)) + "\n").encode()
