@@ -597,9 +597,10 @@ def _timestamp_blanked(line: bytes) -> bytes:
     return line.replace(parsed["timestamp"].encode(), b"T", 1)
 
 
+@pytest.mark.parametrize("unbuffered", [False, True], ids=["buffered", "unbuffered"])
 @pytest.mark.parametrize("max_line_bytes", [None, 1024], ids=["whole", "shortened"])
 def test_the_direct_writer_writes_the_loggers_bytes_to_a_file(
-    tmp_path: Any, max_line_bytes: int | None
+    tmp_path: Any, max_line_bytes: int | None, unbuffered: bool
 ) -> None:
     # A real file: the direct writer's bytes go to its descriptor, the logger's text
     # through the stream; what lands on disk must be the same, in the order written.
@@ -607,15 +608,21 @@ def test_the_direct_writer_writes_the_loggers_bytes_to_a_file(
     settings: dict[str, Any] = {}
     if max_line_bytes is not None:
         settings["log_max_line_bytes"] = max_line_bytes
-    with open(path, "w", encoding="utf-8") as target:
+    # Unbuffered: how sys.stdout is made under PYTHONUNBUFFERED.
+    with (
+        io.TextIOWrapper(io.FileIO(path, "w"), encoding="utf-8", write_through=True)
+        if unbuffered
+        else open(path, "w", encoding="utf-8")
+    ) as target:
         configure_logging(load_settings(**settings), format="json", stream=target)
-        from backend_kit._logging import EventWriter
+        from backend_kit._logging import EventWriter, sink
 
         fields = {"path": "/café?token=abc", "status": 200, "note": "ü" * 600}
         target.write("printed before\n")  # still in the stream's buffer
         with request_context("req-1", tenant="acme"):
             EventWriter("backend_kit.request").write("info", logging.INFO, "done", dict(fields))
             get_logger("backend_kit.request").info("done", **fields)
+        assert sink._fd_of == (target, target.fileno())  # the bytes path was taken
         target.write("printed after\n")
     first, direct, logged, last = path.read_bytes().splitlines()
     assert (first, last) == (b"printed before", b"printed after")

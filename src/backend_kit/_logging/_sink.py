@@ -235,13 +235,15 @@ class Sink:
 def _descriptor_of(stream: object) -> int:
     """The file descriptor under *stream* when writing UTF-8 bytes to it is the same
     as writing the text: a plain `io.TextIOWrapper` (not a subclass, which may change
-    ``write``) over a buffered file, encoding UTF-8, with no newline translation on
+    ``write``) over a file, buffered or not, encoding UTF-8, with no newline translation on
     this platform; else -1."""
     if type(stream) is not io.TextIOWrapper or os.linesep != "\n":
         return -1
     try:
         buffer = stream.buffer
-        if type(buffer) is not io.BufferedWriter or type(buffer.raw) is not io.FileIO:
+        # A buffered file, or the file itself (stdout under PYTHONUNBUFFERED).
+        raw = buffer.raw if type(buffer) is io.BufferedWriter else buffer
+        if type(raw) is not io.FileIO:
             return -1
         if codecs.lookup(stream.encoding).name != "utf-8":
             return -1
