@@ -590,3 +590,110 @@ def test_the_direct_writer_follows_levels_captures_and_an_unconfigured_structlog
         writer.write("error", logging.ERROR, "captured", {"status": 500})
     assert [(e["event"], e["level"], e["status"]) for e in captured] == [("captured", "error", 500)]
     assert stream.getvalue() == ""
+
+
+def _timestamp_blanked(line: bytes) -> bytes:
+    parsed = json.loads(line)
+    return line.replace(parsed["timestamp"].encode(), b"T", 1)
+
+
+@pytest.mark.parametrize("unbuffered", [False, True], ids=["buffered", "unbuffered"])
+@pytest.mark.parametrize("max_line_bytes", [None, 1024], ids=["whole", "shortened"])
+def test_the_direct_writer_writes_the_loggers_bytes_to_a_file(
+    tmp_path: Any, max_line_bytes: int | None, unbuffered: bool
+) -> None:
+    # A real file: the direct writer's bytes go to its descriptor, the logger's text
+    # through the stream; what lands on disk must be the same, in the order written.
+    path = tmp_path / "lines.jsonl"
+    settings: dict[str, Any] = {}
+    if max_line_bytes is not None:
+        settings["log_max_line_bytes"] = max_line_bytes
+    # Unbuffered: how sys.stdout is made under PYTHONUNBUFFERED.
+    with (
+        io.TextIOWrapper(io.FileIO(path, "w"), encoding="utf-8", write_through=True)
+        if unbuffered
+        else open(path, "w", encoding="utf-8")
+    ) as target:
+        configure_logging(load_settings(**settings), format="json", stream=target)
+        from backend_kit._logging import EventWriter, sink
+
+        fields = {"path": "/café?token=abc", "status": 200, "note": "ü" * 600}
+        target.write("printed before\n")  # still in the stream's buffer
+        with request_context("req-1", tenant="acme"):
+            EventWriter("backend_kit.request").write("info", logging.INFO, "done", dict(fields))
+            get_logger("backend_kit.request").info("done", **fields)
+        assert sink._fd_of == (target, target.fileno())  # the bytes path was taken
+        target.write("printed after\n")
+    first, direct, logged, last = path.read_bytes().splitlines()
+    assert (first, last) == (b"printed before", b"printed after")
+    assert _timestamp_blanked(direct) == _timestamp_blanked(logged)
+    assert json.loads(direct)["path"] == "/café?token=***"
+    if max_line_bytes is not None:
+        assert len(direct) <= max_line_bytes < 1200
+
+
+def test_the_direct_writer_writes_text_to_a_stream_that_is_not_utf8(tmp_path: Any) -> None:
+    from backend_kit._logging import EventWriter
+
+    path = tmp_path / "latin1.log"
+    with open(path, "w", encoding="latin-1") as target:
+        configure_logging(load_settings(), format="json", stream=target)
+        EventWriter("backend_kit.request").write("info", logging.INFO, "done", {"who": "é"})
+    assert json.loads(path.read_bytes().decode("latin-1"))["who"] == "é"
+
+
+def test_the_direct_writer_drops_a_line_for_a_closed_file_without_raising(tmp_path: Any) -> None:
+    from backend_kit._logging import EventWriter, sink
+
+    target = open(tmp_path / "closed.log", "w", encoding="utf-8")  # noqa: SIM115
+    configure_logging(load_settings(), format="json", stream=target)
+    writer = EventWriter("backend_kit.request")
+    writer.write("info", logging.INFO, "written", {})
+    target.close()
+    writer.write("info", logging.INFO, "dropped", {})
+    assert sink.dropped == 1
+    assert [
+        json.loads(line)["event"] for line in (tmp_path / "closed.log").read_text().splitlines()
+    ] == ["written"]
+
+
+def test_threads_writing_through_the_direct_writer_never_interleave_lines(tmp_path: Any) -> None:
+    from backend_kit._logging import EventWriter
+
+    path = tmp_path / "threads.jsonl"
+    with open(path, "w", encoding="utf-8") as target:
+        configure_logging(load_settings(), format="json", stream=target)
+        writer = EventWriter("backend_kit.request")
+
+        def work(index: int) -> None:
+            for step in range(100):
+                writer.write("info", logging.INFO, "step", {"worker": index, "pad": "x" * 3000})
+                get_logger("t").info("step", worker=index, step=step)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(lines) == 8 * 200
+    assert sorted(line["worker"] for line in lines) == sorted(list(range(8)) * 200)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"event": "plain", "n": 1, "who": "zoë"},
+        {"event": "integer keys", 1: "one"},
+        {"event": "beyond 64 bits", "n": 2**70},
+        {"event": "an object", "thing": Redactor},
+        {"event": "long", "note": "ü" * 2000},
+    ],
+    ids=["plain", "int keys", "big int", "object", "shortened"],
+)
+def test_the_renderers_bytes_are_its_text_encoded(event: dict[Any, Any]) -> None:
+    from backend_kit._logging._render import JSONRenderer
+
+    redactor = Redactor()
+    renderer = JSONRenderer(lambda: redactor, max_bytes=1024)
+    assert renderer.render_line(dict(event)) == (renderer.render(dict(event)) + "\n").encode()

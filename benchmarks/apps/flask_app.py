@@ -2,6 +2,7 @@
 
 gunicorn "benchmarks.apps.flask_app:create_app(kit=False)"
 gunicorn "benchmarks.apps.flask_app:create_app(kit=True)"
+gunicorn "benchmarks.apps.flask_app:create_orjson_floor_app()"
 """
 
 from __future__ import annotations
@@ -34,6 +35,16 @@ def create_app(*, kit: bool) -> Flask:
         from backend_kit.flask import init_app
 
         init_app(app, settings=bench_settings())
+    return app
+
+
+def create_orjson_floor_app() -> Flask:
+    """The bare app inside a WSGI middleware that writes the same request line with
+    orjson alone (`apps.orjson_line`): the in-request floor for backend_kit's cost."""
+    from .orjson_line import OrjsonLineWSGIMiddleware
+
+    app = create_app(kit=False)
+    app.wsgi_app = OrjsonLineWSGIMiddleware(app.wsgi_app)  # type: ignore[method-assign]
     return app
 
 

@@ -175,13 +175,14 @@ class EventWriter:
             step = "Finisher"
             line = direct.finisher.layout(logger.name, clock.stamp(), method_name, fields)
             step = "JSONRenderer"
-            text = direct.renderer.render(line)
+            data = direct.renderer.render_line(line)
         except DropEvent:
             return
         except Exception as exc:  # as the pipeline does: dropped, counted, never raised
             sink.drop(f"the log pipeline step {step} raised {type(exc).__name__}")
             return
-        sink.write(text)
+        # The same line as bytes: to a plain UTF-8 file or pipe, one os.write.
+        sink.write_bytes(data)
 
 
 class _DirectSteps(NamedTuple):

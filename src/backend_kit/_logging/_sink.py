@@ -4,6 +4,8 @@ optionally a lock shared with sibling processes; failures are counted, never rai
 from __future__ import annotations
 
 import atexit
+import codecs
+import io
 import os
 import sys
 import threading
@@ -125,10 +127,12 @@ class Sink:
     stderr at most once per `DROP_REPORT_INTERVAL`.
     """
 
-    __slots__ = ("_lock", "failures", "process_lock", "stream", "unlocked_writes")
+    __slots__ = ("_fd_of", "_lock", "failures", "process_lock", "stream", "unlocked_writes")
 
     def __init__(self, stream: TextIO | None) -> None:
         self.stream = stream
+        # The last stream `write_bytes` saw and its descriptor (-1: write it as text).
+        self._fd_of: tuple[object, int] = (None, -1)
         self.process_lock: ProcessLock | None = None
         self._lock = threading.Lock()
         self.failures = FailureReport("log line(s) could not be written")
@@ -160,6 +164,48 @@ class Sink:
             return
         lock.release()
 
+    def write_bytes(self, data: bytes) -> None:
+        """Write *data*, one whole UTF-8 line with its ``\\n``, as `write` writes its
+        text: under the same locks, counted when it fails, never raising.
+
+        To a plain file or pipe opened as UTF-8 text (``sys.stdout`` and ``open()``'s
+        text files), it goes straight to the file descriptor in one ``os.write`` after
+        a flush of the stream, so whatever the stream already holds goes first; any
+        other stream (``StringIO``, capture wrappers, other encodings) gets the text.
+        """
+        stream = self.stream if self.stream is not None else sys.stdout
+        known, fd = self._fd_of
+        if known is not stream:
+            fd = _descriptor_of(stream)
+            self._fd_of = (stream, fd)
+        if fd < 0:
+            self.write(data[:-1].decode())
+            return
+        lock = self._lock
+        if not lock.acquire(False) and not lock.acquire(True, WRITE_LOCK_TIMEOUT):
+            self.drop("waited too long for the log lock")
+            return
+        try:
+            shared = self.process_lock
+            if shared is None:
+                stream.flush()  # raises on a closed stream, before its fd can be reused
+                _write_all(fd, data)
+            else:
+                locked = shared.acquire()
+                if not locked:
+                    self.unlocked_writes += 1
+                try:
+                    stream.flush()
+                    _write_all(fd, data)
+                finally:
+                    if locked:
+                        shared.release()
+        except Exception as exc:
+            lock.release()
+            self.drop(f"{type(exc).__name__}: {exc}")
+            return
+        lock.release()
+
     def _write_shared(self, stream: TextIO, line: str, shared: ProcessLock) -> None:
         locked = shared.acquire()
         if not locked:
@@ -181,8 +227,37 @@ class Sink:
     def reset_after_fork(self) -> None:
         # Another thread of the parent may have held the lock mid-write.
         self._lock = threading.Lock()
+        self._fd_of = (None, -1)
         self.failures.reset()
         self.unlocked_writes = 0
+
+
+def _descriptor_of(stream: object) -> int:
+    """The file descriptor under *stream* when writing UTF-8 bytes to it is the same
+    as writing the text: a plain `io.TextIOWrapper` (not a subclass, which may change
+    ``write``) over a file, buffered or not, encoding UTF-8, with no newline translation on
+    this platform; else -1."""
+    if type(stream) is not io.TextIOWrapper or os.linesep != "\n":
+        return -1
+    try:
+        buffer = stream.buffer
+        # A buffered file, or the file itself (stdout under PYTHONUNBUFFERED).
+        raw = buffer.raw if type(buffer) is io.BufferedWriter else buffer
+        if type(raw) is not io.FileIO:
+            return -1
+        if codecs.lookup(stream.encoding).name != "utf-8":
+            return -1
+        return stream.fileno()
+    except Exception:  # closed, detached: the text path says why when it writes
+        return -1
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    written = os.write(fd, data)
+    # A pipe or file takes a blocking write whole; a signal may still cut one short.
+    while written < len(data):
+        data = data[written:]
+        written = os.write(fd, data)
 
 
 sink = Sink(None)
