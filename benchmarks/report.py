@@ -99,7 +99,9 @@ BENCHMARKS = (
     Benchmark("bench_flask.py", "Flask, test client", ("--requests", "1000", "--repeat", "3")),
     Benchmark("bench_django.py", "Django, test client", ("--requests", "1000", "--repeat", "3")),
     Benchmark("bench_gunicorn.py", "gunicorn + wrk", ("--duration", "1", "--repeat", "2")),
-    Benchmark("bench_metrics.py", "Metrics", ("--requests", "500", "--repeat", "3", "--rounds", "2")),
+    Benchmark(
+        "bench_metrics.py", "Metrics", ("--requests", "500", "--repeat", "3", "--rounds", "2")
+    ),
     Benchmark("bench_http.py", "Outbound HTTP", ("--rounds", "11")),
     Benchmark("bench_celery.py", "Celery tasks", ("--tasks", "50", "--rounds", "5")),
 )
