@@ -347,7 +347,11 @@ def render_plot(report: Report, path: Path) -> None:
             groups.append((run["title"], ratios))
     missing = [run["title"] for run in report["runs"] if run["status"] != "ran"]
 
-    figure = plt.figure(figsize=(11, 13), dpi=100, layout="constrained")
+    # Each row as tall as its wrapped label, so long labels never run into each other.
+    heights = [sum(len(_label(r).splitlines()) for r in ratios) + 1.5 for _, ratios in groups]
+    figure = plt.figure(
+        figsize=(11, max(8.0, 2.0 + 0.28 * sum(heights))), dpi=100, layout="constrained"
+    )
     environment = report["environment"]
     subtitle = f"{environment['date']}, {environment['python']}, {environment['machine']}"
     if missing:
@@ -363,7 +367,7 @@ def render_plot(report: Report, path: Path) -> None:
             len(groups),
             1,
             squeeze=False,
-            gridspec_kw={"height_ratios": [len(ratios) + 1 for _, ratios in groups]},
+            gridspec_kw={"height_ratios": heights},
         )
         for ax, (title, ratios) in zip(axes[:, 0], groups, strict=True):
             _draw_group(ax, title, ratios)
@@ -379,6 +383,10 @@ def render_plot(report: Report, path: Path) -> None:
     plt.close(figure)
 
 
+def _label(record: Record) -> str:
+    return textwrap.fill(record["name"], 42, break_on_hyphens=False)
+
+
 def _draw_group(ax: Axes, title: str, ratios: Sequence[Record]) -> None:
     positions = list(range(len(ratios)))
     values = [r["value"] for r in ratios]
@@ -392,7 +400,7 @@ def _draw_group(ax: Axes, title: str, ratios: Sequence[Record]) -> None:
         # Right of the bar and of the target tick, so neither hides the figure.
         right = max(record["value"], record["target"] or 0.0, 0.0)
         ax.text(right + limit * 0.015, y, text, va="center", fontsize=9, zorder=3)
-    labels = [textwrap.fill(r["name"], 42, break_on_hyphens=False) for r in ratios]
+    labels = [_label(r) for r in ratios]
     ax.set_yticks(positions, labels, fontsize=9)
     ax.invert_yaxis()
     ax.set_xlim(min(0.0, *values), limit)
