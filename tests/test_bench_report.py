@@ -110,14 +110,30 @@ def test_a_page_without_the_markers_is_refused(report: ModuleType) -> None:
         report.replace_section("# Performance\n", "figures")
 
 
-def test_the_plot_is_a_png_of_fixed_size(report: ModuleType, tmp_path: Path) -> None:
-    path = tmp_path / "assets" / "performance.png"
-    report.render_plot({"environment": ENVIRONMENT, "runs": RUNS, "records": RECORDS}, path)
-
+def _png_size(path: Path) -> tuple[int, int]:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk comes first
-    assert (width, height) == (1100, 1300)
+    return width, height
+
+
+def test_the_plot_is_a_png_of_fixed_width_growing_with_its_rows(
+    report: ModuleType, tmp_path: Path
+) -> None:
+    few, many = tmp_path / "few.png", tmp_path / "many.png"
+    report.render_plot({"environment": ENVIRONMENT, "runs": RUNS, "records": RECORDS}, few)
+    more_rows = [
+        record("backend_kit / bare", 0.9 + i / 100, benchmark="bench_b", target=0.9)
+        for i in range(30)
+    ]
+    report.render_plot(
+        {"environment": ENVIRONMENT, "runs": RUNS, "records": RECORDS + more_rows}, many
+    )
+
+    (few_width, few_height), (many_width, many_height) = _png_size(few), _png_size(many)
+    assert few_width == many_width == 1100
+    assert few_height >= 800  # never squashed below a readable page
+    assert many_height > few_height
 
 
 def test_the_plot_says_when_nothing_ran(report: ModuleType, tmp_path: Path) -> None:
