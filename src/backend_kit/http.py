@@ -371,14 +371,10 @@ class _Outbound:
             except self.transient as error:
                 failure = self.judge_error(state, retryable, 1, error)
             else:
-                status = response.status_code
-                if status not in RETRY_STATUSES:  # the answer (judge_response, inlined)
-                    if breaker is not None:
-                        breaker.record(status < 500)
-                    self.finish(method, url, started, 1, status, None)
-                    return response
                 judged = self.judge_response(state, retryable, 1, response)
-                assert judged is not None  # a status that is retried is never the answer
+                if judged is None:  # the answer
+                    self.finish(method, url, started, 1, response.status_code, None)
+                    return response
                 failure = judged
             retries = _Retries(self, state, retryable, started, failure)
             with _reraise_original():
@@ -412,14 +408,10 @@ class _Outbound:
             except self.transient as error:
                 failure = self.judge_error(state, retryable, 1, error)
             else:
-                status = response.status_code
-                if status not in RETRY_STATUSES:  # the answer (judge_response, inlined)
-                    if breaker is not None:
-                        breaker.record(status < 500)
-                    self.finish(method, url, started, 1, status, None)
-                    return response
                 judged = self.judge_response(state, retryable, 1, response)
-                assert judged is not None  # a status that is retried is never the answer
+                if judged is None:  # the answer
+                    self.finish(method, url, started, 1, response.status_code, None)
+                    return response
                 failure = judged
             retries = _Retries(self, state, retryable, started, failure)
             with _reraise_original():
