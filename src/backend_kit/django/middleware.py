@@ -16,7 +16,7 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.http import HttpResponse
 
-from backend_kit._request_core import REQUEST_ID_HEADER, ActiveRequest, RequestCore
+from backend_kit._request_core import REQUEST_ID_HEADER, ActiveRequest, Probe, RequestCore
 
 from ._state import state
 
@@ -45,39 +45,21 @@ class RequestContextMiddleware:
         if self._async:
             return self._acall(request)
         core = state().core
-        active = core.start(
-            request.META.get(_REQUEST_ID_META_KEY),
-            traceparent=request.META.get("HTTP_TRACEPARENT"),
-            tracestate=request.META.get("HTTP_TRACESTATE"),
-        )
-        request.request_id = active.request_id
+        active = _start(core, request)
         response = None
         try:
             probe = core.probe_for(request.path_info)
             if probe is None:
                 response = self.get_response(request)
             else:
-                answer = core.answer_probe(
-                    probe,
-                    request.method,
-                    request.META.get("HTTP_AUTHORIZATION"),
-                    accept=request.META.get("HTTP_ACCEPT"),
-                )
-                response = HttpResponse(
-                    answer.body, status=answer.status_code, headers=answer.headers
-                )
+                response = _answer_probe(core, probe, request)
             return _with_headers(response, active)
         finally:
             _finish(core, active, request, response)
 
     async def _acall(self, request: Any) -> Any:
         core = state().core
-        active = core.start(
-            request.META.get(_REQUEST_ID_META_KEY),
-            traceparent=request.META.get("HTTP_TRACEPARENT"),
-            tracestate=request.META.get("HTTP_TRACESTATE"),
-        )
-        request.request_id = active.request_id
+        active = _start(core, request)
         response = None
         try:
             probe = core.probe_for(request.path_info)
@@ -86,18 +68,30 @@ class RequestContextMiddleware:
                 response = await get_response(request)
             else:
                 # Probes may block on a hung check up to its timeout: not on the loop.
-                answer = await sync_to_async(core.answer_probe, thread_sensitive=False)(
-                    probe,
-                    request.method,
-                    request.META.get("HTTP_AUTHORIZATION"),
-                    accept=request.META.get("HTTP_ACCEPT"),
-                )
-                response = HttpResponse(
-                    answer.body, status=answer.status_code, headers=answer.headers
-                )
+                answer_probe = sync_to_async(_answer_probe, thread_sensitive=False)
+                response = await answer_probe(core, probe, request)
             return _with_headers(response, active)
         finally:
             _finish(core, active, request, response)
+
+
+def _start(core: RequestCore, request: Any) -> ActiveRequest:
+    meta = request.META
+    active = core.start(
+        meta.get(_REQUEST_ID_META_KEY),
+        traceparent=meta.get("HTTP_TRACEPARENT"),
+        tracestate=meta.get("HTTP_TRACESTATE"),
+    )
+    request.request_id = active.request_id
+    return active
+
+
+def _answer_probe(core: RequestCore, probe: Probe, request: Any) -> HttpResponse:
+    meta = request.META
+    answer = core.answer_probe(
+        probe, request.method, meta.get("HTTP_AUTHORIZATION"), accept=meta.get("HTTP_ACCEPT")
+    )
+    return HttpResponse(answer.body, status=answer.status_code, headers=answer.headers)
 
 
 def _with_headers(response: Any, active: ActiveRequest) -> Any:
