@@ -33,7 +33,13 @@ if TYPE_CHECKING:
     import redis
     import redis.cluster
 
-__all__ = ["CircuitBreaker", "CircuitOpenError", "circuit_breaker", "open_circuits"]
+__all__ = [
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "SecondsWindow",
+    "circuit_breaker",
+    "open_circuits",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -63,6 +69,41 @@ class CircuitOpenError(Exception):
             f"circuit {name!r} is open: calls fail fast for another "
             f"{self.retry_after:.1f}s, then a probe call is let through"
         )
+
+
+class SecondsWindow:
+    """Two counts per whole second over the last *window* seconds: the sliding window
+    behind a breaker's failure ratio and a retry budget. Not locked: its owner's lock
+    guards it."""
+
+    __slots__ = ("_buckets", "window")
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._buckets: dict[int, list[int]] = {}  # second -> [first count, second count]
+
+    def current(self) -> list[int]:
+        """This second's two counts, to add to; older seconds are dropped here."""
+        second = int(time.monotonic())
+        bucket = self._buckets.get(second)
+        if bucket is None:
+            horizon = second - self.window
+            self._buckets = {s: b for s, b in self._buckets.items() if s > horizon}
+            bucket = self._buckets[second] = [0, 0]
+        return bucket
+
+    def totals(self) -> tuple[int, int]:
+        """The two counts summed over the window."""
+        horizon = time.monotonic() - self.window
+        first = second = 0
+        for at, (bucket_first, bucket_second) in self._buckets.items():
+            if at > horizon:
+                first += bucket_first
+                second += bucket_second
+        return first, second
+
+    def clear(self) -> None:
+        self._buckets = {}
 
 
 class CircuitBreaker:
@@ -104,7 +145,7 @@ class CircuitBreaker:
         self._consecutive = 0
         self._opened_at = 0.0
         self._probes = 0
-        self._buckets: dict[int, list[int]] = {}  # second -> [calls, failures]
+        self._counts = SecondsWindow(self.window)  # [calls, failures] per second
         self._shared = (
             _SharedState(self, redis_url, sync_interval, redis_timeout)
             if redis_url is not None
@@ -193,7 +234,7 @@ class CircuitBreaker:
         """Close the breaker and forget every count (also in Redis when shared)."""
         with self._lock:
             self._state, self._consecutive, self._probes = _CLOSED, 0, 0
-            self._buckets = {}
+            self._counts.clear()
         if self._shared is not None:
             self._shared.reset()
 
@@ -244,35 +285,24 @@ class CircuitBreaker:
     # -- in-process state (under self._lock) -----------------------------------------------
 
     def _count(self, success: bool) -> None:
-        second = int(time.monotonic())
-        bucket = self._buckets.get(second)
-        if bucket is None:
-            horizon = second - self.window
-            self._buckets = {s: b for s, b in self._buckets.items() if s > horizon}
-            bucket = self._buckets[second] = [0, 0]
+        bucket = self._counts.current()
         bucket[0] += 1
         if not success:
             bucket[1] += 1
 
     def _window_totals(self) -> tuple[int, int]:
-        horizon = time.monotonic() - self.window
-        calls = failed = 0
-        for second, (bucket_calls, bucket_failed) in self._buckets.items():
-            if second > horizon:
-                calls += bucket_calls
-                failed += bucket_failed
-        return calls, failed
+        return self._counts.totals()
 
     def _open(self, reason: str) -> None:
         self._transition(_OPEN, reason)
         self._opened_at = time.monotonic()
         self._consecutive = 0
-        self._buckets = {}
+        self._counts.clear()
 
     def _close(self) -> None:
         self._transition(_CLOSED, "a probe call succeeded")
         self._consecutive = self._probes = 0
-        self._buckets = {}
+        self._counts.clear()
 
     def _transition(self, to: State, reason: str) -> None:
         previous, self._state = self._state, to

@@ -34,7 +34,13 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from . import _metric_hooks
 from ._active import get_redactor
-from ._breaker import CircuitBreaker, CircuitOpenError, circuit_breaker, forget_hooks
+from ._breaker import (
+    CircuitBreaker,
+    CircuitOpenError,
+    SecondsWindow,
+    circuit_breaker,
+    forget_hooks,
+)
 from ._context import current_request_id, current_trace
 from ._forksafe import after_fork_in_child
 from ._redact import Redactor
@@ -91,34 +97,20 @@ class RetryBudget:
         self.ratio = ratio
         self.window = window
         self._lock = threading.Lock()
-        self._buckets: dict[int, list[int]] = {}  # second -> [requests, retries]
+        self._counts = SecondsWindow(window)  # [requests, retries] per second
         self._denied = 0
         self._logged_at = -math.inf
 
-    def _bucket(self) -> list[int]:
-        second = int(time.monotonic())
-        bucket = self._buckets.get(second)
-        if bucket is None:
-            horizon = second - self.window
-            self._buckets = {s: b for s, b in self._buckets.items() if s > horizon}
-            bucket = self._buckets[second] = [0, 0]
-        return bucket
-
     def record_request(self) -> None:
         with self._lock:
-            self._bucket()[0] += 1
+            self._counts.current()[0] += 1
 
     def try_spend(self) -> bool:
         """True, and the retry counted, when the budget allows one more retry."""
         with self._lock:
-            horizon = time.monotonic() - self.window
-            requests = retries = 0
-            for second, (bucket_requests, bucket_retries) in self._buckets.items():
-                if second > horizon:
-                    requests += bucket_requests
-                    retries += bucket_retries
+            requests, retries = self._counts.totals()
             if retries < _BUDGET_FLOOR + self.ratio * requests:
-                self._bucket()[1] += 1
+                self._counts.current()[1] += 1
                 return True
             self._denied += 1
             recorder = _metric_hooks.recorder
