@@ -160,6 +160,20 @@ def mask_card_numbers(text: str) -> str:
 _PLAIN_TYPES = (bool, int, float, datetime.date, datetime.time, uuid.UUID)
 
 
+def _has_uuid_layout(text: str) -> bool:
+    """True for letters and digits in a UUID's 8-4-4-4-12 layout, with no other dash.
+
+    No built-in rule can match such text: the others need spaces, ``=``, ``:`` or
+    ``://``, and the card rule finds at most the three 4-digit middle groups (12 digits)
+    standing alone, one short of the shortest card."""
+    return (
+        len(text) == 36
+        and text[8] == text[13] == text[18] == text[23] == "-"
+        and text.count("-") == 4
+        and text.replace("-", "").isalnum()
+    )
+
+
 def _mask_url_credentials(match: re.Match[str]) -> str:
     userinfo = match.group("userinfo")
     if userinfo is None:
@@ -325,6 +339,11 @@ class Redactor:
                 self._secret_values and self.mask_secret_values(text) is not text
             ):
                 # A card number, or a secret whose mask may leave one standing alone.
+                return self._redact_text(text)
+            return text
+        if self._alnum_is_plain and _has_uuid_layout(text) and len(text) <= self._max_length:
+            # A UUID (task, order and user ids): plain, as above, and not memoised either.
+            if self._secret_values and self.mask_secret_values(text) is not text:
                 return self._redact_text(text)
             return text
         if len(text) > self._max_length:
