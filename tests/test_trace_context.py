@@ -235,6 +235,44 @@ print(json.dumps({"seen": seen["ids"], "lines": lines}))
     assert lines[1]["trace_id"] == trace_id
 
 
+def test_opentelemetry_imported_without_a_span_keeps_backend_kits_own_trace() -> None:
+    # redis-py 8 imports OpenTelemetry whenever its SDK is installed: imported is not
+    # running. Without an active span, each block gets its own fresh ids, made ahead in
+    # batches (one os.urandom call for many blocks); with a span, the span's ids win.
+    code = """
+import json, os
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from backend_kit import current_trace, request_context
+
+trace.set_tracer_provider(TracerProvider())
+calls = []
+real_urandom = os.urandom
+os.urandom = lambda size: calls.append(size) or real_urandom(size)
+traces = []
+for _ in range(20):
+    with request_context() as request_id:
+        traces.append((request_id, current_trace().trace_id, current_trace().span_id))
+os.urandom = real_urandom
+with trace.get_tracer("t").start_as_current_span("work") as span:
+    with request_context():
+        inside = current_trace().trace_id
+    expected = format(span.get_span_context().trace_id, "032x")
+print(json.dumps({"traces": traces, "urandom_calls": len(calls), "inside": inside,
+                  "expected": expected}))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    report = json.loads(result.stdout)
+    traces = report["traces"]
+    assert len({trace_id for _, trace_id, _ in traces}) == 20  # a new trace per block
+    assert len({request_id for request_id, _, _ in traces}) == 20
+    assert all(len(trace_id) == 32 and len(span_id) == 16 for _, trace_id, span_id in traces)
+    assert report["urandom_calls"] <= 1  # the batch made ahead, not two calls per block
+    assert report["inside"] == report["expected"]
+
+
 def test_task_messages_carry_the_trace() -> None:
     from backend_kit.context import extract_context, inject_context
 

@@ -102,9 +102,12 @@ class RequestContext:
                 request_id = inherited
         elif not isinstance(request_id, str) or _SAFE_REQUEST_ID.fullmatch(request_id) is None:
             request_id = None
-        if fresh_trace and traceparent is None and not _otel_loaded():
-            # The common case (no inbound trace): the new trace, and the request id
-            # unless one came in, from the pool made ahead.
+        ids = otel_span_ids() if fresh_trace and _otel_loaded() else None
+        if fresh_trace and traceparent is None and ids is None:
+            # The common case (no inbound trace, no OpenTelemetry span running): the new
+            # trace, and the request id unless one came in, from the pool made ahead.
+            # OpenTelemetry imported without a span (redis-py 8 imports it whenever its
+            # SDK is installed) still takes this path.
             fresh_id, trace = _fresh_request_and_trace()
             if request_id is None:
                 request_id = fresh_id
@@ -112,7 +115,7 @@ class RequestContext:
             if request_id is None:
                 request_id = new_request_id()
             if fresh_trace:
-                trace = _start_trace(traceparent, tracestate)
+                trace = _start_trace(traceparent, tracestate, ids)
         assert trace is not None
         self._request_id = request_id
         trace_token = _trace.set(trace)
@@ -191,9 +194,11 @@ def _fresh_request_and_trace() -> tuple[str, TraceContext]:
     return request_id, tuple.__new__(TraceContext, (trace_id, span_id, None, "00", ""))
 
 
-def _start_trace(traceparent: str | None, tracestate: str | None) -> TraceContext:
-    # An OpenTelemetry span already running (its middleware outside ours) is the trace.
-    ids = otel_span_ids()
+def _start_trace(
+    traceparent: str | None, tracestate: str | None, ids: tuple[str, str, str] | None
+) -> TraceContext:
+    # An OpenTelemetry span already running (its middleware outside ours; *ids*, from
+    # `otel_span_ids`) is the trace.
     if ids is None:
         return new_trace(traceparent, tracestate)
     inbound = new_trace(traceparent, tracestate)
