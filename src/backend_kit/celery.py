@@ -28,7 +28,6 @@ import tempfile
 import threading
 import time
 import weakref
-from collections import ChainMap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -43,7 +42,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 from ._active import active_settings_or_none, get_settings
 from ._context import TASK_TAG_KEYS, request_context
 from ._errors import ConfigError, ConfigProblem
-from ._logging import get_logger, is_logging_configured
+from ._logging import EventWriter, get_logger, is_logging_configured
 from ._settings import Settings
 from .context import extract_context, inject_context
 from .health import HealthCheck, HealthRegistry, HealthRunner, checks_from_settings
@@ -83,6 +82,8 @@ _STATES = {
 }
 
 _log = get_logger("backend_kit.celery")
+# task_finished, once per task: the logging pipeline's steps without structlog's dispatch.
+_line = EventWriter("backend_kit.celery")
 _lock = threading.Lock()
 _connected = False
 _apps: weakref.WeakSet[Celery] = weakref.WeakSet()
@@ -219,9 +220,11 @@ def _body_arguments(body: Any) -> tuple[Any, Any]:
 
 
 def _task_headers(request: Any) -> Mapping[str, Any]:
-    # Custom message headers become attributes of Celery's request; older protocol
-    # versions keep them under ``headers``.
-    return ChainMap(vars(request), getattr(request, "headers", None) or {})
+    # Custom message headers become attributes of Celery's request (read, never
+    # written, here); older protocol versions keep them under ``headers``.
+    attributes: dict[str, Any] = vars(request)
+    legacy = attributes.get("headers")
+    return {**legacy, **attributes} if isinstance(legacy, Mapping) and legacy else attributes
 
 
 def _on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
@@ -250,13 +253,20 @@ def _on_postrun(
     context, started = run
     try:
         outcome = _STATES.get(state or "", str(state).lower())
-        log = _log.warning if outcome == "failure" else _log.info
-        log(
-            "task_finished",
-            state=outcome,
-            duration_ms=round((time.perf_counter() - started) * 1000, 3),
-            retries=int(getattr(request, "retries", 0) or 0),
+        method_name, level = (
+            ("warning", logging.WARNING) if outcome == "failure" else ("info", logging.INFO)
         )
+        if _line.enabled(level):
+            _line.write(
+                method_name,
+                level,
+                "task_finished",
+                {
+                    "state": outcome,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "retries": int(getattr(request, "retries", 0) or 0),
+                },
+            )
     finally:
         delattr(request, _RUN_ATTRIBUTE)
         context.__exit__(None, None, None)
