@@ -511,8 +511,8 @@ _uuid_layout_text = st.builds(
     lambda *groups: "-".join(groups),
     *(st.text(_uuid_group_alphabet, min_size=n, max_size=n) for n in (8, 4, 4, 4, 12)),
 ) | st.builds(
-    # Digits only, and Luhn-valid 16-digit runs split across the groups: the card rule
-    # must still find nothing a UUID's layout can hold.
+    # Digits only: whatever runs of digits the groups hold, Luhn-valid or not, the card
+    # rule must find nothing to mask in a UUID's layout.
     lambda digits: f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}",
     st.from_regex(r"[0-9]{32}", fullmatch=True),
 )
