@@ -81,7 +81,6 @@ _ARGUMENTS = re.compile(r":(?=[\[{#])")
 _TAG_END = re.compile(r"\|[0-9a-f]\}[:#]")
 #: How many hash slots (at most) the keys of one namespace spread over.
 TAGS_PER_NAMESPACE: Final = 16
-_crc32 = zlib.crc32
 _json_loads = orjson.loads
 _FIRST_POLL = 0.005
 _MAX_POLL = 0.05
@@ -436,12 +435,12 @@ class RedisCache(CacheBackend):
     def _read(self, key: str, namespace: str) -> Any:
         # A hit is one GET: namespace invalidation deletes keys rather than making every
         # read also fetch the namespace's version.
-        # The hot path of every hit: `_key` inlined, and the breaker asked only when it
-        # is not closed (its own checks, read here without the method calls).
+        # The hot path of every hit: the breaker asked only when it is not closed (its
+        # own checks, read here without the method calls).
         breaker = self.breaker
         if breaker._next_probe and not breaker.allow():
             return self._fallback_read(key, namespace)
-        full_key = f"{self.prefix}{{{namespace}|{_crc32(key.encode()) & 15:x}}}:{key}"
+        full_key = self._key(namespace, key)
         try:
             client = self._client
             if client is None:
@@ -464,7 +463,7 @@ class RedisCache(CacheBackend):
         breaker = self.breaker
         if breaker._next_probe and not breaker.allow():
             return self._fallback_read(key, namespace)
-        full_key = f"{self.prefix}{{{namespace}|{_crc32(key.encode()) & 15:x}}}:{key}"
+        full_key = self._key(namespace, key)
         try:
             client = self._async_clients.get(asyncio.get_running_loop())
             if client is None:
