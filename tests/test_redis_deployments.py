@@ -15,7 +15,7 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -54,6 +54,41 @@ from .servers import silent_tcp_server
 
 def run_one(check: HealthCheck) -> CheckResult:
     return HealthRunner(HealthRegistry([check]), cache_seconds=0, deadline=30).ready().checks[0]
+
+
+class CallsUnderLoad:
+    """Four threads calling ``function(item)`` for every item, over and over, until the
+    block ends (at most 60 s). Each answer must be ``item * 10``; an error is counted
+    in `errors`, never swallowed."""
+
+    def __init__(self, function: Callable[[int], int], items: Iterable[int]) -> None:
+        self.function = function
+        self.items = list(items)
+        self.errors: list[BaseException] = []
+        self.answered = 0
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._call_in_a_loop) for _ in range(4)]
+
+    def _call_in_a_loop(self) -> None:
+        deadline = time.monotonic() + 60
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            for item in self.items:
+                try:
+                    assert self.function(item) == item * 10
+                    self.answered += 1
+                except BaseException as exc:  # counted, never swallowed
+                    self.errors.append(exc)
+            time.sleep(0.002)
+
+    def __enter__(self) -> CallsUnderLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
 
 
 # -- URLs --------------------------------------------------------------------------
@@ -332,25 +367,7 @@ def test_sentinel_failover_mid_load_keeps_cached_calls_answering() -> None:
         assert master.execute_command("WAIT", 1, 5000) == 1  # the replica has every value
         master.close()
 
-        errors: list[BaseException] = []
-        answered = [0]
-        stop = threading.Event()
-
-        def call_in_a_loop() -> None:
-            deadline = time.monotonic() + 60
-            while not stop.is_set() and time.monotonic() < deadline:
-                for item in keys:
-                    try:
-                        assert price(item) == item * 10
-                        answered[0] += 1
-                    except BaseException as exc:  # counted, never swallowed
-                        errors.append(exc)
-                time.sleep(0.002)
-
-        threads = [threading.Thread(target=call_in_a_loop) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        try:
+        with CallsUnderLoad(price, keys) as load:
             time.sleep(0.5)
             killed_at = time.monotonic()
             group.master.kill()
@@ -363,10 +380,6 @@ def test_sentinel_failover_mid_load_keeps_cached_calls_answering() -> None:
                     recovered_at = time.monotonic()
                 time.sleep(0.02)
             time.sleep(1.0)  # calls keep going against the new master
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join(timeout=30)
         assert promoted_at is not None, "Sentinel did not promote the replica within 30 s"
         assert recovered_at is not None, "the cache did not find the new master within 30 s"
         during = [item for at, item in loads if killed_at <= at <= recovered_at]
@@ -374,12 +387,12 @@ def test_sentinel_failover_mid_load_keeps_cached_calls_answering() -> None:
         print(
             f"\nsentinel failover: promoted after {promoted_at - killed_at:.2f} s, "
             f"cache back on Redis after {recovered_at - killed_at:.2f} s, "
-            f"{answered[0]} cached calls, {len(errors)} errors, "
+            f"{load.answered} cached calls, {len(load.errors)} errors, "
             f"{len(during)} loads during the switch ({len(set(during))} keys), "
             f"{len(after)} after, {cache.fallbacks} fallbacks"
         )
-        assert errors == []
-        assert answered[0] > 0
+        assert load.errors == []
+        assert load.answered > 0
         assert cache.fallbacks > 0  # the memory tier answered during the switch
         # Each key is loaded at most a few times per process while the master is away
         # (the memory tier is dropped when Redis answers again); never once per call.
@@ -695,25 +708,7 @@ def test_cluster_failover_keeps_cached_calls_answering() -> None:
         with redis.Redis(port=victim.port, socket_timeout=5) as master:
             assert master.execute_command("WAIT", 1, 5000) == 1  # the replica has them
 
-        errors: list[BaseException] = []
-        answered = [0]
-        stop = threading.Event()
-
-        def call_in_a_loop() -> None:
-            deadline = time.monotonic() + 60
-            while not stop.is_set() and time.monotonic() < deadline:
-                for item in keys:
-                    try:
-                        assert price(item) == item * 10
-                        answered[0] += 1
-                    except BaseException as exc:  # counted, never swallowed
-                        errors.append(exc)
-                time.sleep(0.002)
-
-        threads = [threading.Thread(target=call_in_a_loop) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        try:
+        with CallsUnderLoad(price, keys) as load:
             time.sleep(0.5)
             killed_at = time.monotonic()
             victim.kill()
@@ -742,25 +737,21 @@ def test_cluster_failover_keeps_cached_calls_answering() -> None:
             time.sleep(1.0)  # calls keep going against the new layout
             settled_at = time.monotonic()
             time.sleep(1.0)
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join(timeout=30)
         during = [item for at, item in loads if killed_at <= at <= back_at]
         settled = [item for at, item in loads if at > settled_at]
         print(
             f"\ncluster failover: replica promoted after {promoted_at - killed_at:.2f} s, "
             f"cache on the promoted replica after {back_at - killed_at:.2f} s, "
-            f"{answered[0]} cached calls, {len(errors)} errors, {len(during)} loads during "
+            f"{load.answered} cached calls, {len(load.errors)} errors, {len(during)} loads during "
             f"the switch ({len(set(during))} keys), {len(settled)} once settled, "
             f"{cache.fallbacks} fallbacks"
         )
-        assert errors == []
-        assert answered[0] > 0
+        assert load.errors == []
+        assert load.answered > 0
         assert cache.fallbacks > 0  # the memory tier answered during the switch
         # Loads are bounded by the switches between Redis and the memory tier (each
         # drops the tier), never one per call.
-        assert len(during) < answered[0] / 10
+        assert len(during) < load.answered / 10
         assert settled == []  # every key is back in Redis
         cache.close()
 
